@@ -1,0 +1,16 @@
+"""Dialects beyond ``graph`` that programs may contain (target dialects register here)."""
+
+from __future__ import annotations
+
+from xdsl.ir import Dialect
+
+_EXTRA: list[Dialect] = []
+
+
+def register_dialect(d: Dialect) -> None:
+    if all(x.name != d.name for x in _EXTRA):
+        _EXTRA.append(d)
+
+
+def extra_dialects() -> list[Dialect]:
+    return list(_EXTRA)
