@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-
 from portc.compiler.errors import BundleError
 from portc.dialects import dtypes
 

@@ -9,9 +9,11 @@ guarantees, because portc's frontends and tests rely on them:
 * Output is byte-stable: node metadata that torch's exporter adds (stack traces with absolute
   paths of the machine that exported) is stripped, so rebuilding on another checkout yields the
   same bytes.
-* The ONNX graph shows the model as authored: constants are folded and dead nodes removed, but
-  onnxscript's pattern rewrites (e.g. folding BatchNorm into Conv) are *not* applied, because
-  such fusions are portc's own passes and the examples exist to exercise them.
+* The ONNX graph shows the model as authored: shape arithmetic is constant-folded and dead nodes
+  removed, but onnxscript's pattern rewrites (e.g. folding BatchNorm into Conv) are *not*
+  applied and parameters are never folded (``Transpose(weight)`` stays), because such fusions
+  and folds are portc's own passes and the examples exist to exercise them. As a result every
+  ONNX initializer that is a parameter keeps its torch ``state_dict`` name, as in the ``.pt2``.
 
 This file is a plain module next to the scripts (``examples/`` is not a package).
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir
 import torch
 
 #: ONNX opset for every example. 18 has LayerNormalization (>=17) and is widely supported;
@@ -79,6 +82,19 @@ def _strip_metadata(model: onnx.ModelProto) -> None:
             node.ClearField("doc_string")
 
 
+def _keeps_parameters(node: onnx_ir.Node, params: set[str]) -> bool | None:
+    """Constant-folding veto: never fold a node that reads a model parameter.
+
+    Folding e.g. ``Transpose(weight)`` would replace the parameter by an anonymous copy
+    (``val_49``), so initializer names would stop matching the torch ``state_dict`` keys that the
+    ``.pt2`` uses, and the weights-as-authored would be hidden from portc's own fold pass.
+    Returning ``None`` leaves every other node to onnxscript's default rules.
+    """
+    if any(value is not None and value.name in params for value in node.inputs):
+        return False
+    return None
+
+
 def check_self_contained_static(model: onnx.ModelProto) -> None:
     """Raise ``ValueError`` unless ``model`` has no external data and only static I/O shapes."""
     for tensor in model.graph.initializer:
@@ -109,7 +125,6 @@ def export_onnx(
     dead-node removal (see the module docstring for why no rewrites). The proto is saved with
     ``onnx.save(..., save_as_external_data=False)`` so the file is always self-contained.
     """
-    import onnx_ir
     from onnxscript import optimizer
 
     with quiet_export(), torch.no_grad():
@@ -125,7 +140,10 @@ def export_onnx(
             verbose=False,
         )
         assert program is not None  # torch returns the ONNXProgram when dynamo=True
-        optimizer.fold_constants(program.model)
+        params = set(program.model.graph.initializers)
+        optimizer.fold_constants(
+            program.model, should_fold=lambda node: _keeps_parameters(node, params)
+        )
         optimizer.remove_unused_nodes(program.model)
         proto = onnx_ir.serde.serialize_model(program.model)
     _strip_metadata(proto)
@@ -143,9 +161,14 @@ def export_pt2(
     """Export ``model`` with ``torch.export.export`` (static shapes) and save it as ``.pt2``.
 
     This is the artifact portc's torch frontend reads; it carries the ATen graph and weights.
+    The returned program is the one saved, stack traces removed.
     """
     with quiet_export(), torch.no_grad():
         program = torch.export.export(model, inputs)
+    # Stack traces name absolute source paths of the exporting machine; drop them so the
+    # archive is identical whichever checkout built it. (Only debugging metadata is lost.)
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)
     torch.export.save(program, os.fspath(path))
     return program
 

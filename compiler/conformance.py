@@ -1,0 +1,236 @@
+"""``portc conformance``: run ONNX's own node test cases on a target and tabulate the results.
+
+Every case in ``onnx.backend.test`` (kind ``node``) counts; a case that fails to import, compile or
+run is a failure with its reason, never dropped from the denominator. Cases are grouped by the op
+they test: the single node's type, or for ``*_expanded`` function-body cases the op whose name the
+test carries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+CASE_TIMEOUT_S = 60
+
+
+@dataclass
+class CaseResult:
+    name: str
+    op: str
+    passed: bool
+    stage: str  # "ok", "import", "compile", "run", "compare", "timeout"
+    reason: str
+    seconds: float
+
+
+def load_cases() -> list:  # list of onnx TestCase namedtuples
+    from onnx.backend.test.loader import load_model_tests
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):
+            return load_model_tests(kind="node")
+
+
+_ALL_OPS: list[str] | None = None
+
+
+def _op_names() -> list[str]:
+    global _ALL_OPS
+    if _ALL_OPS is None:
+        _ALL_OPS = sorted({s.name for s in onnx.defs.get_all_schemas_with_history()},
+                          key=len, reverse=True)
+    return _ALL_OPS
+
+
+def case_op(case: object) -> str:
+    """The op a case tests."""
+    model: onnx.ModelProto = case.model  # type: ignore[attr-defined]
+    types = {n.op_type for n in model.graph.node}
+    if len(model.graph.node) == 1 or len(types) == 1:
+        return model.graph.node[0].op_type
+    name = re.sub(r"^test_", "", case.name).replace("_", "").lower()  # type: ignore[attr-defined]
+    for op in _op_names():
+        if name.startswith(op.lower()):
+            return op
+    return sorted(types)[0]
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    def fire(signum: int, frame: object) -> None:
+        raise _Timeout()
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def compare_outputs(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float
+                    ) -> str | None:
+    """None when equal within tolerance; else a one-line description of the first mismatch."""
+    if len(expected) != len(got):
+        return f"{len(got)} outputs, expected {len(expected)}"
+    for i, (e, o) in enumerate(zip(expected, got, strict=True)):
+        e, o = np.asarray(e), np.asarray(o)
+        if e.dtype == object:
+            return f"output {i}: non-numeric expected output"
+        if e.dtype != o.dtype:
+            return f"output {i}: dtype {o.dtype}, expected {e.dtype}"
+        if e.shape != o.shape:
+            return f"output {i}: shape {o.shape}, expected {e.shape}"
+        if e.dtype.kind in "fc" or e.dtype.kind == "V" or e.dtype.itemsize == 1 and \
+                e.dtype.kind not in "iub":
+            ef, of = e.astype(np.float64), o.astype(np.float64)
+            if not np.allclose(of, ef, rtol=rtol, atol=atol, equal_nan=True):
+                err = np.nanmax(np.abs(of - ef)) if ef.size else 0.0
+                return f"output {i}: max abs error {err:.3g} (rtol {rtol}, atol {atol})"
+        elif not np.array_equal(e, o):
+            return f"output {i}: {int(np.sum(e != o))} of {e.size} elements differ"
+    return None
+
+
+def run_case(case: object, target: str, runtime: str | None = None) -> CaseResult:
+    from portc.compiler.frontends.onnx.importer import import_onnx
+    from portc.compiler.pipeline import compile_program
+    from portc.compiler.targets import get_target
+
+    model: onnx.ModelProto = case.model  # type: ignore[attr-defined]
+    op = case_op(case)
+    t0 = time.perf_counter()
+    init = {t.name for t in model.graph.initializer}
+    in_names = [vi.name for vi in model.graph.input if vi.name not in init]
+    stage = "import"
+    try:
+        with _deadline(CASE_TIMEOUT_S), warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            tgt = get_target(target)
+            for inputs, expected in case.data_sets:  # type: ignore[attr-defined]
+                stage = "import"
+                feeds = {n: np.asarray(a) for n, a in zip(in_names, inputs, strict=False)}
+                if any(a.dtype == object for a in feeds.values()):
+                    raise _Unsupported("string/object tensors are not supported")
+                res = import_onnx(model, input_shapes={n: a.shape for n, a in feeds.items()},
+                                  known_inputs=feeds)
+                stage = "compile"
+                artifact = compile_program(res.program, tgt)
+                stage = "run"
+                exe = tgt.runtime(runtime).load(artifact)
+                outs, _ = exe.run(feeds)
+                stage = "compare"
+                names = [vo.name for vo in model.graph.output]
+                why = compare_outputs(list(expected), [outs[n] for n in names],
+                                      case.rtol, case.atol)  # type: ignore[attr-defined]
+                if why:
+                    return CaseResult(case.name, op, False, stage, why,  # type: ignore[attr-defined]
+                                      time.perf_counter() - t0)
+    except _Timeout:
+        return CaseResult(case.name, op, False, "timeout",  # type: ignore[attr-defined]
+                          f"over {CASE_TIMEOUT_S}s", time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001 - every failure is a counted, reported result
+        msg = " ".join(str(e).split())[:300] or type(e).__name__
+        return CaseResult(case.name, op, False, stage, f"{type(e).__name__}: {msg}",  # type: ignore[attr-defined]
+                          time.perf_counter() - t0)
+    return CaseResult(case.name, op, True, "ok", "", time.perf_counter() - t0)  # type: ignore[attr-defined]
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def run_conformance(target: str, runtime: str | None = None, ops: set[str] | None = None,
+                    name_filter: str | None = None, progress: bool = True) -> list[CaseResult]:
+    cases = load_cases()
+    if ops:
+        cases = [c for c in cases if case_op(c) in ops]
+    if name_filter:
+        rx = re.compile(name_filter)
+        cases = [c for c in cases if rx.search(c.name)]
+    results = []
+    it = cases
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        it = tqdm(cases, desc=f"conformance[{target}]", unit="case")
+    for c in it:
+        results.append(run_case(c, target, runtime))
+    return results
+
+
+def summarize(results: list[CaseResult]) -> dict:
+    by_op: dict[str, list[CaseResult]] = defaultdict(list)
+    for r in results:
+        by_op[r.op].append(r)
+    passed = sum(r.passed for r in results)
+    return {
+        "total": len(results),
+        "passed": passed,
+        "failed": len(results) - passed,
+        "pass_rate": passed / len(results) if results else 0.0,
+        "ops": {
+            op: {"passed": sum(r.passed for r in rs), "total": len(rs)}
+            for op, rs in sorted(by_op.items())
+        },
+        "failures": [asdict(r) for r in results if not r.passed],
+    }
+
+
+def format_table(summary: dict, show_failures: bool = False) -> str:
+    lines = [f"{'op':<32} {'pass':>5} {'total':>5}  status"]
+    for op, s in summary["ops"].items():
+        status = "ok" if s["passed"] == s["total"] else ("FAIL" if s["passed"] == 0 else "partial")
+        lines.append(f"{op:<32} {s['passed']:>5} {s['total']:>5}  {status}")
+    if show_failures:
+        lines.append("")
+        lines.append("failures:")
+        for f in summary["failures"]:
+            lines.append(f"  {f['name']} [{f['stage']}]: {f['reason']}")
+    lines.append("")
+    lines.append(f"TOTAL: {summary['passed']}/{summary['total']} cases pass "
+                 f"({100 * summary['pass_rate']:.1f}%), {summary['failed']} fail")
+    return "\n".join(lines)
+
+
+def main_conformance(target: str, runtime: str | None, as_json: bool, ops: set[str] | None,
+                     name_filter: str | None, show_failures: bool) -> int:
+    results = run_conformance(target, runtime, ops, name_filter)
+    summary = summarize(results)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_table(summary, show_failures))
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", default="reference")
+    ap.add_argument("--ops", default=None, help="comma-separated op types")
+    ap.add_argument("-k", default=None, help="regex on case names")
+    ap.add_argument("--failures", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    raise SystemExit(main_conformance(a.target, None, a.json,
+                                      set(a.ops.split(",")) if a.ops else None, a.k, a.failures))

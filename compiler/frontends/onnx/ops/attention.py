@@ -1,0 +1,3 @@
+"""ONNX attention op decompositions into graph-dialect core ops."""
+
+from __future__ import annotations

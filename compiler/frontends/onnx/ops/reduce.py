@@ -1,0 +1,3 @@
+"""ONNX reduce op decompositions into graph-dialect core ops."""
+
+from __future__ import annotations

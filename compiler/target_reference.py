@@ -1,0 +1,50 @@
+"""Target ``reference``: the graph program itself, executed by the numpy interpreter.
+
+It is the golden model made into a target, so that `portc verify --target reference` checks the
+frontend against onnxruntime/torch and the bundle format end to end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from portc.compiler.artifact import Artifact
+from portc.compiler.program import Program, parse_program
+from portc.compiler.targets import CompileOptions, Runtime, Target, register_target
+
+PROGRAM_FILE = "program.graph.mlir"
+
+
+def compile_reference(program: Program, options: CompileOptions) -> Artifact:
+    used = {op.resource.data for op in program.module.walk() if op.name == "graph.constant"}
+    return Artifact("reference", {PROGRAM_FILE: program.to_text()}, program.weights.subset(used))
+
+
+class InterpreterExecutable:
+    def __init__(self, artifact: Artifact) -> None:
+        self.program = parse_program(artifact.files[PROGRAM_FILE], artifact.weights, PROGRAM_FILE)
+        self.program.verify()
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from portc.runtimes.reference.interpreter import run_program
+
+        counts: dict[str, int] = {}
+
+        def count(op: Any, _res: Any) -> None:
+            counts[op.name] = counts.get(op.name, 0) + 1
+
+        outs = run_program(self.program, inputs, on_op=count)
+        return outs, {"ops_executed": counts}
+
+
+REFERENCE = Target(
+    name="reference",
+    summary="graph IR executed by portc's numpy reference interpreter (float64 accumulation)",
+    description={"artifact": PROGRAM_FILE, "precision": "float64 compute, rounded per op"},
+    compile=compile_reference,
+    runtimes=(Runtime("interpreter", "numpy reference interpreter", InterpreterExecutable),),
+    graph_pipeline=("canonicalize", "cse", "dce"),
+)
+register_target(REFERENCE)

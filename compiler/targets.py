@@ -1,0 +1,91 @@
+"""The target registry: one object per target, as DESIGN.md's "Targets" section describes.
+
+A target names its description (the facts lowerings read), the pipeline that lowers a graph
+program into its artifact, and the runtimes that execute that artifact. Adding a target is one
+``register_target`` call; ``portc targets`` lists what is registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from portc.compiler.artifact import Artifact
+from portc.compiler.errors import UnknownTargetError
+from portc.compiler.program import Program
+
+
+class Executable(Protocol):
+    def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Execute once; returns outputs by name and runtime statistics."""
+        ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    summary: str
+    load: Callable[[Artifact], Executable]
+    #: None when usable here, else why not (missing tool, no GPU)
+    unavailable: Callable[[], str | None] = lambda: None
+
+
+@dataclass
+class CompileOptions:
+    """Options every target understands; target-specific ones go in ``extra``."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    summary: str
+    description: Mapping[str, Any]
+    compile: Callable[[Program, CompileOptions], Artifact]
+    runtimes: tuple[Runtime, ...]
+    #: graph-level passes run before lowering (names from the pass registry)
+    graph_pipeline: tuple[str, ...] = ()
+
+    @property
+    def default_runtime(self) -> Runtime:
+        return self.runtimes[0]
+
+    def runtime(self, name: str | None) -> Runtime:
+        if name is None:
+            return self.default_runtime
+        for r in self.runtimes:
+            if r.name == name:
+                return r
+        raise UnknownTargetError(
+            f"target '{self.name}' has no runtime '{name}'; it has: "
+            + ", ".join(r.name for r in self.runtimes)
+        )
+
+
+_TARGETS: dict[str, Target] = {}
+
+
+def register_target(t: Target) -> None:
+    _TARGETS[t.name] = t
+
+
+def _load_builtin_targets() -> None:
+    from portc.compiler import target_reference  # noqa: F401
+
+
+def all_targets() -> list[Target]:
+    _load_builtin_targets()
+    return list(_TARGETS.values())
+
+
+def get_target(name: str) -> Target:
+    _load_builtin_targets()
+    try:
+        return _TARGETS[name]
+    except KeyError:
+        raise UnknownTargetError(
+            f"unknown target '{name}'; available: {', '.join(sorted(_TARGETS))} (see `portc targets`)"
+        ) from None
