@@ -111,51 +111,36 @@ def compare_outputs(expected: list[np.ndarray], got: list[np.ndarray], rtol: flo
 
 
 def run_case(case: object, target: str, runtime: str | None = None) -> CaseResult:
-    from portc.compiler.frontends.onnx.importer import import_onnx
-    from portc.compiler.pipeline import compile_program
-    from portc.compiler.targets import get_target
+    """Run one case through the ONNX backend API, exactly as ``onnx.backend.test`` would."""
+    from portc.compiler.onnx_backend import PortcBackend
 
     model: onnx.ModelProto = case.model  # type: ignore[attr-defined]
     op = case_op(case)
+    name = case.name  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    init = {t.name for t in model.graph.initializer}
-    in_names = [vi.name for vi in model.graph.input if vi.name not in init]
-    stage = "import"
+    stage = "prepare"
     try:
         with _deadline(CASE_TIMEOUT_S), warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            tgt = get_target(target)
+            rep = PortcBackend.prepare(model, target, runtime=runtime)
             for inputs, expected in case.data_sets:  # type: ignore[attr-defined]
-                stage = "import"
-                feeds = {n: np.asarray(a) for n, a in zip(in_names, inputs, strict=False)}
-                if any(a.dtype == object for a in feeds.values()):
-                    raise _Unsupported("string/object tensors are not supported")
-                res = import_onnx(model, input_shapes={n: a.shape for n, a in feeds.items()},
-                                  known_inputs=feeds)
-                stage = "compile"
-                artifact = compile_program(res.program, tgt)
                 stage = "run"
-                exe = tgt.runtime(runtime).load(artifact)
-                outs, _ = exe.run(feeds)
+                if any(np.asarray(a).dtype == object for a in inputs):
+                    raise TypeError("string/object tensors are not supported")
+                outs = rep.run(list(inputs))
                 stage = "compare"
-                names = [vo.name for vo in model.graph.output]
-                why = compare_outputs(list(expected), [outs[n] for n in names],
+                why = compare_outputs(list(expected), list(outs),
                                       case.rtol, case.atol)  # type: ignore[attr-defined]
                 if why:
-                    return CaseResult(case.name, op, False, stage, why,  # type: ignore[attr-defined]
-                                      time.perf_counter() - t0)
+                    return CaseResult(name, op, False, stage, why, time.perf_counter() - t0)
     except _Timeout:
-        return CaseResult(case.name, op, False, "timeout",  # type: ignore[attr-defined]
-                          f"over {CASE_TIMEOUT_S}s", time.perf_counter() - t0)
+        return CaseResult(name, op, False, "timeout", f"over {CASE_TIMEOUT_S}s",
+                          time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001 - every failure is a counted, reported result
         msg = " ".join(str(e).split())[:300] or type(e).__name__
-        return CaseResult(case.name, op, False, stage, f"{type(e).__name__}: {msg}",  # type: ignore[attr-defined]
+        return CaseResult(name, op, False, stage, f"{type(e).__name__}: {msg}",
                           time.perf_counter() - t0)
-    return CaseResult(case.name, op, True, "ok", "", time.perf_counter() - t0)  # type: ignore[attr-defined]
-
-
-class _Unsupported(Exception):
-    pass
+    return CaseResult(name, op, True, "ok", "", time.perf_counter() - t0)
 
 
 def run_conformance(target: str, runtime: str | None = None, ops: set[str] | None = None,

@@ -27,12 +27,13 @@ def run_passes(
     program: Program,
     passes: Sequence[ModulePass],
     after_each: Callable[[str, Program], None] | None = None,
+    check_weights: bool = True,
 ) -> Program:
-    ctx = make_context()
+    ctx = make_context(program.weights)
     for p in passes:
         p.apply(ctx, program.module)
         try:
-            program.verify()
+            program.verify(check_weights)
         except IRError as e:
             raise IRError(f"pass '{p.name}' left IR that does not verify: {e}") from e
         if after_each is not None:

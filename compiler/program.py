@@ -18,9 +18,25 @@ from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 
-def make_context() -> Context:
+@dataclass
+class PortcContext(Context):
+    """An xDSL context that also carries the program's weights, so that passes which read or
+    create constants (``fold-constants``) reach the arrays through the ``ctx`` every
+    ``ModulePass.apply`` already receives."""
+
+    weights: WeightStore = field(default_factory=WeightStore)
+
+
+def weights_of(ctx: Context) -> WeightStore:
+    if not isinstance(ctx, PortcContext):
+        raise IRError("this pass needs the program's weights; run it through portc (portc opt "
+                      "--weights W.safetensors), not a bare xDSL context")
+    return ctx.weights
+
+
+def make_context(weights: WeightStore | None = None) -> PortcContext:
     """A context with every dialect portc programs may contain."""
-    ctx = Context(allow_unregistered=False)
+    ctx = PortcContext(weights=weights if weights is not None else WeightStore())
     for d in (builtin.Builtin, func.Func, arith.Arith, scf.Scf, graph.Graph):
         ctx.load_dialect(d)
     from portc.dialects import registry
@@ -70,12 +86,14 @@ class Program:
     def to_text(self) -> str:
         return str(self.module) + "\n"
 
-    def verify(self) -> None:
+    def verify(self, check_weights: bool = True) -> None:
         """IR verifier plus the check the IR alone cannot do: constants match their arrays."""
         try:
             self.module.verify()
         except VerifyException as e:
             raise IRError(f"IR does not verify: {e}") from e
+        if not check_weights:
+            return
         for op in self.module.walk():
             if isinstance(op, graph.ConstantOp):
                 name = op.resource.data

@@ -45,6 +45,6 @@ REFERENCE = Target(
     description={"artifact": PROGRAM_FILE, "precision": "float64 compute, rounded per op"},
     compile=compile_reference,
     runtimes=(Runtime("interpreter", "numpy reference interpreter", InterpreterExecutable),),
-    graph_pipeline=("canonicalize", "cse", "dce"),
+    graph_pipeline=("canonicalize", "fold-constants", "cse", "dce"),
 )
 register_target(REFERENCE)

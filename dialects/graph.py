@@ -42,8 +42,24 @@ from xdsl.irdl import (
     traits_def,
     var_operand_def,
 )
-from xdsl.traits import ConstantLike, Pure
+from xdsl.traits import ConstantLike, HasCanonicalizationPatternsTrait, Pure
 from xdsl.utils.exceptions import VerifyException
+
+# --------------------------------------------------------------------------------------------
+# Canonicalization hooks: patterns live in portc.passes.canonicalize_graph (imported lazily so
+# that the dialect does not depend on the pass layer at import time).
+
+
+def _canonicalization_trait(op_name: str) -> HasCanonicalizationPatternsTrait:
+    class GraphCanonicalization(HasCanonicalizationPatternsTrait):
+        @classmethod
+        def get_canonicalization_patterns(cls) -> tuple:
+            from portc.passes.canonicalize_graph import PATTERNS
+
+            return next((v for k, v in PATTERNS.items() if k.name == op_name), ())
+
+    return GraphCanonicalization()
+
 
 # --------------------------------------------------------------------------------------------
 # Tensor types as plain Python values
@@ -292,7 +308,7 @@ class UnaryOp(GraphOp):
     fn = prop_def(StringAttr)
     x = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _canonicalization_trait("graph.unary"))
     assembly_format = _fmt("x")
 
     @classmethod
@@ -354,7 +370,7 @@ class CastOp(GraphOp):
     saturate = opt_prop_def(IntegerAttr)
     x = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _canonicalization_trait("graph.cast"))
     assembly_format = _fmt("x")
 
     @classmethod
@@ -633,7 +649,7 @@ class ReshapeOp(GraphOp):
     name = "graph.reshape"
     x = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _canonicalization_trait("graph.reshape"))
     assembly_format = _fmt("x")
 
     @classmethod
@@ -656,7 +672,7 @@ class TransposeOp(GraphOp):
     perm = prop_def(DenseArrayBase)
     x = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _canonicalization_trait("graph.transpose"))
     assembly_format = _fmt("x")
 
     @classmethod
@@ -675,7 +691,7 @@ class SliceOp(GraphOp):
     steps = prop_def(DenseArrayBase)
     x = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _canonicalization_trait("graph.slice"))
     assembly_format = _fmt("x")
 
     @classmethod
@@ -760,7 +776,7 @@ class BroadcastOp(GraphOp):
     name = "graph.broadcast"
     x = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), _canonicalization_trait("graph.broadcast"))
     assembly_format = _fmt("x")
 
     @classmethod

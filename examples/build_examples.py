@@ -104,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     for b in built:
         print(f"  {b.name} ops: {format_histogram(b.op_histogram)}")
-    print(f"wrote {2 * len(built)} files (opset {OPSET}) to {args.out} "
-          f"in {time.perf_counter() - start:.1f}s")
+    print(
+        f"wrote {2 * len(built)} files (opset {OPSET}) to {args.out} "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
     return 0
 
 

@@ -158,7 +158,9 @@ def small_cnn_inputs(seed: int = 0) -> Inputs:
 
 def tiny_transformer_inputs(seed: int = 0) -> Inputs:
     """A ``[1, 16]`` int64 ``input_ids`` tensor for :class:`TinyTransformerEncoder`."""
-    return (torch.randint(0, TINY_VOCAB, (1, TINY_SEQ), generator=_seeded(seed), dtype=torch.int64),)
+    return (
+        torch.randint(0, TINY_VOCAB, (1, TINY_SEQ), generator=_seeded(seed), dtype=torch.int64),
+    )
 
 
 def build_mlp(seed: int = 0) -> tuple[nn.Module, Inputs]:

@@ -1,12 +1,19 @@
-"""Graph-level cleanup passes: canonicalize, cse, dce (xDSL's), registered under their names."""
+"""Graph-level passes registered under their names for pipelines and ``portc opt``.
+
+``canonicalize``, ``cse`` and ``dce`` are xDSL's own passes; graph ops contribute their
+canonicalization patterns through traits (``portc.passes.canonicalize_graph``).
+"""
 
 from __future__ import annotations
 
+from portc.passes import fold_constants  # noqa: F401 - registers fold-constants
 from portc.passes.registry import register_pass
 from xdsl.transforms.canonicalize import CanonicalizePass
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
 from xdsl.transforms.dead_code_elimination import DeadCodeElimination
 
+CommonSubexpressionElimination.__doc__ = "Merge identical pure ops with identical operands."
+DeadCodeElimination.__doc__ = "Remove pure ops whose results are unused."
 register_pass(CanonicalizePass)
 register_pass(CommonSubexpressionElimination)
 register_pass(DeadCodeElimination)

@@ -1,0 +1,314 @@
+"""The programmatic API behind the CLI: import, compile, run and verify models.
+
+``portc.compile(module, example_inputs, target="cuda")`` mirrors ``torch.compile``; the CLI is a
+thin argument parser over these functions so that CI scripts and notebooks get the same behaviour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from portc.compiler.artifact import Artifact
+from portc.compiler.errors import InputError, ModelLoadError, VerificationMismatch
+from portc.compiler.program import Program
+from portc.compiler.targets import CompileOptions, get_target
+from portc.dialects import dtypes
+from portc.dialects import graph as g
+
+ModelLike = Any  # path, onnx.ModelProto, torch.nn.Module or torch.export.ExportedProgram
+
+
+@dataclass
+class ImportedModel:
+    """A model in graph IR plus what verification needs to run the original."""
+
+    program: Program
+    kind: str  # "onnx" or "torch"
+    source_hash: str
+    oracle: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    dim_bindings: dict[str, int] = field(default_factory=dict)
+    name: str = "model"
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _onnx_oracle(model_bytes: bytes, base_dir: str | None
+                 ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        feeds = {i.name: np.asarray(inputs[i.name]) for i in sess.get_inputs()}
+        return dict(zip(names, sess.run(names, feeds), strict=True))
+
+    return run
+
+
+def import_model(model: ModelLike, example_inputs: Sequence[Any] | None = None, *,
+                 dims: Mapping[str, int] | None = None,
+                 input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 max_tensor_bytes: int | None = None) -> ImportedModel:
+    """Import an ONNX file/ModelProto, a ``.pt2`` file, an ExportedProgram or an nn.Module."""
+    import onnx
+    from portc.compiler.frontends.onnx.importer import (
+        DEFAULT_MAX_TENSOR_BYTES,
+        import_onnx,
+        load_onnx,
+    )
+
+    limit = max_tensor_bytes or DEFAULT_MAX_TENSOR_BYTES
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise ModelLoadError(f"model file '{path}' does not exist")
+        if path.suffix == ".pt2":
+            from portc.compiler.frontends import torch_export
+
+            ep = torch_export.load_pt2(path)
+            res = torch_export.import_exported_program(ep)
+            return ImportedModel(res.program, "torch", _sha256_file(path),
+                                 lambda ins: torch_export.reference_outputs(ep, ins),
+                                 getattr(res, "dim_bindings", {}), path.stem)
+        if path.suffix not in (".onnx", ".pb", ""):
+            raise ModelLoadError(
+                f"'{path}': unknown model format '{path.suffix}'; portc reads .onnx (ONNX) and "
+                ".pt2 (torch.export.save) files")
+        proto = load_onnx(path, limit)
+        res = import_onnx(proto, dims=dims, input_shapes=input_shapes, max_tensor_bytes=limit)
+        return ImportedModel(res.program, "onnx", _sha256_file(path),
+                             _onnx_oracle(proto.SerializeToString(), str(path.parent)),
+                             res.dim_bindings, path.stem)
+    if isinstance(model, onnx.ModelProto):
+        res = import_onnx(model, dims=dims, input_shapes=input_shapes, max_tensor_bytes=limit)
+        raw = model.SerializeToString()
+        return ImportedModel(res.program, "onnx", hashlib.sha256(raw).hexdigest(),
+                             _onnx_oracle(raw, None), res.dim_bindings, model.graph.name or "model")
+    import torch
+    from portc.compiler.frontends import torch_export
+
+    if isinstance(model, torch.export.ExportedProgram):
+        ep = model
+    elif isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise InputError("compiling a torch.nn.Module needs example_inputs (a tuple of tensors)")
+        ep = torch.export.export(model.eval(), tuple(example_inputs))
+    else:
+        raise ModelLoadError(
+            f"cannot import a {type(model).__name__}; pass an .onnx/.pt2 path, an onnx.ModelProto,"
+            " a torch.nn.Module or a torch.export.ExportedProgram")
+    res = torch_export.import_exported_program(ep)
+    digest = hashlib.sha256(res.program.to_text().encode()).hexdigest()
+    return ImportedModel(res.program, "torch", digest,
+                         lambda ins: torch_export.reference_outputs(ep, ins),
+                         getattr(res, "dim_bindings", {}), type(model).__name__)
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def _index_bounds(program: Program) -> dict[str, int]:
+    """Integer inputs used as gather indices get values inside the gathered dimension."""
+    bounds: dict[str, int] = {}
+    for name, arg in zip(program.input_names, program.main.args, strict=True):
+        for use in arg.uses:
+            op = use.operation
+            if isinstance(op, g.GatherOp) and use.index == 1:
+                d = g.spec_of(op.data)
+                n = d.shape[op.props()["axis"] % d.rank]
+                if n is not None:
+                    bounds[name] = min(bounds.get(name, n), n)
+    return bounds
+
+
+def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fresh seeded inputs: normal floats, in-range indices, random 0/1 ints and bools."""
+    rng = np.random.default_rng(seed)
+    bounds = _index_bounds(program)
+    out: dict[str, np.ndarray] = {}
+    for name, spec in program.input_specs().items():
+        if not spec.is_static:
+            raise InputError(f"input '{name}' has symbolic dims {spec}; bind them with --dim")
+        shape = tuple(int(d) for d in spec.shape)  # type: ignore[arg-type]
+        dt = dtypes.dtype(spec.dtype)
+        if dt.kind == "float":
+            out[name] = rng.standard_normal(shape).astype(dt.numpy)
+        elif dt.kind == "bool":
+            out[name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            hi = bounds.get(name, 2)
+            out[name] = rng.integers(0, max(hi, 1), shape).astype(dt.numpy)
+            if name in bounds and out[name].size > 1 and hi > 1:
+                out[name].flat[0] = hi - 1  # exercise the last row as well
+    return out
+
+
+def load_inputs(path: str | os.PathLike[str], program: Program) -> dict[str, np.ndarray]:
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise InputError(f"inputs file '{p}' does not exist") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"'{p}' is not a readable .npz file ({e}); save inputs with "
+                         "numpy.savez(path, name=array, ...)") from e
+    from portc.runtimes.reference.interpreter import check_inputs
+
+    check_inputs(program, arrays)
+    return arrays
+
+
+# ------------------------------------------------------------------------------------ compile
+
+
+@dataclass
+class CompiledModel:
+    artifact: Artifact
+    program: Program
+    target: str
+
+    def run(self, inputs: Mapping[str, np.ndarray], runtime: str | None = None
+            ) -> dict[str, np.ndarray]:
+        exe = get_target(self.target).runtime(runtime).load(self.artifact)
+        return exe.run(inputs)[0]
+
+    def save(self, out_dir: str | os.PathLike[str]) -> Path:
+        return self.artifact.write(Path(out_dir))
+
+
+def build_manifest(imported: ImportedModel, program: Program, target: str) -> dict[str, Any]:
+    from portc import __version__
+
+    def tensors(specs: Mapping[str, g.TensorSpec]) -> list[dict[str, Any]]:
+        return [{"name": n, "shape": list(s.shape), "dtype": s.dtype} for n, s in specs.items()]
+
+    return {
+        "portc_version": __version__,
+        "model": imported.name,
+        "source_kind": imported.kind,
+        "source_sha256": imported.source_hash,
+        "inputs": tensors(program.input_specs()),
+        "outputs": tensors(program.output_specs()),
+        "dim_bindings": imported.dim_bindings,
+    }
+
+
+def compile(model: ModelLike, example_inputs: Sequence[Any] | None = None,  # noqa: A001
+            target: str = "reference", out_dir: str | os.PathLike[str] | None = None,
+            options: Mapping[str, Any] | None = None,
+            after_each: Callable[[str, Program], None] | None = None,
+            imported: ImportedModel | None = None) -> CompiledModel:
+    from portc.compiler.pipeline import compile_program
+
+    tgt = get_target(target)
+    imported = imported or import_model(model, example_inputs)
+    artifact = compile_program(imported.program, tgt, CompileOptions(dict(options or {})),
+                               after_each)
+    artifact.manifest = {**build_manifest(imported, imported.program, target),
+                         **artifact.manifest}
+    cm = CompiledModel(artifact, imported.program, target)
+    if out_dir is not None:
+        cm.save(out_dir)
+    return cm
+
+
+# ------------------------------------------------------------------------------------ verify
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    target: str
+    runtime: str
+    checks: list[OutputCheck]
+    oracle: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def table(self) -> str:
+        lines = [f"{'output':<28} {'max abs err':>12} {'max rel err':>12}  result"]
+        for c in self.checks:
+            lines.append(f"{c.name:<28} {c.max_abs:>12.3e} {c.max_rel:>12.3e}  "
+                         f"{'ok' if c.ok else 'MISMATCH'} {c.detail}".rstrip())
+        verdict = "PASS" if self.ok else "FAIL"
+        lines.append(f"{verdict}: {self.model} on {self.target}/{self.runtime} vs {self.oracle}")
+        return "\n".join(lines)
+
+
+def compare(name: str, got: np.ndarray, want: np.ndarray, rtol: float, atol: float
+            ) -> OutputCheck:
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return OutputCheck(name, float("inf"), float("inf"), False,
+                           f"shape {list(got.shape)} != {list(want.shape)}")
+    if got.dtype != want.dtype:
+        return OutputCheck(name, float("inf"), float("inf"), False,
+                           f"dtype {got.dtype} != {want.dtype}")
+    a, b = got.astype(np.float64), want.astype(np.float64)
+    with np.errstate(all="ignore"):
+        diff = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
+        rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    max_abs = float(np.nanmax(diff)) if diff.size else 0.0
+    max_rel = float(np.nanmax(np.where(diff == 0, 0, rel))) if diff.size else 0.0
+    ok = bool(np.all(diff <= atol + rtol * np.abs(b))) and not np.isnan(diff).any()
+    return OutputCheck(name, max_abs, max_rel, ok)
+
+
+def verify(model: ModelLike, target: str = "reference", *, example_inputs: Sequence[Any] | None
+           = None, inputs: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+           rtol: float = 1e-4, atol: float = 1e-5, runtime: str | None = None,
+           verify_each: bool = False, imported: ImportedModel | None = None,
+           options: Mapping[str, Any] | None = None) -> VerifyReport:
+    """Compile for ``target``, run on its runtime and compare with onnxruntime/torch."""
+    from portc.compiler.pipeline import verify_each_hook
+
+    imported = imported or import_model(model, example_inputs)
+    program = imported.program
+    feeds = dict(inputs) if inputs is not None else random_inputs(program, seed)
+    expected = imported.oracle(feeds)
+    hook = None
+    if verify_each:
+        from portc.runtimes.reference.interpreter import run_program
+
+        before = run_program(program, feeds)
+        for name, ref in expected.items():
+            chk = compare(name, before[name], ref, rtol, atol)
+            if not chk.ok:
+                raise VerificationMismatch(
+                    f"the imported program already differs from the "
+                    f"{'onnxruntime' if imported.kind == 'onnx' else 'torch'} output '{name}' "
+                    f"(max abs err {chk.max_abs:.3g}) before any pass: a frontend bug")
+        hook = verify_each_hook(before, feeds, rtol, atol)
+    cm = compile(None, target=target, imported=imported, after_each=hook, options=options)
+    rt = get_target(target).runtime(runtime)
+    outs, stats = rt.load(cm.artifact).run(feeds)
+    checks = [compare(n, outs[n], expected[n], rtol, atol) for n in program.output_names]
+    oracle = "onnxruntime" if imported.kind == "onnx" else "torch"
+    return VerifyReport(imported.name, target, rt.name, checks, oracle, stats)
