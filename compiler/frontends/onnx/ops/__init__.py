@@ -6,6 +6,7 @@ from portc.compiler.frontends.onnx.ops import (  # noqa: F401
     nn,
     quant,
     reduce,
+    resample,
     rnn,
     tensor,
 )
