@@ -17,11 +17,11 @@ class ReshapeOfReshape(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.ReshapeOp, rewriter: PatternRewriter) -> None:
         if op.x.type == op.result.type:
-            rewriter.replace_op(op, [], [op.x])
+            rewriter.replace(op, [], [op.x])
             return
         inner = op.x.owner
         if isinstance(inner, g.ReshapeOp):
-            rewriter.replace_op(op, g.ReshapeOp.build_op([inner.x], [g.spec_of(op.result)], {}))
+            rewriter.replace(op, g.ReshapeOp.build_op([inner.x], [g.spec_of(op.result)], {}))
 
 
 class TransposeOfTranspose(RewritePattern):
@@ -31,16 +31,16 @@ class TransposeOfTranspose(RewritePattern):
     def match_and_rewrite(self, op: g.TransposeOp, rewriter: PatternRewriter) -> None:
         perm = op.props()["perm"]
         if list(perm) == list(range(len(perm))):
-            rewriter.replace_op(op, [], [op.x])
+            rewriter.replace(op, [], [op.x])
             return
         inner = op.x.owner
         if isinstance(inner, g.TransposeOp):
             p = inner.props()["perm"]
             composed = tuple(p[i] for i in perm)
             if list(composed) == list(range(len(composed))):
-                rewriter.replace_op(op, [], [inner.x])
+                rewriter.replace(op, [], [inner.x])
             else:
-                rewriter.replace_op(op, g.TransposeOp.build_op(
+                rewriter.replace(op, g.TransposeOp.build_op(
                     [inner.x], [g.spec_of(op.result)], {"perm": composed}))
 
 
@@ -48,14 +48,14 @@ class NoOpCast(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.CastOp, rewriter: PatternRewriter) -> None:
         if op.x.type == op.result.type:
-            rewriter.replace_op(op, [], [op.x])
+            rewriter.replace(op, [], [op.x])
 
 
 class NoOpBroadcast(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.BroadcastOp, rewriter: PatternRewriter) -> None:
         if op.x.type == op.result.type:
-            rewriter.replace_op(op, [], [op.x])
+            rewriter.replace(op, [], [op.x])
 
 
 class NoOpSlice(RewritePattern):
@@ -64,14 +64,14 @@ class NoOpSlice(RewritePattern):
         p = op.props()
         if op.x.type == op.result.type and all(s == 0 for s in p["starts"]) and all(
                 s == 1 for s in p["steps"]):
-            rewriter.replace_op(op, [], [op.x])
+            rewriter.replace(op, [], [op.x])
 
 
 class IdentityUnary(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.UnaryOp, rewriter: PatternRewriter) -> None:
         if op.props()["fn"] == "identity":
-            rewriter.replace_op(op, [], [op.x])
+            rewriter.replace(op, [], [op.x])
 
 
 PATTERNS: dict[type[g.GraphOp], tuple[RewritePattern, ...]] = {

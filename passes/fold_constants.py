@@ -52,7 +52,7 @@ class FoldAllConstantOperands(RewritePattern):
         for r, arr in zip(op.results, results, strict=True):
             name = self.weights.add(arr, r.name_hint or "folded")
             new_ops.append(g.ConstantOp.build_op([], [g.spec_of(r)], {"resource": name}))
-        rewriter.replace_op(op, new_ops, [c.results[0] for c in new_ops])
+        rewriter.replace(op, new_ops, [c.results[0] for c in new_ops])
 
 
 @register_pass

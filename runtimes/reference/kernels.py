@@ -145,7 +145,11 @@ def binary(p: Props, ins: list[np.ndarray], outs: list[TensorSpec]) -> list[np.n
         big = sh >= bits
         sh = np.where(big, 0, sh).astype(a.dtype)
         r = np.left_shift(a, sh) if fn == "shl" else np.right_shift(a, sh)
-        return [np.where(big, np.zeros_like(r), r).astype(a.dtype)]
+        # shifting by >= the width (negative amounts count as huge) empties the value: zero, or
+        # for an arithmetic right shift of a signed value its sign fill
+        fill = np.right_shift(a, bits - 1) if fn == "shr" and a.dtype.kind == "i" else \
+            np.zeros_like(r)
+        return [np.where(big, fill, r).astype(a.dtype)]
     if fn in ("bitwise_and", "bitwise_or", "bitwise_xor", "and", "or", "xor"):
         return [BINARY_IMPL[fn](a, b)]
     if fn in ("eq", "ne", "lt", "le", "gt", "ge"):
@@ -168,39 +172,63 @@ def where(p: Props, ins: list[np.ndarray], outs: list[TensorSpec]) -> list[np.nd
     return [np.where(ins[0], ins[1], ins[2]).astype(_np(outs[0].dtype), copy=False)]
 
 
+#: Float8 formats whose ``saturate`` flag clamps out-of-range values (and infinities) to +-max.
+_SATURATING_FLOAT8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+
+
+def _to_e8m0(x: np.ndarray, saturate: bool) -> np.ndarray:
+    """float -> float8_e8m0fnu (powers of two) rounding up, as ONNX's default ``round_mode``:
+    the float32 exponent, plus one when any mantissa bit is set; NaN/Inf map to NaN (0xFF)."""
+    import ml_dtypes
+
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    exp = ((bits >> 23) & 0xFF).astype(np.uint16)
+    special = exp == 0xFF
+    up = ((bits & 0x7FFFFF) > 0) & ~special
+    if saturate:
+        up &= exp != 0xFE
+    exp = np.where(special, 0xFF, exp + up).astype(np.uint8)
+    return exp.view(ml_dtypes.float8_e8m0fnu)
+
+
+def _float_to_int(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Truncate toward zero, then wrap modulo 2^bits (NaN -> 0): what ONNX's reference and x86
+    conversions give for out-of-range values, negative values cast to unsigned included."""
+    with np.errstate(invalid="ignore"):
+        t = np.nan_to_num(np.trunc(x.astype(np.float64)), nan=0.0, posinf=0.0, neginf=0.0)
+    t = np.clip(t, -(2.0**63), np.nextafter(2.0**64, 0))
+    neg = np.where(t < 0, t, 0).astype(np.int64).view(np.uint64)
+    pos = np.where(t >= 0, t, 0).astype(np.uint64)
+    u = pos + neg  # modular: the two's-complement bits of the truncated value
+    if dtypes.dtype(spec.dtype).kind == "int":
+        return finish(u.view(np.int64), spec)
+    return finish(u, spec)
+
+
 @kernel(g.CastOp)
 def cast(p: Props, ins: list[np.ndarray], outs: list[TensorSpec]) -> list[np.ndarray]:
     x, to = ins[0], dtypes.dtype(p["to"])
     src = dtypes.from_numpy(x.dtype)
+    saturate = bool(p.get("saturate", True))
     if to.kind == "bool":
         return [x.astype(np.float64) != 0 if src.kind == "float" else x != 0]
-    if src.kind == "float" and to.kind == "float":
-        x64 = x.astype(np.float64) if x.dtype != np.float64 else x
-        if to.bits <= 8 and p.get("saturate", True):
-            fin = float(np.finfo(to.numpy).max)
-            x64 = np.where(np.isinf(x64), np.sign(x64) * fin, x64) if to.name != "float8_e5m2" \
-                else x64
-            x64 = np.where(np.isnan(x64), x64, np.clip(x64, -fin, fin))
-        if to.name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2fnuz") and not p.get(
-                "saturate", True):
-            fin = float(np.finfo(to.numpy).max)
-            # non-saturating overflow gives NaN for formats without infinities
-            x64 = np.where(np.abs(x64) > fin * 1.0625, np.nan, x64)
-        # ml_dtypes rounds float64 -> narrow types to nearest even in one step
-        with np.errstate(all="ignore"):
-            if to.name == "float32" or to.name == "float64" or to.name == "float16":
-                return [x64.astype(to.numpy)]
-            return [x64.astype(to.numpy)]
-    if src.kind == "float":
-        with np.errstate(invalid="ignore"):
-            t = np.trunc(x.astype(np.float64))
-        return [finish(np.nan_to_num(t, nan=0.0), outs[0])]
     if to.kind == "float":
         if src.kind == "bool":
             return [x.astype(to.numpy)]
+        if to.name == "float8_e8m0fnu":
+            return [_to_e8m0(x.astype(np.float64), saturate)]
+        x64 = wide(x).astype(np.float64)
+        if to.name in _SATURATING_FLOAT8 and saturate:
+            import ml_dtypes
+
+            fin = float(ml_dtypes.finfo(to.numpy).max)
+            x64 = np.clip(x64, -fin, fin)  # NaN stays NaN; +-inf become +-max
+        # ml_dtypes rounds float64 -> narrow types to nearest even in one step; without
+        # saturation, overflow gives inf (e5m2) or NaN (formats without infinities)
         with np.errstate(all="ignore"):
-            return [wide(x).astype(np.float64).astype(to.numpy) if to.name != "float64"
-                    else wide(x).astype(np.float64)]
+            return [x64.astype(to.numpy)]
+    if src.kind == "float":
+        return [_float_to_int(x, outs[0])]
     return [finish(wide(x) if src.kind != "bool" else x.astype(np.int64), outs[0])]
 
 

@@ -10,6 +10,7 @@ do with ``CastLike``, so the decomposition keeps the dtype of its input.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -53,6 +54,16 @@ def _dtype(v: SSAValue) -> str:
 
 def _is_float(v: SSAValue) -> bool:
     return dtypes.is_float(_dtype(v))
+
+
+def _widened(ctx: OnnxContext, x: SSAValue) -> tuple[SSAValue, Callable[[SSAValue], SSAValue]]:
+    """Composite activations on 16-bit (or narrower) floats compute in float32 and round once
+    at the end, like ONNX Runtime's kernels; rounding every intermediate to bfloat16 would cost
+    several ulps. Returns the operand to compute with and the function that casts back."""
+    dt = _dtype(x)
+    if dtypes.is_float(dt) and dtypes.dtype(dt).bits < 32:
+        return ctx.b.cast(x, "float32"), lambda y: ctx.b.cast(y, dt)
+    return x, lambda y: y
 
 
 # ---------------------------------------------------------------------------------- one-to-one
@@ -224,81 +235,63 @@ def _expm1_times(ctx: OnnxContext, x: SSAValue, alpha: float) -> SSAValue:
     return ctx.b.binary("mul", em1, _c(ctx, alpha, x))
 
 
-@onnx_op("Elu")
-def elu(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    x = ctx.input(node, 0)
-    return [_neg_where(ctx, x, _expm1_times(ctx, x, ctx.attr_float(node, "alpha", 1.0)))]
+# Composite float activations: each body maps an operand (already widened to float32 when it
+# is a 16-bit float) to the result; ``float_activation`` registers them all.
+Body = Callable[[OnnxContext, onnx.NodeProto, SSAValue], SSAValue]
 
 
-@onnx_op("Selu")
-def selu(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    x = ctx.input(node, 0)
+def _elu(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
+    return _neg_where(ctx, x, _expm1_times(ctx, x, ctx.attr_float(node, "alpha", 1.0)))
+
+
+def _selu(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
     alpha = ctx.attr_float(node, "alpha", 1.67326319217681884765625)
     gamma = ctx.attr_float(node, "gamma", 1.05070102214813232421875)
     inner = ctx.b.where(ctx.b.binary("le", x, _c(ctx, 0, x)), _expm1_times(ctx, x, alpha), x)
-    return [ctx.b.binary("mul", inner, _c(ctx, gamma, x))]
+    return ctx.b.binary("mul", inner, _c(ctx, gamma, x))
 
 
-@onnx_op("Celu")
-def celu(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+def _celu(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
     """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``."""
-    x = ctx.input(node, 0)
     alpha = ctx.attr_float(node, "alpha", 1.0)
     scaled = ctx.b.binary("div", x, _c(ctx, alpha, x))
     neg = ctx.b.binary("min", _expm1_times(ctx, scaled, alpha), _c(ctx, 0, x))
-    return [ctx.b.binary("add", ctx.b.unary("relu", x), neg)]
+    return ctx.b.binary("add", ctx.b.unary("relu", x), neg)
 
 
-def _hard_sigmoid(ctx: OnnxContext, x: SSAValue, alpha: float, beta: float) -> SSAValue:
+def _hard_sigmoid_of(ctx: OnnxContext, x: SSAValue, alpha: float, beta: float) -> SSAValue:
     """``clamp(alpha * x + beta, 0, 1)``."""
     y = ctx.b.binary("add", ctx.b.binary("mul", x, _c(ctx, alpha, x)), _c(ctx, beta, x))
     return ctx.b.binary("max", ctx.b.binary("min", y, _c(ctx, 1, x)), _c(ctx, 0, x))
 
 
-@onnx_op("HardSigmoid")
-def hard_sigmoid(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    x = ctx.input(node, 0)
-    return [_hard_sigmoid(ctx, x, ctx.attr_float(node, "alpha", 0.2),
-                          ctx.attr_float(node, "beta", 0.5))]
+def _hard_sigmoid(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
+    return _hard_sigmoid_of(ctx, x, ctx.attr_float(node, "alpha", 0.2),
+                            ctx.attr_float(node, "beta", 0.5))
 
 
-@onnx_op("HardSwish")
-def hard_swish(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    x = ctx.input(node, 0)
-    return [ctx.b.binary("mul", x, _hard_sigmoid(ctx, x, 1.0 / 6.0, 0.5))]
+def _hard_swish(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
+    return ctx.b.binary("mul", x, _hard_sigmoid_of(ctx, x, 1.0 / 6.0, 0.5))
 
 
-@onnx_op("Softplus")
-def softplus(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    return [_softplus(ctx, ctx.input(node, 0))]
-
-
-@onnx_op("Softsign")
-def softsign(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    x = ctx.input(node, 0)
+def _softsign(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
     den = ctx.b.binary("add", ctx.b.unary("abs", x), _c(ctx, 1, x))
-    return [ctx.b.binary("div", x, den)]
+    return ctx.b.binary("div", x, den)
 
 
-@onnx_op("Mish")
-def mish(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    x = ctx.input(node, 0)
-    return [ctx.b.binary("mul", x, ctx.b.unary("tanh", _softplus(ctx, x)))]
+def _mish(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
+    return ctx.b.binary("mul", x, ctx.b.unary("tanh", _softplus(ctx, x)))
 
 
-@onnx_op("Swish")
-def swish(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    x = ctx.input(node, 0)
+def _swish(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
     alpha = ctx.attr_float(node, "alpha", 1.0)
     ax = x if alpha == 1.0 else ctx.b.binary("mul", x, _c(ctx, alpha, x))
-    return [ctx.b.binary("mul", x, ctx.b.unary("sigmoid", ax))]
+    return ctx.b.binary("mul", x, ctx.b.unary("sigmoid", ax))
 
 
-@onnx_op("Gelu")
-def gelu(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+def _gelu(ctx: OnnxContext, node: onnx.NodeProto, x: SSAValue) -> SSAValue:
     """``0.5 x (1 + erf(x / sqrt 2))``, or with ``approximate='tanh'``
     ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
-    x = ctx.input(node, 0)
     approx = ctx.attr_str(node, "approximate", "none")
     if approx == "none":
         inner = ctx.b.unary("erf", ctx.b.binary("mul", x, _c(ctx, 1 / math.sqrt(2), x)))
@@ -309,7 +302,20 @@ def gelu(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     else:
         raise NodeError(f"approximate must be 'none' or 'tanh', got '{approx}'")
     half_x = ctx.b.binary("mul", x, _c(ctx, 0.5, x))
-    return [ctx.b.binary("mul", half_x, ctx.b.binary("add", inner, _c(ctx, 1, x)))]
+    return ctx.b.binary("mul", half_x, ctx.b.binary("add", inner, _c(ctx, 1, x)))
+
+
+FLOAT_ACTIVATIONS: dict[str, Body] = {
+    "Elu": _elu, "Selu": _selu, "Celu": _celu, "HardSigmoid": _hard_sigmoid,
+    "HardSwish": _hard_swish, "Softplus": lambda ctx, node, x: _softplus(ctx, x),
+    "Softsign": _softsign, "Mish": _mish, "Swish": _swish, "Gelu": _gelu,
+}
+
+
+@onnx_op(*FLOAT_ACTIVATIONS)
+def float_activation(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    x, back = _widened(ctx, ctx.input(node, 0))
+    return [back(FLOAT_ACTIVATIONS[node.op_type](ctx, node, x))]
 
 
 @onnx_op("ThresholdedRelu")
@@ -364,10 +370,11 @@ def _softmax_family(ctx: OnnxContext, node: onnx.NodeProto, body: str) -> Output
     if body == "softmax":
         y = ctx.b.one(g.SoftmaxOp, [xin], {"axis": axis})
     elif body == "logsoftmax":
-        m = ctx.b.reduce("max", xin, [axis], True)
-        s = ctx.b.binary("sub", xin, m)
+        # x - max - log(sum(exp(x - max))): never log(0) for tiny probabilities
+        xw, back = _widened(ctx, xin)
+        s = ctx.b.binary("sub", xw, ctx.b.reduce("max", xw, [axis], True))
         lse = ctx.b.unary("log", ctx.b.reduce("sum", ctx.b.unary("exp", s), [axis], True))
-        y = ctx.b.binary("sub", s, lse)
+        y = back(ctx.b.binary("sub", s, lse))
     else:
         y = _hardmax(ctx, xin, axis)
     return [ctx.b.reshape(y, shape) if legacy else y]

@@ -408,7 +408,10 @@ def lp_norm(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
         norm = ctx.b.unary("sqrt", ctx.b.reduce("sum", ctx.b.binary("mul", x, x), [axis], True))
     else:
         raise NodeError(f"p must be 1 or 2, got {p}")
-    return [ctx.b.binary("div", x, norm)]
+    # an all-zero slice has norm 0 and normalises to zeros, not 0/0
+    safe = ctx.b.where(ctx.b.binary("eq", norm, _fscalar(ctx, 0.0, norm)),
+                       _fscalar(ctx, 1.0, norm), norm)
+    return [ctx.b.binary("div", x, safe)]
 
 
 @onnx_op("MeanVarianceNormalization")

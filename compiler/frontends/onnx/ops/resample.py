@@ -302,3 +302,388 @@ def upsample(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
         raise NodeError(f"unknown mode '{mode}'")
     return [_resample(ctx, node, x, sizes, sc, list(range(rank)), "asymmetric", coeffs, False,
                       None, 0.0)]
+
+
+# ============================================================================ GridSample
+
+
+def _cubic_weights(b: GraphBuilder, t: SSAValue, a: float = -0.75) -> list[SSAValue]:
+    """Keys cubic weights for taps -1, 0, 1, 2 at fractional offset ``t`` in [0, 1)."""
+
+    def c(v: float) -> SSAValue:
+        return b.scalar(v, t)
+
+    def near(x: SSAValue) -> SSAValue:  # |x| <= 1: ((a+2)x - (a+3)) x^2 + 1
+        p = b.binary("sub", b.binary("mul", c(a + 2), x), c(a + 3))
+        return b.binary("add", b.binary("mul", b.binary("mul", p, x), x), c(1.0))
+
+    def far(x: SSAValue) -> SSAValue:  # 1 < |x| < 2: ((a x - 5a) x + 8a) x - 4a
+        p = b.binary("sub", b.binary("mul", c(a), x), c(5 * a))
+        p = b.binary("add", b.binary("mul", p, x), c(8 * a))
+        return b.binary("sub", b.binary("mul", p, x), c(4 * a))
+
+    one_m = b.binary("sub", c(1.0), t)
+    return [far(b.binary("add", t, c(1.0))), near(t), near(one_m),
+            far(b.binary("sub", c(2.0), t))]
+
+
+def _reflect(b: GraphBuilder, v: SSAValue, lo: float, hi: float) -> SSAValue:
+    """Reflect ``v`` at the borders until it lies in [lo, hi] (values inside stay bit-exact)."""
+    rng = hi - lo
+    if rng <= 0:
+        return b.binary("mul", v, b.scalar(0.0, v))  # a single-pixel axis: everything maps to 0
+    m = b.binary("mod", b.binary("sub", v, b.scalar(lo, v)), b.scalar(2 * rng, v))
+    folded = b.where(b.binary("gt", m, b.scalar(rng, v)),
+                     b.binary("sub", b.scalar(2 * rng, v), m), m)
+    r = b.binary("add", folded, b.scalar(lo, v))
+    outside = b.binary("or", b.binary("lt", v, b.scalar(lo, v)), b.binary("gt", v, b.scalar(hi, v)))
+    return b.where(outside, r, v)
+
+
+def _clamp(b: GraphBuilder, v: SSAValue, lo: float, hi: float) -> SSAValue:
+    return b.binary("min", b.binary("max", v, b.scalar(lo, v)), b.scalar(hi, v))
+
+
+@onnx_op("GridSample")
+def grid_sample(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    """Sample ``X`` [N, C, D...] at the runtime ``grid`` [N, O..., k] (normalised coordinates,
+    innermost dim first). Per tap: coordinates -> integer source indices and weights with core
+    ops, a flat index into ``X`` reshaped to [N, C, S], and a ``gather_elements``; the taps'
+    weighted values are summed. Follows ONNX's reference (PyTorch's grid_sampler)."""
+    b = ctx.b
+    x = ctx.input(node, 0)
+    grid = ctx.input(node, 1)
+    xs = ctx.static_shape(x, node)
+    gs = ctx.static_shape(grid, node)
+    dt = ctx.spec(x).dtype
+    k = len(xs) - 2
+    if gs[-1] != k or len(gs) != k + 2 or gs[0] != xs[0]:
+        raise NodeError(f"grid shape {gs} does not match input shape {xs}")
+    mode = ctx.attr_str(node, "mode", "linear" if ctx.opset >= 20 else "bilinear")
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    if mode not in ("nearest", "linear", "cubic"):
+        raise NodeError(f"unknown mode '{mode}'")
+    pad = ctx.attr_str(node, "padding_mode", "zeros")
+    if pad not in ("zeros", "border", "reflection"):
+        raise NodeError(f"unknown padding_mode '{pad}'")
+    align = bool(ctx.attr_int(node, "align_corners", 0))
+    n, c, dims = xs[0], xs[1], xs[2:]
+    out_sp = gs[1:-1]
+    p = int(np.prod(out_sp))
+    s = int(np.prod(dims))
+    narrow = dt not in ("float32", "float64")
+    cdt = "float32" if narrow else dt
+    gridf = b.cast(grid, cdt)
+    xf = b.reshape(b.cast(x, cdt), (n, c, s))
+
+    # per spatial dim: taps as (float index, weight or None)
+    taps_per_dim: list[list[tuple[SSAValue, SSAValue | None]]] = []
+    for i, length in enumerate(dims):
+        comp = k - 1 - i  # grid component for this dim
+        v = b.reshape(b.slice(gridf, [0] * (k + 1) + [comp], [1] * (k + 2), [*gs[:-1], 1]),
+                      (n, p))
+        one = b.scalar(1.0, v)
+        if align:
+            v = b.binary("mul", b.binary("mul", b.binary("add", v, one), b.scalar(0.5, v)),
+                         b.scalar(float(length - 1), v))
+            lo, hi = 0.0, float(length - 1)
+        else:
+            v = b.binary("mul", b.binary("sub", b.binary("mul", b.binary("add", v, one),
+                                                        b.scalar(float(length), v)), one),
+                         b.scalar(0.5, v))
+            lo, hi = -0.5, length - 0.5
+        if mode == "nearest":
+            v = b.unary("round", v)  # half to even, as PyTorch's nearbyint
+        if pad == "border":
+            outside = b.binary("or", b.binary("lt", v, b.scalar(lo, v)),
+                               b.binary("gt", v, b.scalar(hi, v)))
+            v = b.where(outside, _clamp(b, v, 0.0, float(length - 1)), v)
+        elif pad == "reflection":
+            v = _reflect(b, v, lo, hi)
+        if mode == "nearest":
+            taps_per_dim.append([(v, None)])
+            continue
+        f = b.unary("floor", v)
+        t = b.binary("sub", v, f)
+        if mode == "linear":
+            taps_per_dim.append([(f, b.binary("sub", one, t)),
+                                 (b.binary("add", f, one), t)])
+        else:
+            ws = _cubic_weights(b, t)
+            taps_per_dim.append([(b.binary("add", f, b.scalar(float(o), f)), w)
+                                 for o, w in zip((-1, 0, 1, 2), ws, strict=True)])
+
+    # per dim and tap: integer index into the axis and (zeros padding) validity
+    resolved: list[list[tuple[SSAValue, SSAValue | None, SSAValue | None]]] = []
+    for i, length in enumerate(dims):
+        lo, hi = (0.0, float(length - 1)) if align else (-0.5, length - 0.5)
+        row = []
+        for fidx, w in taps_per_dim[i]:
+            valid = None
+            if pad == "zeros":
+                valid = b.binary("and", b.binary("ge", fidx, b.scalar(0.0, fidx)),
+                                 b.binary("le", fidx, b.scalar(float(length - 1), fidx)))
+                fidx = _clamp(b, fidx, 0.0, float(length - 1))
+            elif pad == "border":
+                fidx = _clamp(b, fidx, 0.0, float(length - 1))
+            else:
+                fidx = _clamp(b, _reflect(b, fidx, lo, hi), 0.0, float(length - 1))
+            row.append((b.cast(fidx, "int64"), w, valid))
+        resolved.append(row)
+
+    strides = [int(np.prod(dims[i + 1:])) for i in range(k)]
+    acc: SSAValue | None = None
+    for combo in np.ndindex(*[len(r) for r in resolved]):
+        flat: SSAValue | None = None
+        weight: SSAValue | None = None
+        valid: SSAValue | None = None
+        for i, j in enumerate(combo):
+            ii, w, ok = resolved[i][j]
+            term = ii if strides[i] == 1 else b.binary("mul", ii, b.scalar(strides[i], "int64"))
+            flat = term if flat is None else b.binary("add", flat, term)
+            if w is not None:
+                weight = w if weight is None else b.binary("mul", weight, w)
+            if ok is not None:
+                valid = ok if valid is None else b.binary("and", valid, ok)
+        assert flat is not None
+        idx = b.broadcast(b.reshape(flat, (n, 1, p)), (n, c, p))
+        val = b.one(g.GatherElementsOp, [xf, idx], {"axis": 2})
+        if valid is not None:
+            val = b.where(b.reshape(valid, (n, 1, p)), val, b.scalar(0.0, val))
+        if weight is not None:
+            val = b.binary("mul", val, b.reshape(weight, (n, 1, p)))
+        acc = val if acc is None else b.binary("add", acc, val)
+    assert acc is not None
+    return [b.cast(b.reshape(acc, (n, c, *out_sp)), dt)]
+
+
+# ============================================================================ AffineGrid, Col2Im
+
+
+@onnx_op("AffineGrid")
+def affine_grid(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    """``grid[n, ...] = theta[n] @ [x, y(, z), 1]``: the homogeneous base grid depends only on the
+    compile-time ``size``, so the op is one batched matmul against a constant."""
+    b = ctx.b
+    theta = ctx.input(node, 0)
+    size = ctx.const_ints(node, 1, "size")
+    assert size is not None
+    align = bool(ctx.attr_int(node, "align_corners", 0))
+    sp = size[2:]
+    k = len(sp)
+    if k not in (2, 3):
+        raise NodeError(f"supports 2-D and 3-D grids, got size {size}")
+    dt = ctx.spec(theta).dtype
+    axes = []
+    for length in sp:
+        if align:
+            axes.append(np.linspace(-1.0, 1.0, length) if length > 1 else np.zeros(length))
+        else:
+            axes.append((2.0 * np.arange(length) + 1.0) / length - 1.0)
+    mesh = np.meshgrid(*axes, indexing="ij")  # D/H/W order
+    comps = [m.reshape(-1) for m in reversed(mesh)]  # x (innermost) first
+    base = np.stack([*comps, np.ones_like(comps[0])], axis=1)  # [S, k + 1]
+    out = b.matmul(b.const(base, dt, hint="affine_base"), b.transpose(theta, (0, 2, 1)))
+    return [b.reshape(out, (size[0], *sp, k))]
+
+
+@onnx_op("Col2Im")
+def col2im(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    """Sum sliding blocks back into an image: the block -> pixel map is compile-time, so the op
+    is a ``scatter_elements`` (add) of the in-bounds columns onto zeros."""
+    b = ctx.b
+    x = ctx.input(node, 0)
+    image = ctx.const_ints(node, 1, "image_shape")
+    block = ctx.const_ints(node, 2, "block_shape")
+    assert image is not None and block is not None
+    nd = len(image)
+    dil = ctx.attr_ints(node, "dilations", [1] * nd) or [1] * nd
+    pads = ctx.attr_ints(node, "pads", [0] * 2 * nd) or [0] * 2 * nd
+    strides = ctx.attr_ints(node, "strides", [1] * nd) or [1] * nd
+    n, ckl, length = ctx.static_shape(x, node)
+    kprod = int(np.prod(block))
+    if ckl % kprod:
+        raise NodeError(f"input dim 1 ({ckl}) is not a multiple of the block size {kprod}")
+    ch = ckl // kprod
+    cols = [(image[i] + pads[i] + pads[nd + i] - dil[i] * (block[i] - 1) - 1) // strides[i] + 1
+            for i in range(nd)]
+    if int(np.prod(cols)) != length:
+        raise NodeError(f"input has {length} blocks, the attributes give {cols}")
+    koff = np.indices(block).reshape(nd, -1)  # [nd, K]
+    coff = np.indices(cols).reshape(nd, -1)  # [nd, L]
+    pos = (coff[:, None, :] * np.array(strides)[:, None, None]
+           - np.array(pads[:nd])[:, None, None] + koff[:, :, None] * np.array(dil)[:, None, None])
+    inside = np.all((pos >= 0) & (pos < np.array(image)[:, None, None]), axis=0).reshape(-1)
+    flat = np.ravel_multi_index(tuple(np.clip(pos, 0, np.array(image)[:, None, None] - 1)),
+                                image).reshape(-1)  # [K * L]
+    src = np.nonzero(inside)[0]
+    total = int(np.prod(image))
+    dt = ctx.spec(x).dtype
+    xr = b.reshape(x, (n, ch, kprod * length))
+    vals = b.one(g.GatherOp, [xr, b.const(src, "int64", hint="col2im_src")], {"axis": 2})
+    idx = b.broadcast(b.const(flat[src].reshape(1, 1, -1), "int64", hint="col2im_dst"),
+                      (n, ch, len(src)))
+    zeros = b.broadcast(b.scalar(0, dt), (n, ch, total))
+    out = b.one(g.ScatterElementsOp, [zeros, idx, vals], {"axis": 2, "reduction": "add"})
+    return [b.reshape(out, (n, ch, *image))]
+
+
+# ============================================================================ signal ops
+
+
+def _dft_matrix(length: int, in_c: int, n: int, inverse: bool, onesided: bool
+                ) -> tuple[np.ndarray, int, int]:
+    """Real matrix M with ``y = x @ M`` for x laid out [L, in_c] flattened (interleaved re/im)
+    and y [n_out, out_c] flattened; samples past ``n`` are dropped, missing ones are zeros."""
+    j = np.arange(length)[:, None]
+    use = (j < n).astype(np.float64)
+    if inverse and onesided:  # one-sided spectrum -> real signal (numpy irfft)
+        kk = np.arange(length)[:, None]
+        t = 2 * np.pi * kk * np.arange(n)[None, :] / n
+        coef = np.where((kk == 0) | ((n % 2 == 0) & (kk == n // 2)), 1.0, 2.0)
+        coef = np.where(kk <= n // 2, coef, 0.0)
+        re = coef * np.cos(t) / n
+        im = -coef * np.sin(t) / n
+        m = np.stack([re, im], axis=1)[:, :in_c, :]  # [L, in_c, n]
+        return m.reshape(length * in_c, n), n, 1
+    n_out = n // 2 + 1 if onesided else n
+    k = np.arange(n_out)[None, :]
+    t = 2 * np.pi * j * k / n
+    sign = 1.0 if inverse else -1.0
+    cos, sin = np.cos(t) * use, sign * np.sin(t) * use
+    scale = 1.0 / n if inverse else 1.0
+    # (xr + i xi)(cos + i sin) = (xr cos - xi sin) + i (xr sin + xi cos)
+    m = np.zeros((length, in_c, n_out, 2))
+    m[:, 0, :, 0], m[:, 0, :, 1] = cos, sin
+    if in_c == 2:
+        m[:, 1, :, 0], m[:, 1, :, 1] = -sin, cos
+    return (m * scale).reshape(length * in_c, n_out * 2), n_out, 2
+
+
+def _dft_along(b: GraphBuilder, x: SSAValue, axis: int, n: int, inverse: bool, onesided: bool
+               ) -> SSAValue:
+    """DFT of ``x`` (trailing dim 1 or 2) along ``axis`` as one matmul with a constant matrix."""
+    spec = g.spec_of(x)
+    shape = [int(d) for d in spec.shape]  # type: ignore[arg-type]
+    rank = len(shape)
+    in_c = shape[-1]
+    if in_c not in (1, 2):
+        raise NodeError(f"the last dim must be 1 (real) or 2 (complex), got {in_c}")
+    if not 0 <= axis < rank - 1:
+        raise NodeError(f"axis {axis} must name a signal dim, not the complex dim")
+    perm = [d for d in range(rank - 1) if d != axis] + [axis, rank - 1]
+    xt = b.transpose(x, perm)
+    lead = [shape[d] for d in perm[:-2]]
+    m, n_out, out_c = _dft_matrix(shape[axis], in_c, n, inverse, onesided)
+    xm = b.reshape(xt, (*lead, shape[axis] * in_c))
+    y = b.matmul(xm, b.const(m, spec.dtype, hint="dft"))
+    if spec.dtype != "float64":
+        # twiddles rounded to the working precision leave errors of ~1 ulp x sum|x| on outputs
+        # that cancel to ~0 (an inverse DFT's imaginary part); a second matmul with the rounding
+        # residue restores them to the precision of the accumulation
+        np_dt = dtypes.dtype(spec.dtype).numpy
+        lo = m - m.astype(np_dt).astype(np.float64)
+        if np.any(lo):
+            y = b.binary("add", y, b.matmul(xm, b.const(lo, spec.dtype, hint="dft_lo")))
+    y = b.reshape(y, (*lead, n_out, out_c))
+    inv = [perm.index(d) for d in range(rank)]
+    return b.transpose(y, inv)
+
+
+@onnx_op("DFT")
+def dft(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    """DFT-17/20 with compile-time length and axis."""
+    x = ctx.input(node, 0)
+    rank = ctx.spec(x).rank
+    shape = ctx.static_shape(x, node)
+    if ctx.opset >= 20:
+        ax = ctx.const_ints(node, 2, "axis")
+        axis = -2 if ax is None else ax[0]
+    else:
+        axis = ctx.attr_int(node, "axis", 1)
+    axis %= rank
+    inverse = bool(ctx.attr_int(node, "inverse", 0))
+    onesided = bool(ctx.attr_int(node, "onesided", 0))
+    ln = ctx.const_ints(node, 1, "dft_length")
+    if ln is not None:
+        n = ln[0]
+    else:
+        n = 2 * (shape[axis] - 1) if inverse and onesided else shape[axis]
+    return [_dft_along(ctx.b, x, axis, n, inverse, onesided)]
+
+
+@onnx_op("STFT")
+def stft(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    """Frames are a compile-time gather of the signal, weighted by the window, then a DFT."""
+    b = ctx.b
+    x = ctx.input(node, 0)
+    bsz, length, c = ctx.static_shape(x, node)
+    step = ctx.const_ints(node, 1, "frame_step")
+    assert step is not None
+    window = ctx.opt_input(node, 2)
+    fl = ctx.const_ints(node, 3, "frame_length")
+    if fl is not None:
+        frame = fl[0]
+    elif window is not None:
+        frame = ctx.static_shape(window, node)[0]
+    else:
+        frame = length
+    frames = 1 + (length - frame) // step[0]
+    idx = np.arange(frames)[:, None] * step[0] + np.arange(frame)[None, :]
+    xf = b.one(g.GatherOp, [x, b.const(idx, "int64", hint="frames")], {"axis": 1})
+    if window is not None:
+        xf = b.binary("mul", xf, b.reshape(b.cast(window, ctx.spec(x).dtype), (frame, 1)))
+    onesided = bool(ctx.attr_int(node, "onesided", 1))
+    return [_dft_along(b, xf, 2, frame, False, onesided)]
+
+
+def _window(kind: str, size: int, periodic: bool) -> np.ndarray:
+    n = np.arange(size, dtype=np.float64)
+    den = size if periodic else size - 1
+    if kind == "HannWindow":
+        return np.sin(n * np.pi / den) ** 2
+    if kind == "HammingWindow":
+        a = 25.0 / 46.0
+        return a - np.cos(n * np.pi * 2 / den) * (1 - a)
+    return 0.42 - 0.5 * np.cos(n * 2 * np.pi / den) + 0.08 * np.cos(n * 4 * np.pi / den)
+
+
+@onnx_op("HannWindow", "HammingWindow", "BlackmanWindow")
+def window_fn(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    """Windows of compile-time size are constants."""
+    size = ctx.const_ints(node, 0, "size")
+    assert size is not None
+    periodic = bool(ctx.attr_int(node, "periodic", 1))
+    dt = ctx.onnx_dtype(ctx.attr_int(node, "output_datatype", onnx.TensorProto.FLOAT), node)
+    return [ctx.b.const(_window(node.op_type, size[0], periodic), dt, hint=node.op_type)]
+
+
+@onnx_op("MelWeightMatrix")
+def mel_weight_matrix(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
+    """The triangular mel filter bank [dft_length // 2 + 1, num_mel_bins] as a constant."""
+    vals = [ctx.const_input(node, i, w) for i, w in enumerate(
+        ("num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz"))]
+    if any(v is None for v in vals):
+        raise NodeError("needs all five inputs")
+    bins, dft_len, rate = (int(np.asarray(v).reshape(-1)[0]) for v in vals[:3])
+    lo, hi = (np.asarray(v).reshape(-1)[0] for v in vals[3:])
+    nspec = dft_len // 2 + 1
+    fb = np.arange(0, bins + 2)
+    lo_mel = 2595 * np.log1p(lo / 700) / np.log(10)
+    hi_mel = 2595 * np.log1p(hi / 700) / np.log(10)
+    step = (hi_mel - lo_mel) / fb.shape[0]
+    freq = 700 * np.expm1((fb * step + lo_mel) / 2595 * np.log(10))
+    fbin = (((dft_len + 1) * freq) // rate).astype(int)
+    out = np.zeros((nspec, bins))
+    for i in range(bins):
+        left, center, right = fbin[i], fbin[i + 1], fbin[i + 2]
+        if center == left:
+            out[center, i] = 1
+        else:
+            for j in range(left, center + 1):
+                out[j, i] = (j - left) / (center - left)
+        if right > center:
+            for j in range(center, right):
+                out[j, i] = (right - j) / (right - center)
+    dt = ctx.onnx_dtype(ctx.attr_int(node, "output_datatype", onnx.TensorProto.FLOAT), node)
+    return [ctx.b.const(out, dt, hint="mel")]

@@ -1,0 +1,38 @@
+"""Target ``reference`` end to end: examples, the onnx package's light_* CNNs and the
+BERT-style encoder verify against onnxruntime / torch on seeded random inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from portc.compiler.api import verify
+
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
+
+
+@pytest.mark.parametrize("name", ["mlp", "small_cnn", "tiny_transformer"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_example_verifies_on_reference(examples_dir: Path, name: str, fmt: str) -> None:
+    rep = verify(examples_dir / f"{name}.{fmt}", "reference", seed=5)
+    assert rep.ok, rep.table()
+
+
+def test_light_models_are_present() -> None:
+    assert {"resnet50", "squeezenet", "inception_v1", "densenet121", "vgg19"} <= set(LIGHT_MODELS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_model_verifies_on_reference(name: str) -> None:
+    rep = verify(LIGHT_DIR / f"light_{name}.onnx", "reference", seed=1, rtol=1e-4, atol=1e-5)
+    assert rep.ok, rep.table()
+
+
+@pytest.mark.slow
+def test_minilm_encoder_verifies_on_reference(minilm_dir: Path) -> None:
+    rep = verify(minilm_dir / "minilm_encoder.onnx", "reference", seed=2, rtol=1e-4, atol=1e-4)
+    assert rep.ok, rep.table()
