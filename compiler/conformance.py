@@ -110,6 +110,14 @@ def compare_outputs(expected: list[np.ndarray], got: list[np.ndarray], rtol: flo
     return None
 
 
+def _arrays(values: list) -> list[np.ndarray]:
+    """The loader hands some cases' data (exotic dtypes) over as TensorProtos."""
+    from onnx import numpy_helper
+
+    return [numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
+            for v in values]
+
+
 def run_case(case: object, target: str, runtime: str | None = None) -> CaseResult:
     """Run one case through the ONNX backend API, exactly as ``onnx.backend.test`` would."""
     from portc.compiler.onnx_backend import PortcBackend
@@ -123,8 +131,9 @@ def run_case(case: object, target: str, runtime: str | None = None) -> CaseResul
         with _deadline(CASE_TIMEOUT_S), warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             rep = PortcBackend.prepare(model, target, runtime=runtime)
-            for inputs, expected in case.data_sets:  # type: ignore[attr-defined]
+            for raw_inputs, raw_expected in case.data_sets:  # type: ignore[attr-defined]
                 stage = "run"
+                inputs, expected = _arrays(raw_inputs), _arrays(raw_expected)
                 if any(np.asarray(a).dtype == object for a in inputs):
                     raise TypeError("string/object tensors are not supported")
                 outs = rep.run(list(inputs))

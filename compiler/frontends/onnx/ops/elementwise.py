@@ -336,8 +336,9 @@ def shrink(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     b = _c(ctx, bias, x)
     hi = ctx.b.where(ctx.b.binary("gt", x, _c(ctx, lambd, x)), ctx.b.binary("sub", x, b),
                      _c(ctx, 0, x))
-    lo_cond = ctx.b.binary("lt", x, _c(ctx, -lambd, x)) if _is_float(x) or \
-        dtypes.dtype(_dtype(x)).kind == "int" else ctx.b.binary("lt", x, _c(ctx, 0, x))
+    if dtypes.dtype(_dtype(x)).kind == "uint" and lambd >= 0:
+        return [hi]  # no unsigned value lies below -lambd
+    lo_cond = ctx.b.binary("lt", x, _c(ctx, -lambd, x))
     return [ctx.b.where(lo_cond, ctx.b.binary("add", x, b), hi)]
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+from portc.compiler.builder import FOLD_LIMIT_ELEMENTS
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
@@ -60,7 +61,10 @@ def _window_pads(ctx: OnnxContext, node: onnx.NodeProto, in_sp: Sequence[int],
 
 
 def _per_channel(ctx: OnnxContext, v: SSAValue, rank: int) -> SSAValue:
-    """A [C] parameter as [C, 1, ...] so that it broadcasts against an N x C x ... tensor."""
+    """A [C] parameter as [C, 1, ...] so that it broadcasts against an N x C x ... tensor; a
+    [C, D1, ...] one (BatchNormalization with spatial=0 before opset 9) already does."""
+    if ctx.spec(v).rank != 1:
+        return v
     return ctx.b.reshape(v, (ctx.spec(v).shape[0], *([1] * (rank - 2))))
 
 
@@ -83,6 +87,10 @@ def _mean(ctx: OnnxContext, x: SSAValue, axes: Sequence[int]) -> SSAValue:
 # ---------------------------------------------------------------------------------- linear algebra
 
 
+def _numel(ctx: OnnxContext, v: SSAValue) -> int:
+    return int(np.prod([d if d is not None else 1 for d in ctx.spec(v).shape]))
+
+
 @onnx_op("MatMul")
 def matmul(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     return [ctx.b.matmul(ctx.input(node, 0), ctx.input(node, 1))]
@@ -93,12 +101,16 @@ def gemm(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     a, b = ctx.input(node, 0), ctx.input(node, 1)
     if ctx.spec(a).rank != 2 or ctx.spec(b).rank != 2:
         raise NodeError("Gemm takes 2-D A and B")
-    if ctx.attr_int(node, "transA", 0):
-        a = ctx.b.transpose(a, (1, 0))
-    if ctx.attr_int(node, "transB", 0):
-        b = ctx.b.transpose(b, (1, 0))
+    ta, tb = ctx.attr_int(node, "transA", 0), ctx.attr_int(node, "transB", 0)
+    folds = ctx.b.value_of(b) is not None and _numel(ctx, b) <= FOLD_LIMIT_ELEMENTS
+    if tb and _numel(ctx, b) > _numel(ctx, a) and not folds:
+        # a large B^T that did not fold (e.g. a 100M-element FC weight): transpose the small
+        # side instead, y = (B @ A'^T)^T, rather than copying the weight on every run
+        y = ctx.b.transpose(ctx.b.matmul(b, a if ta else ctx.b.transpose(a, (1, 0))), (1, 0))
+    else:
+        y = ctx.b.matmul(ctx.b.transpose(a, (1, 0)) if ta else a,
+                         ctx.b.transpose(b, (1, 0)) if tb else b)
     alpha, beta = ctx.attr_float(node, "alpha", 1.0), ctx.attr_float(node, "beta", 1.0)
-    y = ctx.b.matmul(a, b)
     if alpha != 1.0:
         y = ctx.b.binary("mul", y, _fscalar(ctx, alpha, y))
     c = ctx.opt_input(node, 2)

@@ -8,7 +8,6 @@ the dtypes ONNX's reference implementation uses, so results match it bit for bit
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes

@@ -54,6 +54,11 @@ def _count(shape: Sequence[int | None], axes: Sequence[int]) -> int:
     return n
 
 
+#: Reductions that are one core reduce.
+CORE_REDUCTIONS: dict[str, str] = {"ReduceSum": "sum", "ReduceProd": "prod", "ReduceMax": "max",
+                                   "ReduceMin": "min"}
+
+
 def _reduce_op(ctx: OnnxContext, node: onnx.NodeProto) -> SSAValue:
     x = ctx.input(node, 0)
     spec = g.spec_of(x)
@@ -62,30 +67,38 @@ def _reduce_op(ctx: OnnxContext, node: onnx.NodeProto) -> SSAValue:
     op = node.op_type
     b = ctx.b
     if axes is None:
-        # noop: the pre/post-processing still applies (ReduceL1 of x is |x|, as ONNX Runtime does)
+        # noop: the pre/post-processing still applies (ReduceL1 of x is |x|, as ONNX's reference)
         axes = []
-    if op in ("ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin"):
-        kind = {"ReduceSum": "sum", "ReduceProd": "prod", "ReduceMax": "max",
-                "ReduceMin": "min"}[op]
-        return _reduce(ctx, kind, x, axes, keep)
+    if op in CORE_REDUCTIONS:
+        return _reduce(ctx, CORE_REDUCTIONS[op], x, axes, keep)
+    # Composite reductions of 16-bit floats run in float32 and round once: squares and partial
+    # sums overflow float16 long before a mean or an L2 norm does.
+    dt = spec.dtype
+    if dtypes.is_float(dt) and dtypes.dtype(dt).bits < 32:
+        x = b.cast(x, "float32")
     if op == "ReduceMean":
-        s = _reduce(ctx, "sum", x, axes, keep)
+        y = _reduce(ctx, "sum", x, axes, keep)
         n = _count(spec.shape, axes)
-        return b.binary("div", s, b.scalar(n, s)) if n != 1 else s
-    if op == "ReduceL1":
-        return _reduce(ctx, "sum", b.unary("abs", x), axes, keep)
-    if op == "ReduceSumSquare":
-        return _reduce(ctx, "sum", b.binary("mul", x, x), axes, keep)
-    if op == "ReduceL2":
-        s = _reduce(ctx, "sum", b.binary("mul", x, x), axes, keep)
-        if dtypes.is_float(spec.dtype):
-            return b.unary("sqrt", s)
-        return b.cast(b.unary("sqrt", b.cast(s, "float64")), spec.dtype)
-    if op == "ReduceLogSum":
-        return b.unary("log", _reduce(ctx, "sum", x, axes, keep))
-    if op == "ReduceLogSumExp":
-        return _log_sum_exp(ctx, x, axes, keep)
-    raise NodeError(f"unknown reduction {op}")  # pragma: no cover - registry guards this
+        if n != 1:
+            y = b.binary("div", y, b.scalar(n, y))
+    elif op == "ReduceL1":
+        y = _reduce(ctx, "sum", b.unary("abs", x), axes, keep)
+    elif op == "ReduceSumSquare":
+        y = _reduce(ctx, "sum", b.binary("mul", x, x), axes, keep)
+    elif op == "ReduceL2":
+        y = _reduce(ctx, "sum", b.binary("mul", x, x), axes, keep)
+        y = b.unary("sqrt", y if _is_float(y) else b.cast(y, "float64"))
+    elif op == "ReduceLogSum":
+        y = b.unary("log", _reduce(ctx, "sum", x, axes, keep))
+    elif op == "ReduceLogSumExp":
+        y = _log_sum_exp(ctx, x, axes, keep)
+    else:  # pragma: no cover - the registry only routes the ops above here
+        raise NodeError(f"unknown reduction {op}")
+    return b.cast(y, dt)
+
+
+def _is_float(v: SSAValue) -> bool:
+    return dtypes.is_float(g.spec_of(v).dtype)
 
 
 def _log_sum_exp(ctx: OnnxContext, x: SSAValue, axes: Sequence[int], keep: bool) -> SSAValue:

@@ -253,7 +253,8 @@ def resize(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
             raise NodeError(f"scales has {len(scales_in)} entries for {len(axes)} axes")
         for i, d in enumerate(axes):
             scales[d] = scales_in[i]
-            sizes[d] = int(np.float64(scales_in[i]) * shape[d])
+            # float32 product, as ONNX Runtime (and PyTorch's double scale) size it: 1.8 x 5 is 9
+            sizes[d] = int(np.float32(scales_in[i]) * np.float32(shape[d]))
     else:
         raise NodeError("needs either scales or sizes")
 
@@ -291,7 +292,7 @@ def upsample(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     if sc is None or len(sc) != rank:
         raise NodeError("needs one scale per dimension")
     mode = ctx.attr_str(node, "mode", "nearest")
-    sizes = [int(np.float64(s) * d) for s, d in zip(sc, shape, strict=True)]
+    sizes = [int(np.float32(s) * np.float32(d)) for s, d in zip(sc, shape, strict=True)]
     if mode == "nearest":
         def coeffs(ax: int) -> Coeffs:
             return _nearest_coeffs("ceil" if sc[ax] < 1 else "floor")
@@ -349,7 +350,8 @@ def grid_sample(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     """Sample ``X`` [N, C, D...] at the runtime ``grid`` [N, O..., k] (normalised coordinates,
     innermost dim first). Per tap: coordinates -> integer source indices and weights with core
     ops, a flat index into ``X`` reshaped to [N, C, S], and a ``gather_elements``; the taps'
-    weighted values are summed. Follows ONNX's reference (PyTorch's grid_sampler)."""
+    weighted values are summed. Follows PyTorch's grid_sampler (and ONNX Runtime): where ONNX's
+    reference also pads the sample coordinate of a cubic sample, PyTorch pads only its taps."""
     b = ctx.b
     x = ctx.input(node, 0)
     grid = ctx.input(node, 1)
@@ -394,7 +396,9 @@ def grid_sample(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
             lo, hi = -0.5, length - 0.5
         if mode == "nearest":
             v = b.unary("round", v)  # half to even, as PyTorch's nearbyint
-        if pad == "border":
+        if mode == "cubic":
+            pass  # PyTorch/ORT pad each cubic tap, not the sample coordinate
+        elif pad == "border":
             outside = b.binary("or", b.binary("lt", v, b.scalar(lo, v)),
                                b.binary("gt", v, b.scalar(hi, v)))
             v = b.where(outside, _clamp(b, v, 0.0, float(length - 1)), v)
@@ -577,14 +581,6 @@ def _dft_along(b: GraphBuilder, x: SSAValue, axis: int, n: int, inverse: bool, o
     m, n_out, out_c = _dft_matrix(shape[axis], in_c, n, inverse, onesided)
     xm = b.reshape(xt, (*lead, shape[axis] * in_c))
     y = b.matmul(xm, b.const(m, spec.dtype, hint="dft"))
-    if spec.dtype != "float64":
-        # twiddles rounded to the working precision leave errors of ~1 ulp x sum|x| on outputs
-        # that cancel to ~0 (an inverse DFT's imaginary part); a second matmul with the rounding
-        # residue restores them to the precision of the accumulation
-        np_dt = dtypes.dtype(spec.dtype).numpy
-        lo = m - m.astype(np_dt).astype(np.float64)
-        if np.any(lo):
-            y = b.binary("add", y, b.matmul(xm, b.const(lo, spec.dtype, hint="dft_lo")))
     y = b.reshape(y, (*lead, n_out, out_c))
     inv = [perm.index(d) for d in range(rank)]
     return b.transpose(y, inv)

@@ -1,4 +1,11 @@
-"""ONNX tensor op decompositions into graph-dialect core ops."""
+"""ONNX tensor, shape, indexing and control-flow decompositions into graph-dialect core ops.
+
+Shapes, axes, pads and counts become op properties, so they must be known at import: they come
+from constants, from known graph inputs (``const_value`` also evaluates small shape-arithmetic
+chains rooted in those), or the node is refused with a reason. Ops whose output shape depends on
+data (NonZero, Unique, Compress) and If are supported only when the deciding value is known;
+their result is then a constant or the inlined taken branch.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from onnx import numpy_helper
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from portc.runtimes.reference.kernels import run_kernel
+from portc.runtimes.reference.kernels import KernelError, run_kernel
 from xdsl.ir import Block, BlockArgument, OpResult, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
@@ -61,7 +68,10 @@ def const_value(ctx: OnnxContext, node: onnx.NodeProto, i: int, what: str) -> np
         return ctx.const_input(node, i, what)
     except NodeError:
         used: set[str] = set()
-        arr = _evaluate(ctx, ctx.values[node.input[i]], {}, used)
+        try:
+            arr = _evaluate(ctx, ctx.values[node.input[i]], {}, used)
+        except (RecursionError, KernelError):
+            arr = None
         if arr is None:
             raise
         ctx.baked_inputs.update(used)
@@ -88,7 +98,8 @@ def _evaluate(ctx: OnnxContext, v: SSAValue, memo: dict[SSAValue, np.ndarray | N
             name = ctx.b.input_names[v.index] if isinstance(v, BlockArgument) else ""
             if name in ctx.known_inputs:
                 used.add(name)
-                arr = np.asarray(ctx.known_inputs[name])
+                arr = np.asarray(ctx.known_inputs[name]).astype(
+                    dtypes.dtype(g.spec_of(v).dtype).numpy, copy=False)
         elif isinstance(owner, g.GraphOp) and isinstance(v, OpResult):
             specs = owner.result_specs()
             if all(s.is_static and s.numel() <= _EVAL_LIMIT for s in specs):
@@ -697,7 +708,8 @@ def unique(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
 # Control flow with a compile-time condition
 
 
-def inline_subgraph(ctx: OnnxContext, graph: onnx.GraphProto, what: str) -> list[SSAValue]:
+def inline_subgraph(ctx: OnnxContext, graph: onnx.GraphProto, what: str, prefix: str
+                    ) -> list[SSAValue]:
     """Import a subgraph's nodes into the enclosing context and return its outputs.
 
     Subgraphs may read outer-scope values by name (ONNX forbids shadowing), so the branch's nodes
@@ -715,7 +727,10 @@ def inline_subgraph(ctx: OnnxContext, graph: onnx.GraphProto, what: str) -> list
             raise NodeError(f"its {what} has an initializer '{t.name}' of an unsupported type")
         ctx.values[t.name] = ctx.b.const_named(t.name, numpy_helper.to_array(t))
     imp = _Importer(onnx.ModelProto(), ctx)
-    imp.import_nodes(list(graph.node))
+    # labels carry a unique prefix: function expansion derives tensor names from them, and
+    # this importer's expansion counter starts again from zero
+    for i, n in enumerate(graph.node):
+        imp.import_node(n, f"{prefix}{n.name or f'{n.op_type}#{i}'}")
     if imp.failures:
         why = "; ".join(f"{label} ({op}): {reason}" for label, op, reason in imp.failures)
         raise NodeError(f"its {what} cannot be imported: {why}")
@@ -744,7 +759,7 @@ def if_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     graph = ctx.attr(node, branch)
     if not isinstance(graph, onnx.GraphProto):
         raise NodeError(f"has no {branch} graph")
-    outs = inline_subgraph(ctx, graph, branch)
+    outs = inline_subgraph(ctx, graph, branch, f"{node.output[0]}/{branch}/")
     if len(outs) != len(node.output):
         raise NodeError(f"its {branch} has {len(outs)} outputs, the node {len(node.output)}")
     return outs
