@@ -106,16 +106,33 @@ _SYMPY_NAMES = {
     "Ge", "And", "Or", "Not", "True", "False", "oo", "floor", "ceiling", "OpaqueUnaryFn_sqrt",
     "BitwiseFn_bitwise_and", "BitwiseFn_bitwise_or", "BitwiseFn_bitwise_xor", "Integer",
 }
+#: sympy's srepr vocabulary (``Symbol('s0', positive=True, integer=True)``, ``Add(...)``)
+_SREPR_NAMES = {
+    "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Tuple",
+    "positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite",
+    "infinite", "zero", "nonzero", "even", "odd", "prime", "commutative", "precision",
+    "Infinity", "NegativeInfinity", "One", "Zero", "NegativeOne", "Half", "BooleanTrue",
+    "BooleanFalse", "StrictLessThan", "LessThan", "StrictGreaterThan", "GreaterThan",
+    "Equality", "Unequality",
+}
 _SYMBOL = re.compile(r"^[a-z]+\d+$")
+_QUOTED = re.compile(r"'([^']*)'")
 _EXPR_CHARS = re.compile(r"^[A-Za-z0-9_+\-*/%().,<>=!&|~ ]*$")
 
 
 def _check_expr(expr: str, path: str) -> None:
-    if not _EXPR_CHARS.match(expr):
+    """Allow only symbols, numbers, operators and sympy's own function/class names: no
+    attribute access, no strings other than symbol names, no other identifiers."""
+    for q in _QUOTED.findall(expr):
+        if not _SYMBOL.match(q):
+            raise ModelLoadError(f"'{path}' contains a symbolic expression quoting {q[:40]!r}, "
+                                 "which a torch.export program never does; refusing to load it")
+    bare = _QUOTED.sub("s0", expr)
+    if not _EXPR_CHARS.match(bare) or "__" in bare:
         raise ModelLoadError(f"'{path}' contains a symbolic expression with unexpected "
                              f"characters ({expr[:60]!r}); refusing to load it")
-    for ident in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr):
-        if not (_SYMBOL.match(ident) or ident in _SYMPY_NAMES):
+    for ident in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", bare):
+        if not (_SYMBOL.match(ident) or ident in _SYMPY_NAMES or ident in _SREPR_NAMES):
             raise ModelLoadError(f"'{path}' contains a symbolic expression naming '{ident}', "
                                  "which a torch.export program never does; refusing to load it")
 

@@ -275,3 +275,29 @@ def test_reference_outputs_accepts_a_module():
     np.testing.assert_allclose(out["output0"], m(torch.ones(1, 3)).detach().numpy())
     assert math.isfinite(float(out["output0"].sum()))
     assert g.GRAPH_OPS  # the dialect is importable alongside the frontend
+
+
+def _rewrite(src, dst, fn) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, fn(item.filename, zin.read(item)))
+
+
+def test_dynamic_pt2_loads_and_code_in_shape_expressions_is_refused(tmp_path):
+    m = nn.Linear(8, 4).eval()
+    ep = torch.export.export(m, (_randn(5, 8),),
+                             dynamic_shapes=({0: torch.export.Dim("batch", min=2)},))
+    good = tmp_path / "dyn.pt2"
+    torch.export.save(ep, good)
+    res = import_exported_program(load_pt2(good))
+    assert res.program.input_specs()["input"].shape == (5, 8)
+
+    def inject(name: str, data: bytes) -> bytes:
+        if name.endswith("models/model.json"):
+            return data.replace(b"Symbol(", b"__import__('os').getcwd() or Symbol(", 1)
+        return data
+
+    bad = tmp_path / "evil.pt2"
+    _rewrite(good, bad, inject)
+    with pytest.raises(ModelLoadError, match="evil.pt2"):
+        load_pt2(bad)
