@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from portc.compiler.artifact import Artifact
-from portc.compiler.errors import InputError, ModelLoadError, VerificationMismatch
+from portc.compiler.errors import InputError, ModelLoadError, OracleError, VerificationMismatch
 from portc.compiler.program import Program
 from portc.compiler.targets import CompileOptions, get_target
 from portc.dialects import dtypes
@@ -47,11 +47,25 @@ def _sha256_file(p: Path) -> str:
 def _onnx_oracle(model_bytes: bytes, base_dir: str | None
                  ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import onnx
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        try:
+            sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        except Exception as first:  # noqa: BLE001 - onnxruntime raises its own Fail types
+            # Newer onnx writers stamp IR versions onnxruntime does not know yet; the IR version
+            # does not change operator semantics (the opset does), so retry with IR 10.
+            m = onnx.load_from_string(model_bytes)
+            if m.ir_version <= 10:
+                raise OracleError(f"onnxruntime cannot run the model: {first}") from first
+            m.ir_version = 10
+            try:
+                sess = ort.InferenceSession(m.SerializeToString(), so,
+                                            providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001
+                raise OracleError(f"onnxruntime cannot run the model: {e}") from e
         names = [o.name for o in sess.get_outputs()]
         feeds = {i.name: np.asarray(inputs[i.name]) for i in sess.get_inputs()}
         return dict(zip(names, sess.run(names, feeds), strict=True))

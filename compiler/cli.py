@@ -224,7 +224,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
     get_target(args.target)
     results = run_conformance(args.target, args.runtime,
-                              set(args.ops.split(",")) if args.ops else None, args.k)
+                              set(args.ops.split(",")) if args.ops else None, args.k,
+                              jobs=args.jobs or os.cpu_count() or 1)
     summary = summarize(results)
     print(json.dumps(summary, indent=2) if args.json else format_table(summary, args.failures))
     return 0
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", help="only cases whose name matches this regex")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.add_argument("--failures", action="store_true", help="list every failing case")
+    p.add_argument("--jobs", "-j", type=int, default=0,
+                   help="worker processes (default: one per CPU core)")
     p.set_defaults(fn=cmd_conformance)
     return ap
 

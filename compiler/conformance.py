@@ -152,22 +152,51 @@ def run_case(case: object, target: str, runtime: str | None = None) -> CaseResul
     return CaseResult(name, op, True, "ok", "", time.perf_counter() - t0)
 
 
+_WORKER_CASES: dict[str, object] = {}
+
+
+def _worker_init() -> None:
+    _WORKER_CASES.update({c.name: c for c in load_cases()})
+
+
+def _worker_run(job: tuple[str, str, str | None]) -> CaseResult:
+    name, target, runtime = job
+    return run_case(_WORKER_CASES[name], target, runtime)
+
+
 def run_conformance(target: str, runtime: str | None = None, ops: set[str] | None = None,
-                    name_filter: str | None = None, progress: bool = True) -> list[CaseResult]:
+                    name_filter: str | None = None, progress: bool = True,
+                    jobs: int = 1) -> list[CaseResult]:
+    """Run the selected cases; ``jobs > 1`` spreads them over worker processes (each loads the
+    cases itself, since TestCase objects carry protobufs that do not pickle cheaply)."""
     cases = load_cases()
     if ops:
         cases = [c for c in cases if case_op(c) in ops]
     if name_filter:
         rx = re.compile(name_filter)
         cases = [c for c in cases if rx.search(c.name)]
-    results = []
-    it = cases
+    bar = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
 
-        it = tqdm(cases, desc=f"conformance[{target}]", unit="case")
-    for c in it:
-        results.append(run_case(c, target, runtime))
+        bar = tqdm(total=len(cases), desc=f"conformance[{target}]", unit="case")
+    results: list[CaseResult] = []
+    if jobs > 1 and len(cases) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(jobs, initializer=_worker_init) as pool:
+            todo = [(c.name, target, runtime) for c in cases]
+            for r in pool.imap(_worker_run, todo, chunksize=8):
+                results.append(r)
+                if bar is not None:
+                    bar.update()
+    else:
+        for c in cases:
+            results.append(run_case(c, target, runtime))
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
     return results
 
 
@@ -206,8 +235,8 @@ def format_table(summary: dict, show_failures: bool = False) -> str:
 
 
 def main_conformance(target: str, runtime: str | None, as_json: bool, ops: set[str] | None,
-                     name_filter: str | None, show_failures: bool) -> int:
-    results = run_conformance(target, runtime, ops, name_filter)
+                     name_filter: str | None, show_failures: bool, jobs: int = 1) -> int:
+    results = run_conformance(target, runtime, ops, name_filter, jobs=jobs)
     summary = summarize(results)
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -225,6 +254,8 @@ if __name__ == "__main__":
     ap.add_argument("-k", default=None, help="regex on case names")
     ap.add_argument("--failures", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--jobs", "-j", type=int, default=1)
     a = ap.parse_args()
     raise SystemExit(main_conformance(a.target, None, a.json,
-                                      set(a.ops.split(",")) if a.ops else None, a.k, a.failures))
+                                      set(a.ops.split(",")) if a.ops else None, a.k, a.failures,
+                                      a.jobs))

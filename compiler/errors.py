@@ -64,6 +64,10 @@ class IRError(PortcError):
     """IR text that does not parse or verify (``portc opt``)."""
 
 
+class OracleError(PortcError):
+    """The reference executor (onnxruntime/torch) itself cannot run the model."""
+
+
 class VerificationMismatch(PortcError):
     """Outputs differ from the reference executor beyond tolerance."""
 
