@@ -167,8 +167,9 @@ def _worker_run(job: tuple[str, str, str | None]) -> CaseResult:
 def run_conformance(target: str, runtime: str | None = None, ops: set[str] | None = None,
                     name_filter: str | None = None, progress: bool = True,
                     jobs: int = 1) -> list[CaseResult]:
-    """Run the selected cases; ``jobs > 1`` spreads them over worker processes (each loads the
-    cases itself, since TestCase objects carry protobufs that do not pickle cheaply)."""
+    """Run the selected cases; ``jobs > 1`` spreads them over spawned worker processes (not
+    forked: torch's and onnxruntime's thread pools can deadlock a forked child). Each worker loads
+    the cases itself, since TestCase objects carry protobufs that do not pickle cheaply."""
     cases = load_cases()
     if ops:
         cases = [c for c in cases if case_op(c) in ops]
@@ -184,7 +185,7 @@ def run_conformance(target: str, runtime: str | None = None, ops: set[str] | Non
     if jobs > 1 and len(cases) > 1:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(jobs, initializer=_worker_init) as pool:
+        with mp.get_context("spawn").Pool(jobs, initializer=_worker_init) as pool:
             todo = [(c.name, target, runtime) for c in cases]
             for r in pool.imap(_worker_run, todo, chunksize=8):
                 results.append(r)

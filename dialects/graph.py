@@ -12,6 +12,7 @@ name, like MLIR's ``dense_resource``, so weights are never Python lists and are 
 
 from __future__ import annotations
 
+from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -242,6 +243,54 @@ def _fmt(*operands: str, optional: Sequence[str] = ()) -> str:
     return parts + " attr-dict `:` functional-type(operands, results)"
 
 
+class XToResultOp(GraphOp, ABC):
+    """Operand shape shared by most ops: one tensor in (``x``), one tensor out."""
+
+    x = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = _fmt("x")
+
+
+class ShapeFromResultOp(XToResultOp, ABC):
+    """Ops whose result shape is a parameter carried by the result type itself."""
+
+    @classmethod
+    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
+        raise NotImplementedError(f"{cls.name} takes its shape from the result type")
+
+
+class IndexedReadOp(GraphOp, ABC):
+    """``result = data[f(indices)]``: the gather family."""
+
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = _fmt("data", "indices")
+
+
+class IndexedWriteOp(GraphOp, ABC):
+    """``result = data`` with ``updates`` written at ``f(indices)``: the scatter family."""
+
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = _fmt("data", "indices", "updates")
+
+
+class ValuesIndicesOp(GraphOp, ABC):
+    """Selection ops returning the chosen values and their int64 positions."""
+
+    x = operand_def(TensorType)
+    values = result_def(TensorType)
+    indices = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = _fmt("x")
+
+
 # --------------------------------------------------------------------------------------------
 # Constants
 
@@ -301,15 +350,12 @@ def _check_domain(fn: str, domain: str, dt: str, opname: str) -> None:
 
 
 @irdl_op_definition
-class UnaryOp(GraphOp):
+class UnaryOp(XToResultOp):
     """``y[i] = fn(x[i])`` for fn in ``UNARY_FNS``."""
 
     name = "graph.unary"
     fn = prop_def(StringAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
     traits = traits_def(Pure(), _canonicalization_trait("graph.unary"))
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -361,17 +407,14 @@ class WhereOp(GraphOp):
 
 
 @irdl_op_definition
-class CastOp(GraphOp):
+class CastOp(XToResultOp):
     """``y = convert(x, to)``: round-to-nearest-even for floats, truncation toward zero float->int,
     modular wrap int->int; ``saturate`` clamps to the finite range for fp8 targets."""
 
     name = "graph.cast"
     to = prop_def(StringAttr)
     saturate = opt_prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
     traits = traits_def(Pure(), _canonicalization_trait("graph.cast"))
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -470,7 +513,7 @@ class ConvOp(GraphOp):
 
 
 @irdl_op_definition
-class PoolOp(GraphOp):
+class PoolOp(XToResultOp):
     """Sliding-window max/avg/lp pooling, NC[D]HW; padding is excluded from max and (unless
     ``count_include_pad``) from the average's divisor."""
 
@@ -483,10 +526,6 @@ class PoolOp(GraphOp):
     ceil_mode = prop_def(IntegerAttr)
     count_include_pad = prop_def(IntegerAttr)
     p = opt_prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -516,17 +555,13 @@ def _reduced_shape(x: TensorSpec, axes: Sequence[int], keepdims: bool) -> tuple[
 
 
 @irdl_op_definition
-class ReduceOp(GraphOp):
+class ReduceOp(XToResultOp):
     """``y = kind(x over axes)`` for kind in sum, prod, max, min; empty axes reduce nothing."""
 
     name = "graph.reduce"
     kind = prop_def(StringAttr)
     axes = prop_def(DenseArrayBase)
     keepdims = prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -535,7 +570,7 @@ class ReduceOp(GraphOp):
 
 
 @irdl_op_definition
-class ArgReduceOp(GraphOp):
+class ArgReduceOp(XToResultOp):
     """``y = index of max/min of x along axis`` (int64); ties pick the first or last index."""
 
     name = "graph.arg_reduce"
@@ -543,10 +578,6 @@ class ArgReduceOp(GraphOp):
     axis = prop_def(IntegerAttr)
     keepdims = prop_def(IntegerAttr)
     select_last_index = prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -555,15 +586,11 @@ class ArgReduceOp(GraphOp):
 
 
 @irdl_op_definition
-class SoftmaxOp(GraphOp):
+class SoftmaxOp(XToResultOp):
     """``y = exp(x - max) / sum(exp(x - max))`` along one axis."""
 
     name = "graph.softmax"
     axis = prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -620,17 +647,13 @@ class RMSNormOp(GraphOp):
 
 
 @irdl_op_definition
-class CumSumOp(GraphOp):
+class CumSumOp(XToResultOp):
     """Running sum along ``axis``; ``exclusive`` shifts by one, ``reverse`` runs from the end."""
 
     name = "graph.cumsum"
     axis = prop_def(IntegerAttr)
     exclusive = prop_def(IntegerAttr)
     reverse = prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -643,18 +666,11 @@ class CumSumOp(GraphOp):
 
 
 @irdl_op_definition
-class ReshapeOp(GraphOp):
+class ReshapeOp(ShapeFromResultOp):
     """Same elements in row-major order, new shape (the result type)."""
 
     name = "graph.reshape"
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
     traits = traits_def(Pure(), _canonicalization_trait("graph.reshape"))
-    assembly_format = _fmt("x")
-
-    @classmethod
-    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
-        raise NotImplementedError("graph.reshape takes its shape from the result type")
 
     def verify_(self) -> None:
         x, y = spec_of(self.x), spec_of(self.result)
@@ -665,15 +681,12 @@ class ReshapeOp(GraphOp):
 
 
 @irdl_op_definition
-class TransposeOp(GraphOp):
+class TransposeOp(XToResultOp):
     """``y[i_perm[0], ...] = x[i_0, ...]``: ``y.shape[k] = x.shape[perm[k]]``."""
 
     name = "graph.transpose"
     perm = prop_def(DenseArrayBase)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
     traits = traits_def(Pure(), _canonicalization_trait("graph.transpose"))
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -683,20 +696,13 @@ class TransposeOp(GraphOp):
 
 
 @irdl_op_definition
-class SliceOp(GraphOp):
+class SliceOp(ShapeFromResultOp):
     """``y[i] = x[starts + i * steps]`` per dim; the result type gives the count per dim."""
 
     name = "graph.slice"
     starts = prop_def(DenseArrayBase)
     steps = prop_def(DenseArrayBase)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
     traits = traits_def(Pure(), _canonicalization_trait("graph.slice"))
-    assembly_format = _fmt("x")
-
-    @classmethod
-    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
-        raise NotImplementedError("graph.slice takes its counts from the result type")
 
     def verify_(self) -> None:
         x, y = spec_of(self.x), spec_of(self.result)
@@ -746,7 +752,7 @@ class ConcatOp(GraphOp):
 
 
 @irdl_op_definition
-class PadOp(GraphOp):
+class PadOp(XToResultOp):
     """Pad (or crop, for negative amounts) each dim; ``pads`` lists begins then ends; ``mode`` is
     constant (with ``value``), reflect, edge or wrap."""
 
@@ -754,10 +760,6 @@ class PadOp(GraphOp):
     pads = prop_def(DenseArrayBase)
     mode = prop_def(StringAttr)
     value = prop_def(FloatAttr)
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -770,18 +772,11 @@ class PadOp(GraphOp):
 
 
 @irdl_op_definition
-class BroadcastOp(GraphOp):
+class BroadcastOp(ShapeFromResultOp):
     """``y = broadcast_to(x, result shape)`` (numpy rules)."""
 
     name = "graph.broadcast"
-    x = operand_def(TensorType)
-    result = result_def(TensorType)
     traits = traits_def(Pure(), _canonicalization_trait("graph.broadcast"))
-    assembly_format = _fmt("x")
-
-    @classmethod
-    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
-        raise NotImplementedError("graph.broadcast takes its shape from the result type")
 
     def verify_(self) -> None:
         x, y = spec_of(self.x), spec_of(self.result)
@@ -795,16 +790,11 @@ def _index_dtype(s: TensorSpec, opname: str) -> None:
 
 
 @irdl_op_definition
-class GatherOp(GraphOp):
+class GatherOp(IndexedReadOp):
     """``y[a.., i.., b..] = data[a.., idx[i..], b..]`` along ``axis``; negative indices wrap."""
 
     name = "graph.gather"
     axis = prop_def(IntegerAttr)
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("data", "indices")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -815,16 +805,11 @@ class GatherOp(GraphOp):
 
 
 @irdl_op_definition
-class GatherElementsOp(GraphOp):
+class GatherElementsOp(IndexedReadOp):
     """``y[i..] = data[i.. with i[axis] = idx[i..]]``; the result has the indices' shape."""
 
     name = "graph.gather_elements"
     axis = prop_def(IntegerAttr)
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("data", "indices")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -836,16 +821,11 @@ class GatherElementsOp(GraphOp):
 
 
 @irdl_op_definition
-class GatherNDOp(GraphOp):
+class GatherNDOp(IndexedReadOp):
     """``y[b.., i..] = data[b.., idx[b.., i.., :]]`` (ONNX GatherND with ``batch_dims``)."""
 
     name = "graph.gather_nd"
     batch_dims = prop_def(IntegerAttr)
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("data", "indices")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -861,18 +841,12 @@ REDUCTIONS = ("none", "add", "mul", "max", "min")
 
 
 @irdl_op_definition
-class ScatterElementsOp(GraphOp):
+class ScatterElementsOp(IndexedWriteOp):
     """``y = data; y[i.. with i[axis] = idx[i..]] (op)= updates[i..]``."""
 
     name = "graph.scatter_elements"
     axis = prop_def(IntegerAttr)
     reduction = prop_def(StringAttr)
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    updates = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("data", "indices", "updates")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -885,17 +859,11 @@ class ScatterElementsOp(GraphOp):
 
 
 @irdl_op_definition
-class ScatterNDOp(GraphOp):
+class ScatterNDOp(IndexedWriteOp):
     """``y = data; y[idx[i.., :]] (op)= updates[i..]`` (ONNX ScatterND)."""
 
     name = "graph.scatter_nd"
     reduction = prop_def(StringAttr)
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    updates = operand_def(TensorType)
-    result = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("data", "indices", "updates")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -906,7 +874,7 @@ class ScatterNDOp(GraphOp):
 
 
 @irdl_op_definition
-class TopKOp(GraphOp):
+class TopKOp(ValuesIndicesOp):
     """The ``k`` largest (or smallest) values along ``axis`` and their int64 indices; ties keep
     the lower index first."""
 
@@ -914,11 +882,6 @@ class TopKOp(GraphOp):
     axis = prop_def(IntegerAttr)
     k = prop_def(IntegerAttr)
     largest = prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    values = result_def(TensorType)
-    indices = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
@@ -931,17 +894,12 @@ class TopKOp(GraphOp):
 
 
 @irdl_op_definition
-class SortOp(GraphOp):
+class SortOp(ValuesIndicesOp):
     """Stable sort along ``axis`` with the int64 permutation that produced it."""
 
     name = "graph.sort"
     axis = prop_def(IntegerAttr)
     descending = prop_def(IntegerAttr)
-    x = operand_def(TensorType)
-    values = result_def(TensorType)
-    indices = result_def(TensorType)
-    traits = traits_def(Pure())
-    assembly_format = _fmt("x")
 
     @classmethod
     def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
