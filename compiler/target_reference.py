@@ -6,6 +6,7 @@ frontend against onnxruntime/torch and the bundle format end to end.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,8 @@ from portc.compiler.program import Program, parse_program
 from portc.compiler.targets import CompileOptions, Runtime, Target, register_target
 
 PROGRAM_FILE = "program.graph.mlir"
+#: programs with more ops than this show a progress bar on a terminal
+PROGRESS_MIN_OPS = 300
 
 
 def compile_reference(program: Program, options: CompileOptions) -> Artifact:
@@ -31,11 +34,23 @@ class InterpreterExecutable:
         from portc.runtimes.reference.interpreter import run_program
 
         counts: dict[str, int] = {}
+        n_ops = len(self.program.main.body.block.ops)
+        bar = None
+        if sys.stderr.isatty() and n_ops > PROGRESS_MIN_OPS:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_ops, desc="reference", unit="op", leave=False)
 
         def count(op: Any, _res: Any) -> None:
             counts[op.name] = counts.get(op.name, 0) + 1
+            if bar is not None:
+                bar.update()
 
-        outs = run_program(self.program, inputs, on_op=count)
+        try:
+            outs = run_program(self.program, inputs, on_op=count)
+        finally:
+            if bar is not None:
+                bar.close()
         return outs, {"ops_executed": counts}
 
 
