@@ -32,6 +32,7 @@ def test_light_model_verifies_on_reference(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_minilm_encoder_verifies_on_reference(minilm_dir: Path) -> None:
-    rep = verify(minilm_dir / "minilm_encoder.onnx", "reference", seed=2, rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_minilm_encoder_verifies_on_reference(minilm_dir: Path, fmt: str) -> None:
+    rep = verify(minilm_dir / f"minilm_encoder.{fmt}", "reference", seed=2, rtol=1e-4, atol=1e-4)
     assert rep.ok, rep.table()
