@@ -13,4 +13,7 @@ def register_dialect(d: Dialect) -> None:
 
 
 def extra_dialects() -> list[Dialect]:
+    from portc.dialects.sparse import Sparse
+
+    register_dialect(Sparse)
     return list(_EXTRA)

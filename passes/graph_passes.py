@@ -6,7 +6,10 @@ canonicalization patterns through traits (``portc.passes.canonicalize_graph``).
 
 from __future__ import annotations
 
-from portc.passes import fold_constants  # noqa: F401 - registers fold-constants
+from portc.passes import (
+    fold_constants,  # noqa: F401 - registers fold-constants
+    sparsify,  # noqa: F401 - registers sparsify-2-4, sparsify
+)
 from portc.passes.registry import register_pass
 from xdsl.transforms.canonicalize import CanonicalizePass
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
