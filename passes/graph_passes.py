@@ -17,6 +17,8 @@ from xdsl.transforms.dead_code_elimination import DeadCodeElimination
 
 CommonSubexpressionElimination.__doc__ = "Merge identical pure ops with identical operands."
 DeadCodeElimination.__doc__ = "Remove pure ops whose results are unused."
+for _cls in QUANTIZE_PASSES:
+    register_pass(_cls)
 register_pass(CanonicalizePass)
 register_pass(CommonSubexpressionElimination)
 register_pass(DeadCodeElimination)

@@ -1,0 +1,451 @@
+"""Post-training quantization as graph-level passes: ``quantize-int8``, ``quantize-w4``,
+``quantize-w2`` and ``quantize-fp8``.
+
+Every quantized computation is spelled in *existing* core ops (div/round/max/min/cast, matmul or
+conv with ``out_dtype``, mul/add), so the reference interpreter executes it exactly and every
+target sees one closed op set; a target that has integer or fp8 units pattern-matches
+``cast -> matmul{out_dtype=int32} -> cast -> mul`` and lowers it natively. Weights become new
+narrow constants (int8, int4, int2, float8_e4m3fn) in the weight store, so the bytes saved are real.
+
+Activation scales come from calibration (``portc.passes.calibration``) carried in the IR as the
+``portc.act_range`` attribute of each matmul/conv; ops without it stay in float. Rewritten
+matmul/convs carry ``portc.quantized = "<scheme>"`` so that reports and lowerings can find them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from portc.compiler.errors import IRError
+from portc.compiler.program import PortcContext, Program, weights_of
+from portc.compiler.weights import WeightStore
+from portc.dialects import dtypes
+from portc.dialects import graph as g
+from portc.dialects.graph import Props, TensorSpec, spec_of
+from portc.passes.calibration import Calibration, act_range
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+)
+from xdsl.rewriter import InsertPoint
+
+QUANTIZED_ATTR = "portc.quantized"
+INT8_MAX = 127
+FP8_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448
+GROUP_SIZES = (32, 64, 128)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+class _Emitter:
+    """Inserts graph ops before an anchor op, inferring result types like ``GraphBuilder``."""
+
+    def __init__(self, rewriter: PatternRewriter, anchor: Operation, weights: WeightStore,
+                 hint: str) -> None:
+        self.rewriter, self.anchor, self.weights, self.hint = rewriter, anchor, weights, hint
+
+    def op(self, cls: type[g.GraphOp], operands: Sequence[SSAValue], props: Props | None = None,
+           result: TensorSpec | None = None) -> SSAValue:
+        props = {k: v for k, v in (props or {}).items() if v is not None}
+        results = [result] if result is not None else cls.infer(
+            [spec_of(v) for v in operands], props)
+        new = cls.build_op(operands, results, props)
+        self.rewriter.insert(new, InsertPoint.before(self.anchor))
+        return new.results[0]
+
+    def const(self, arr: np.ndarray, suffix: str) -> SSAValue:
+        arr = np.ascontiguousarray(arr)
+        name = self.weights.add(arr, f"{self.hint}.{suffix}")
+        spec = TensorSpec(tuple(arr.shape), dtypes.from_numpy(arr.dtype).name)
+        c = g.ConstantOp.build_op([], [spec], {"resource": name})
+        self.rewriter.insert(c, InsertPoint.before(self.anchor))
+        return c.results[0]
+
+    def binary(self, fn: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.op(g.BinaryOp, [a, b], {"fn": fn})
+
+    def cast(self, x: SSAValue, to: str, saturate: bool | None = None) -> SSAValue:
+        return self.op(g.CastOp, [x], {"to": to, "saturate": saturate})
+
+    def reshape(self, x: SSAValue, shape: Sequence[int]) -> SSAValue:
+        return self.op(g.ReshapeOp, [x], result=TensorSpec(tuple(shape), spec_of(x).dtype))
+
+
+def _const_array(v: SSAValue, weights: WeightStore) -> np.ndarray | None:
+    owner = v.owner
+    if isinstance(owner, g.ConstantOp):
+        return weights[owner.resource.data]
+    return None
+
+
+def _hint(op: Operation) -> str:
+    return op.results[0].name_hint or op.name.split(".")[-1]
+
+
+def _float32_operands(op: g.MatMulOp | g.ConvOp) -> bool:
+    return all(spec_of(v).dtype == "float32" for v in op.operands) and (
+        spec_of(op.results[0]).dtype == "float32")
+
+
+def _weight_of(op: Operation, weights: WeightStore) -> np.ndarray | None:
+    """The float32 constant weight of a matmul (2-D rhs) or conv, or None if not quantizable."""
+    if not isinstance(op, (g.MatMulOp, g.ConvOp)) or not _float32_operands(op):
+        return None
+    w = _const_array(op.operands[1], weights)
+    if w is None or _const_array(op.operands[0], weights) is not None:
+        return None
+    if isinstance(op, g.MatMulOp) and w.ndim != 2:
+        return None
+    return w
+
+
+def _act_scale(absmax: float, qmax: float) -> np.float32:
+    """Per-tensor symmetric scale; an all-zero activation gets 1 so that nothing divides by 0."""
+    s = np.float32(absmax / qmax)
+    return s if s > 0 and np.isfinite(s) else np.float32(1.0)
+
+
+def weight_scales_int8(w: np.ndarray, axis: int, per_channel: bool = True) -> np.ndarray:
+    """Symmetric int8 scales, one per slice along ``axis`` (float32, zeros replaced by 1)."""
+    red = tuple(i for i in range(w.ndim) if i != axis) if per_channel else None
+    amax = np.max(np.abs(w.astype(np.float64)), axis=red)
+    s = (np.broadcast_to(amax, (w.shape[axis],)) / INT8_MAX).astype(np.float32)
+    return np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
+
+
+def quantize_int8(w: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
+    """``clip(round_half_even(w / s), -127, 127)`` computed in float64, as int8."""
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.round(w.astype(np.float64) / scales.astype(np.float64).reshape(shape))
+    return np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int8)
+
+
+def _quantize_activation(e: _Emitter, x: SSAValue, scale: np.float32) -> SSAValue:
+    """``cast(clip(round(x / s), -127, 127) -> int8)``: the standard symmetric quantizer."""
+    xs = e.binary("div", x, e.const(np.array(scale, np.float32), "act_scale"))
+    r = e.op(g.UnaryOp, [xs], {"fn": "round"})
+    r = e.binary("max", r, e.const(np.array(-INT8_MAX, np.float32), "qmin"))
+    r = e.binary("min", r, e.const(np.array(INT8_MAX, np.float32), "qmax"))
+    return e.cast(r, "int8")
+
+
+def _core_op(e: _Emitter, op: g.MatMulOp | g.ConvOp, x: SSAValue, w: SSAValue,
+             out_dtype: str | None, scheme: str) -> SSAValue:
+    """The op itself on new operands, without the conv bias (added after rescaling)."""
+    p = op.props()
+    p.pop("out_dtype", None)
+    p["out_dtype"] = out_dtype
+    y = e.op(type(op), [x, w], p)
+    assert y.owner is not None
+    y.owner.attributes[QUANTIZED_ATTR] = StringAttr(scheme)
+    return y
+
+
+def _epilogue(e: _Emitter, op: g.MatMulOp | g.ConvOp, y: SSAValue,
+              scale: np.ndarray | None) -> SSAValue:
+    """Multiply by the per-output-channel scale and add the conv bias, in float32."""
+    rank = spec_of(y).rank
+    if scale is not None:
+        s = scale.astype(np.float32)
+        if isinstance(op, g.ConvOp) and s.size > 1:
+            s = s.reshape((1, -1) + (1,) * (rank - 2))
+        y = e.binary("mul", y, e.const(s, "out_scale"))
+    if isinstance(op, g.ConvOp) and op.bias is not None:
+        f = spec_of(op.bias).shape[0]
+        b = e.reshape(op.bias, (1, int(f or 1)) + (1,) * (rank - 2))
+        y = e.binary("add", y, b)
+    return y
+
+
+def _replace(rewriter: PatternRewriter, op: Operation, y: SSAValue) -> None:
+    """Swap in the quantized result and drop the float weight if nothing else reads it, so the
+    module (and a bundle built from it) no longer carries the float copy."""
+    y.name_hint = op.results[0].name_hint
+    old_w = op.operands[1].owner
+    rewriter.replace(op, [], [y])
+    if isinstance(old_w, g.ConstantOp) and not old_w.results[0].uses:
+        rewriter.erase(old_w)
+
+
+# ------------------------------------------------------------------------------------ int8
+
+
+class QuantizeInt8Pattern(RewritePattern):
+    """matmul/conv with a constant float weight and a calibrated activation -> int8 x int8 ->
+    int32 accumulate -> float rescale by ``s_x * s_w``."""
+
+    def __init__(self, weights: WeightStore, per_channel: bool) -> None:
+        self.weights, self.per_channel = weights, per_channel
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        w = _weight_of(op, self.weights)
+        rng = act_range(op)
+        if w is None or rng is None:
+            return
+        assert isinstance(op, (g.MatMulOp, g.ConvOp))
+        axis = 1 if isinstance(op, g.MatMulOp) else 0  # [K,N] columns / [F,C,...] filters
+        s_w = weight_scales_int8(w, axis, self.per_channel)
+        wq = quantize_int8(w, s_w, axis)
+        s_x = _act_scale(max(abs(rng[0]), abs(rng[1])), INT8_MAX)
+        e = _Emitter(rewriter, op, self.weights, _hint(op))
+        xq = _quantize_activation(e, op.operands[0], s_x)
+        acc = _core_op(e, op, xq, e.const(wq, "w_int8"), "int32", "int8")
+        y = e.cast(acc, "float32")
+        y = _epilogue(e, op, y, (np.float64(s_x) * s_w.astype(np.float64)).astype(np.float32))
+        _replace(rewriter, op, y)
+
+
+def _run_patterns(module: ModuleOp, pattern: RewritePattern) -> None:
+    PatternRewriteWalker(GreedyRewritePatternApplier([pattern]),
+                         apply_recursively=False).rewrite_module(module)
+
+
+@dataclass(frozen=True)
+class QuantizeInt8Pass(ModulePass):
+    """Int8 post-training quantization: per-output-channel weights, per-tensor activations.
+
+    Activation ranges come from the ``portc.act_range`` attributes that
+    ``Calibration.annotate`` writes (see ``portc.passes.calibration``); ops without one stay in
+    float, and a module with none at all is refused, since an uncalibrated int8 pass would
+    silently do nothing."""
+
+    name = "quantize-int8"
+
+    per_channel: bool = True
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if not any(act_range(o) is not None for o in op.walk()):
+            raise IRError("quantize-int8 needs activation ranges: run "
+                          "portc.passes.calibration.calibrate(...).annotate(module) first")
+        _run_patterns(op, QuantizeInt8Pattern(weights_of(ctx), self.per_channel))
+
+
+# ------------------------------------------------------------------------------------ w4 / w2
+
+_WEIGHT_ONLY = {"int4": (-8, 7), "int2": (-2, 1)}
+
+
+def quantize_groupwise(w: np.ndarray, bits_dtype: str, group: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Group-wise symmetric weight quantization of ``w [K, N]`` along K.
+
+    Returns ``(q [K, N] in int4/int2, scales [K/group, 1, N] float32)``. Each (group, column)
+    scale is the best of a few clipping ratios by squared error: at 4 and especially 2 bits
+    clipping the largest weight a little costs less than the resolution lost everywhere else.
+    """
+    qmin, qmax = _WEIGHT_ONLY[bits_dtype]
+    k, n = w.shape
+    wg = w.astype(np.float64).reshape(k // group, group, n)
+    amax = np.max(np.abs(wg), axis=1, keepdims=True)
+    amax = np.where(amax > 0, amax, 1.0)
+    best_s = amax / qmax
+    best_err = np.full(amax.shape, np.inf)
+    for f in np.linspace(0.3, 1.0, 15):
+        s = (amax * f / qmax).astype(np.float32).astype(np.float64)
+        q = np.clip(np.round(wg / s), qmin, qmax)
+        err = np.sum((q * s - wg) ** 2, axis=1, keepdims=True)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s = np.where(better, s, best_s)
+    scales = best_s.astype(np.float32)
+    q = np.clip(np.round(wg / scales.astype(np.float64)), qmin, qmax).reshape(k, n)
+    return q.astype(np.int8).astype(dtypes.dtype(bits_dtype).numpy), scales
+
+
+class WeightOnlyPattern(RewritePattern):
+    """matmul with a constant float ``[K, N]`` weight -> narrow-int weight dequantized at run
+    time (cast, reshape to groups, mul by scales, reshape back) feeding the original matmul."""
+
+    def __init__(self, weights: WeightStore, bits_dtype: str, group: int, scheme: str) -> None:
+        self.weights, self.bits_dtype, self.group, self.scheme = weights, bits_dtype, group, scheme
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        w = _weight_of(op, self.weights)
+        if w is None or not isinstance(op, g.MatMulOp):
+            return
+        k, n = w.shape
+        group = min(self.group, k)
+        if k % group:
+            return  # ragged last group: leave in float rather than pad the weight
+        q, scales = quantize_groupwise(w, self.bits_dtype, group)
+        e = _Emitter(rewriter, op, self.weights, _hint(op))
+        wf = e.cast(e.const(q, f"w_{self.bits_dtype}"), "float32")
+        wf = e.reshape(wf, (k // group, group, n))
+        wf = e.binary("mul", wf, e.const(scales, "w_scale"))
+        wf = e.reshape(wf, (k, n))
+        y = _core_op(e, op, op.operands[0], wf, None, self.scheme)
+        _replace(rewriter, op, y)
+
+
+def _check_group(group_size: int) -> None:
+    if group_size not in GROUP_SIZES:
+        raise IRError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
+
+
+@dataclass(frozen=True)
+class QuantizeW4Pass(ModulePass):
+    """Weight-only int4 quantization of matmul weights with per-group (along K) float scales."""
+
+    name = "quantize-w4"
+
+    group_size: int = 128
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        _check_group(self.group_size)
+        _run_patterns(op, WeightOnlyPattern(weights_of(ctx), "int4", self.group_size, "w4"))
+
+
+@dataclass(frozen=True)
+class QuantizeW2Pass(ModulePass):
+    """Weight-only int2 quantization (levels -2..1) with per-group (along K) float scales."""
+
+    name = "quantize-w2"
+
+    group_size: int = 32
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        _check_group(self.group_size)
+        _run_patterns(op, WeightOnlyPattern(weights_of(ctx), "int2", self.group_size, "w2"))
+
+
+# ------------------------------------------------------------------------------------ fp8
+
+
+def to_fp8(x: np.ndarray, scale: float) -> np.ndarray:
+    """Saturating ``x / scale -> float8_e4m3fn``, as ``graph.cast {saturate}`` does."""
+    v = np.clip(x.astype(np.float64) / np.float64(np.float32(scale)), -FP8_MAX, FP8_MAX)
+    return v.astype(ml_dtypes.float8_e4m3fn)
+
+
+class QuantizeFP8Pattern(RewritePattern):
+    """matmul/conv -> e4m3 weight and activation with per-tensor scales; the product is computed
+    after casting back to float32 (exact for e4m3 x e4m3 up to accumulation order), so targets
+    with fp8 units (sm_90) lower ``cast(f8) -> cast(f32) -> matmul`` to a native fp8 GEMM."""
+
+    def __init__(self, weights: WeightStore) -> None:
+        self.weights = weights
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        w = _weight_of(op, self.weights)
+        rng = act_range(op)
+        if w is None or rng is None:
+            return
+        assert isinstance(op, (g.MatMulOp, g.ConvOp))
+        s_w = _act_scale(float(np.max(np.abs(w))), FP8_MAX)
+        s_x = _act_scale(max(abs(rng[0]), abs(rng[1])), FP8_MAX)
+        e = _Emitter(rewriter, op, self.weights, _hint(op))
+        xs = e.binary("div", op.operands[0], e.const(np.array(s_x, np.float32), "act_scale"))
+        x8 = e.cast(e.cast(xs, "float8_e4m3fn", saturate=True), "float32")
+        w8 = e.cast(e.const(to_fp8(w, float(s_w)), "w_fp8"), "float32")
+        y = _core_op(e, op, x8, w8, None, "fp8")
+        y = _epilogue(e, op, y, np.array(np.float64(s_x) * np.float64(s_w), np.float32))
+        _replace(rewriter, op, y)
+
+
+@dataclass(frozen=True)
+class QuantizeFP8Pass(ModulePass):
+    """float8_e4m3fn weights and activations with per-tensor scales (calibrated activations)."""
+
+    name = "quantize-fp8"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if not any(act_range(o) is not None for o in op.walk()):
+            raise IRError("quantize-fp8 needs activation ranges: run "
+                          "portc.passes.calibration.calibrate(...).annotate(module) first")
+        _run_patterns(op, QuantizeFP8Pattern(weights_of(ctx)))
+
+
+QUANTIZE_PASSES: tuple[type[ModulePass], ...] = (
+    QuantizeInt8Pass, QuantizeW4Pass, QuantizeW2Pass, QuantizeFP8Pass)
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+def quantize(program: Program, pass_: ModulePass, calibration: Calibration | None = None
+             ) -> Program:
+    """Quantized copy of ``program``: the original module and weight store stay untouched
+    (the new store shares the original arrays by reference and adds the narrow ones)."""
+    from portc.compiler.program import make_context
+
+    module = program.module.clone()
+    if calibration is not None:
+        calibration.annotate(module)
+    weights = program.weights.subset(set(program.weights))
+    ctx: PortcContext = make_context(weights)
+    pass_.apply(ctx, module)
+    return Program(module, weights)
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def weight_bytes(program: Program) -> int:
+    """Bytes of the constants the module uses, at their packed bit width (int4 = 1/2 byte);
+    numpy holds int4/int2 in whole bytes, but a target's bundle packs them."""
+    names = {o.resource.data for o in program.module.walk()
+             if isinstance(o, g.ConstantOp) and o.results[0].uses}
+    total_bits = 0
+    for n in names:
+        a = program.weights[n]
+        total_bits += a.size * dtypes.from_numpy(a.dtype).bits
+    return (total_bits + 7) // 8
+
+
+def _looks_like_logits(name: str, arr: np.ndarray) -> bool:
+    """Classifier-shaped ([batch, classes]), named like scores, or rows summing to one."""
+    if arr.ndim < 1 or arr.shape[-1] < 2 or dtypes.from_numpy(arr.dtype).kind != "float":
+        return False
+    if arr.ndim == 2 or any(k in name.lower() for k in ("logit", "prob", "score", "class")):
+        return True
+    rows = arr.astype(np.float64).sum(axis=-1)
+    return bool(np.all(arr >= 0) and np.allclose(rows, 1.0, atol=1e-3))
+
+
+def quantization_report(original: Program, quantized: Program,
+                        inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Accuracy of ``quantized`` against ``original`` on ``inputs`` plus what was saved."""
+    from portc.runtimes.reference.interpreter import run_program
+
+    ref = run_program(original, inputs)
+    got = run_program(quantized, inputs)
+    outputs: dict[str, dict[str, Any]] = {}
+    for name, r in ref.items():
+        a = np.asarray(got[name], np.float64).ravel()
+        b = np.asarray(r, np.float64).ravel()
+        den = float(np.linalg.norm(a) * np.linalg.norm(b))
+        entry: dict[str, Any] = {
+            "max_abs_error": float(np.max(np.abs(a - b))) if a.size else 0.0,
+            "cosine": float(a @ b / den) if den > 0 else float(np.array_equal(a, b)),
+        }
+        if _looks_like_logits(name, np.asarray(r)):
+            entry["top1_agreement"] = float(np.mean(
+                np.argmax(got[name], axis=-1) == np.argmax(r, axis=-1)))
+        outputs[name] = entry
+    counts: dict[str, int] = {}
+    for o in quantized.module.walk():
+        if isinstance(a := o.attributes.get(QUANTIZED_ATTR), StringAttr):
+            key = f"{o.name.split('.')[-1]}s_{a.data}"
+            counts[key] = counts.get(key, 0) + 1
+    before, after = weight_bytes(original), weight_bytes(quantized)
+    return {
+        "outputs": outputs,
+        "weight_bytes_before": before,
+        "weight_bytes_after": after,
+        "compression": before / after if after else float("inf"),
+        "quantized_ops": counts,
+        "matmuls_total": sum(isinstance(o, g.MatMulOp) for o in original.module.walk()),
+        "convs_total": sum(isinstance(o, g.ConvOp) for o in original.module.walk()),
+    }

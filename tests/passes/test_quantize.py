@@ -1,0 +1,238 @@
+"""Post-training quantization passes: exact integer math, accuracy, bytes, calibration, IR."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import ml_dtypes
+import numpy as np
+import pytest
+from portc.compiler.api import random_inputs
+from portc.compiler.builder import GraphBuilder
+from portc.compiler.errors import IRError
+from portc.compiler.program import Program, make_context, parse_program
+from portc.dialects import graph as g
+from portc.dialects.graph import TensorSpec
+from portc.passes.calibration import ACT_RANGE_ATTR, Calibration, calibrate
+from portc.passes.quantize import (
+    QUANTIZED_ATTR,
+    QuantizeFP8Pass,
+    QuantizeInt8Pass,
+    QuantizeW2Pass,
+    QuantizeW4Pass,
+    quantization_report,
+    quantize,
+)
+from portc.runtimes.reference.interpreter import run_program
+
+
+def _mlp(rng: np.random.Generator, k: int = 256, h: int = 512, n: int = 16) -> Program:
+    b = GraphBuilder()
+    x = b.add_input("x", TensorSpec((8, k), "float32"))
+    w1 = b.const((rng.standard_normal((k, h)) / np.sqrt(k)).astype(np.float32), hint="w1")
+    b1 = b.const(rng.standard_normal(h).astype(np.float32) * 0.1, hint="b1")
+    w2 = b.const((rng.standard_normal((h, n)) / np.sqrt(h)).astype(np.float32), hint="w2")
+    y = b.unary("relu", b.binary("add", b.matmul(x, w1), b1))
+    return b.finish([("logits", b.matmul(y, w2))])
+
+
+def _linear(rng: np.random.Generator) -> tuple[Program, np.ndarray, np.ndarray]:
+    b = GraphBuilder()
+    x = b.add_input("x", TensorSpec((4, 64), "float32"))
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    bias = rng.standard_normal(32).astype(np.float32)
+    y = b.binary("add", b.matmul(x, b.const(w, hint="w")), b.const(bias, hint="b"))
+    return b.finish([("y", y)]), w, bias
+
+
+def _cnn() -> Program:
+    import torch
+    from portc.compiler.api import import_model
+
+    torch.manual_seed(0)
+
+    class CNN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = torch.nn.Conv2d(16, 32, 3, stride=2, padding=1)
+            self.fc = torch.nn.Linear(32 * 4 * 4, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.c1(x))
+            x = torch.relu(self.c2(x))
+            return self.fc(x.flatten(1))
+
+    return import_model(CNN(), (torch.randn(2, 3, 8, 8),)).program
+
+
+def _batches(program: Program, n: int = 4, seed: int = 100) -> Iterator[dict[str, np.ndarray]]:
+    return (random_inputs(program, seed + i) for i in range(n))
+
+
+@pytest.fixture(scope="module")
+def cnn() -> Program:
+    return _cnn()
+
+
+# ------------------------------------------------------------------------------------ int8
+
+
+def test_int8_linear_is_bit_exact_against_numpy(rng: np.random.Generator) -> None:
+    prog, w, bias = _linear(rng)
+    calib = calibrate(prog, _batches(prog))
+    q = quantize(prog, QuantizeInt8Pass(), calib)
+    x = random_inputs(prog, seed=7)["x"]
+    accs: list[np.ndarray] = []
+
+    def grab(op: object, res: list[np.ndarray]) -> None:
+        if isinstance(op, g.MatMulOp):
+            accs.append(res[0])
+
+    got = run_program(q, {"x": x}, on_op=grab)["y"]
+
+    # the same math, written independently in numpy
+    s_x = np.float32(calib.absmax("graph.matmul#0") / 127)
+    xs = (x.astype(np.float64) / np.float64(s_x)).astype(np.float32)
+    xq = np.clip(np.round(xs), -127, 127).astype(np.int8)
+    s_w = (np.abs(w).max(axis=0) / np.float32(127)).astype(np.float32)
+    wq = np.clip(np.round(w.astype(np.float64) / s_w.astype(np.float64)), -127, 127)
+    acc = xq.astype(np.int32) @ wq.astype(np.int8).astype(np.int32)
+    scale = (np.float64(s_x) * s_w.astype(np.float64)).astype(np.float32)
+    y = (acc.astype(np.float32).astype(np.float64) * scale).astype(np.float32)
+    want = (y.astype(np.float64) + bias).astype(np.float32)
+
+    assert len(accs) == 1 and accs[0].dtype == np.int32
+    np.testing.assert_array_equal(accs[0], acc)
+    np.testing.assert_array_equal(got, want)
+    int8_consts = [a for n, a in q.weights.items() if a.dtype == np.int8]
+    assert any(np.array_equal(a, wq.astype(np.int8)) for a in int8_consts)
+
+
+def test_int8_mlp_accuracy_and_bytes(rng: np.random.Generator) -> None:
+    prog = _mlp(rng)
+    q = quantize(prog, QuantizeInt8Pass(), calibrate(prog, _batches(prog)))
+    rep = quantization_report(prog, q, random_inputs(prog, seed=999))
+    out = rep["outputs"]["logits"]
+    assert out["cosine"] >= 0.99
+    assert out["top1_agreement"] >= 0.75
+    assert rep["quantized_ops"] == {"matmuls_int8": 2}
+    assert 3.5 < rep["compression"] <= 4.0
+
+
+def test_int8_cnn_accuracy(cnn: Program) -> None:
+    for method in ("minmax", "percentile"):
+        calib = calibrate(cnn, _batches(cnn, 8), method=method, percentile=99.99)
+        q = quantize(cnn, QuantizeInt8Pass(), calib)
+        rep = quantization_report(cnn, q, random_inputs(cnn, seed=555))
+        assert rep["outputs"]["output0"]["cosine"] >= 0.99, (method, rep)
+        assert rep["quantized_ops"] == {"convs_int8": 2, "matmuls_int8": 1}
+        assert rep["compression"] > 3.3
+        assert not any(isinstance(o, g.ConvOp) and o.bias is not None and QUANTIZED_ATTR in
+                       o.attributes for o in q.module.walk())
+
+
+def test_int8_without_calibration_is_refused(rng: np.random.Generator) -> None:
+    prog = _mlp(rng)
+    with pytest.raises(IRError, match="activation ranges"):
+        quantize(prog, QuantizeInt8Pass())
+
+
+def test_calibration_for_another_module_is_refused(rng: np.random.Generator) -> None:
+    prog = _mlp(rng)
+    with pytest.raises(IRError, match="do not name"):
+        Calibration(ranges={"graph.matmul#7": (-1.0, 1.0)}).annotate(prog.module.clone())
+
+
+# ------------------------------------------------------------------------------------ calibration
+
+
+def test_percentile_range_is_tighter_than_minmax_with_outliers(rng: np.random.Generator) -> None:
+    prog, _, _ = _linear(rng)
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for i in range(4):
+            x = np.random.default_rng(i).standard_normal((4, 64)).astype(np.float32)
+            x[0, i] = 500.0  # one rare spike per batch
+            yield {"x": x}
+
+    mm = calibrate(prog, batches(), method="minmax")
+    pc = calibrate(prog, batches(), method="percentile", percentile=99.0)
+    assert mm.absmax("graph.matmul#0") == 500.0
+    assert pc.absmax("graph.matmul#0") < 10.0
+    assert pc.ranges["graph.matmul#0"][0] < 0 < pc.ranges["graph.matmul#0"][1]
+    assert Calibration.from_json(pc.to_json()) == pc
+
+
+# ------------------------------------------------------------------------------------ w4 / w2
+
+
+def test_w4_mlp_accuracy_and_bytes(rng: np.random.Generator) -> None:
+    prog = _mlp(rng)
+    q = quantize(prog, QuantizeW4Pass(group_size=128))
+    rep = quantization_report(prog, q, random_inputs(prog, seed=3))
+    assert rep["outputs"]["logits"]["cosine"] >= 0.98
+    assert rep["quantized_ops"] == {"matmuls_w4": 2}
+    assert 7.0 < rep["compression"] <= 8.0
+    assert any(a.dtype == ml_dtypes.int4 for _, a in q.weights.items())
+
+
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_w4_group_sizes_and_w2(rng: np.random.Generator, group: int) -> None:
+    prog = _mlp(rng)
+    x = random_inputs(prog, seed=4)
+    c4 = quantization_report(prog, quantize(prog, QuantizeW4Pass(group_size=group)), x)
+    q2 = quantize(prog, QuantizeW2Pass(group_size=group))
+    c2 = quantization_report(prog, q2, x)
+    assert c4["outputs"]["logits"]["cosine"] >= 0.98
+    assert 0.5 < c2["outputs"]["logits"]["cosine"] < c4["outputs"]["logits"]["cosine"]
+    assert c2["compression"] > c4["compression"]
+    assert any(a.dtype == ml_dtypes.int2 for _, a in q2.weights.items())
+
+
+def test_bad_group_size_is_refused(rng: np.random.Generator) -> None:
+    with pytest.raises(IRError, match="group_size"):
+        quantize(_mlp(rng), QuantizeW4Pass(group_size=48))
+
+
+# ------------------------------------------------------------------------------------ fp8
+
+
+def test_fp8_mlp_and_cnn(rng: np.random.Generator, cnn: Program) -> None:
+    for prog, out in ((_mlp(rng), "logits"), (cnn, "output0")):
+        q = quantize(prog, QuantizeFP8Pass(), calibrate(prog, _batches(prog)))
+        rep = quantization_report(prog, q, random_inputs(prog, seed=11))
+        assert rep["outputs"][out]["cosine"] >= 0.99
+        assert any(a.dtype == ml_dtypes.float8_e4m3fn for _, a in q.weights.items())
+        assert 3.3 < rep["compression"] <= 4.0
+
+
+# ------------------------------------------------------------------------------------ IR
+
+
+@pytest.mark.parametrize("make", [QuantizeInt8Pass, QuantizeW4Pass, QuantizeW2Pass,
+                                  QuantizeFP8Pass])
+def test_quantized_ir_verifies_and_round_trips(cnn: Program, make: type) -> None:
+    calib = calibrate(cnn, _batches(cnn, 2))
+    q = quantize(cnn, make(), calib)
+    q.verify()
+    text = q.to_text()
+    again = parse_program(text, q.weights)
+    again.verify()
+    assert again.to_text() == text
+    x = random_inputs(cnn, seed=1)
+    np.testing.assert_array_equal(run_program(again, x)["output0"], run_program(q, x)["output0"])
+    assert ACT_RANGE_ATTR not in text or make in (QuantizeW4Pass, QuantizeW2Pass)
+
+
+def test_annotated_ir_round_trips_and_passes_run_by_name(cnn: Program) -> None:
+    """Calibration lives in the IR, so ``portc opt``-style runs on a parsed file work."""
+    module = cnn.module.clone()
+    calibrate(cnn, _batches(cnn, 2)).annotate(module)
+    parsed = parse_program(str(module), cnn.weights)
+    weights = cnn.weights.subset(set(cnn.weights))
+    QuantizeInt8Pass(per_channel=False).apply(make_context(weights), parsed.module)
+    q = Program(parsed.module, weights)
+    q.verify()
+    assert sum(QUANTIZED_ATTR in o.attributes for o in q.module.walk()) == 3
+    assert QuantizeW4Pass(group_size=64).pipeline_pass_spec().name == "quantize-w4"
