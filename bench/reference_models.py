@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import onnx
+
 from portc.compiler.api import compile as compile_model
 from portc.compiler.api import import_model, random_inputs
 

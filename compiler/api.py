@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from portc.compiler.artifact import Artifact
 from portc.compiler.errors import InputError, ModelLoadError, OracleError, VerificationMismatch
 from portc.compiler.program import Program
@@ -79,6 +80,7 @@ def import_model(model: ModelLike, example_inputs: Sequence[Any] | None = None, 
                  max_tensor_bytes: int | None = None) -> ImportedModel:
     """Import an ONNX file/ModelProto, a ``.pt2`` file, an ExportedProgram or an nn.Module."""
     import onnx
+
     from portc.compiler.frontends.onnx.importer import (
         DEFAULT_MAX_TENSOR_BYTES,
         import_onnx,
@@ -113,6 +115,7 @@ def import_model(model: ModelLike, example_inputs: Sequence[Any] | None = None, 
         return ImportedModel(res.program, "onnx", hashlib.sha256(raw).hexdigest(),
                              _onnx_oracle(raw, None), res.dim_bindings, model.graph.name or "model")
     import torch
+
     from portc.compiler.frontends import torch_export
 
     if isinstance(model, torch.export.ExportedProgram):

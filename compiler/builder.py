@@ -13,6 +13,10 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.ir import Block, Region, SSAValue
+
 from portc.compiler.errors import LimitError
 from portc.compiler.program import Program
 from portc.compiler.weights import WeightStore
@@ -20,9 +24,6 @@ from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.dialects.graph import Props, TensorSpec
 from portc.runtimes.reference.kernels import run_kernel
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
-from xdsl.ir import Block, Region, SSAValue
 
 _HINT_BAD = re.compile(r"[^A-Za-z0-9_]")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
+
 from portc.compiler.errors import InputError, IRError, PortcError
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
+
 from portc.compiler.errors import InputError
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from xdsl.passes import ModulePass
+
 from portc.compiler.artifact import Artifact
 from portc.compiler.errors import IRError, VerificationMismatch
 from portc.compiler.program import Program, make_context
 from portc.compiler.targets import CompileOptions, Target
 from portc.passes.registry import get_pass
-from xdsl.passes import ModulePass
 
 
 def parse_pipeline(spec: str | Sequence[str]) -> list[ModulePass]:

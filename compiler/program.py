@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from portc.compiler.errors import IRError
-from portc.compiler.weights import WeightStore
-from portc.dialects import graph
 from xdsl.context import Context
 from xdsl.dialects import arith, builtin, func, scf
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.utils.exceptions import ParseError, VerifyException
+
+from portc.compiler.errors import IRError
+from portc.compiler.weights import WeightStore
+from portc.dialects import graph
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from portc.compiler.artifact import Artifact
 from portc.compiler.program import Program, parse_program
 from portc.compiler.targets import CompileOptions, Runtime, Target, register_target

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
 from portc.compiler.artifact import Artifact
 from portc.compiler.errors import UnknownTargetError
 from portc.compiler.program import Program

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
 from portc.compiler.errors import BundleError
 from portc.dialects import dtypes
 

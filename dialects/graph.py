@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from portc.dialects import dtypes
 from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
     ArrayAttr,
@@ -45,6 +44,8 @@ from xdsl.irdl import (
 )
 from xdsl.traits import ConstantLike, HasCanonicalizationPatternsTrait, Pure
 from xdsl.utils.exceptions import VerifyException
+
+from portc.dialects import dtypes
 
 # --------------------------------------------------------------------------------------------
 # Canonicalization hooks: patterns live in portc.passes.canonicalize_graph (imported lazily so

@@ -22,13 +22,14 @@ core ops. Formats (K = contraction dim, N = output features):
 
 from __future__ import annotations
 
-from portc.dialects import dtypes
-from portc.dialects.graph import GraphOp, Props, TensorSpec
 from xdsl.dialects.builtin import IntegerAttr, TensorType
 from xdsl.ir import Dialect
 from xdsl.irdl import irdl_op_definition, operand_def, prop_def, result_def, traits_def
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
+
+from portc.dialects import dtypes
+from portc.dialects.graph import GraphOp, Props, TensorSpec
 
 _FMT = " attr-dict `:` functional-type(operands, results)"
 

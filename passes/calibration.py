@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, f64
+from xdsl.ir import Operation, SSAValue
+
 from portc.compiler.errors import IRError
 from portc.compiler.program import Program
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, f64
-from xdsl.ir import Operation, SSAValue
 
 #: discardable attribute carrying [lo, hi] of a matmul/conv's activation operand
 ACT_RANGE_ATTR = "portc.act_range"

@@ -7,8 +7,9 @@ type, no-op broadcasts/slices and identity ops. xDSL's ``canonicalize`` pass pic
 
 from __future__ import annotations
 
-from portc.dialects import graph as g
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
+
+from portc.dialects import graph as g
 
 
 class ReshapeOfReshape(RewritePattern):

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from portc.compiler.program import weights_of
-from portc.compiler.weights import WeightStore
-from portc.dialects import graph as g
-from portc.passes.registry import register_pass
-from portc.runtimes.reference.kernels import KernelError, run_kernel
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
@@ -25,6 +20,12 @@ from xdsl.pattern_rewriter import (
     PatternRewriteWalker,
     RewritePattern,
 )
+
+from portc.compiler.program import weights_of
+from portc.compiler.weights import WeightStore
+from portc.dialects import graph as g
+from portc.passes.registry import register_pass
+from portc.runtimes.reference.kernels import KernelError, run_kernel
 
 #: results larger than this stay computed at run time (folding must not bloat the bundle)
 MAX_FOLDED_ELEMENTS = 1 << 22

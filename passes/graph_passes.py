@@ -1,24 +1,25 @@
 """Graph-level passes registered under their names for pipelines and ``portc opt``.
 
 ``canonicalize``, ``cse`` and ``dce`` are xDSL's own passes; graph ops contribute their
-canonicalization patterns through traits (``portc.passes.canonicalize_graph``).
+canonicalization patterns through traits (``portc.passes.canonicalize_graph``). The
+model-changing passes (quantize-*, sparsify*) register here too.
 """
 
 from __future__ import annotations
+
+from xdsl.transforms.canonicalize import CanonicalizePass
+from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
+from xdsl.transforms.dead_code_elimination import DeadCodeElimination
 
 from portc.passes import (
     fold_constants,  # noqa: F401 - registers fold-constants
     sparsify,  # noqa: F401 - registers sparsify-2-4, sparsify
 )
+from portc.passes.quantize import QUANTIZE_PASSES
 from portc.passes.registry import register_pass
-from xdsl.transforms.canonicalize import CanonicalizePass
-from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
-from xdsl.transforms.dead_code_elimination import DeadCodeElimination
 
 CommonSubexpressionElimination.__doc__ = "Merge identical pure ops with identical operands."
 DeadCodeElimination.__doc__ = "Remove pure ops whose results are unused."
-for _cls in QUANTIZE_PASSES:
-    register_pass(_cls)
-register_pass(CanonicalizePass)
-register_pass(CommonSubexpressionElimination)
-register_pass(DeadCodeElimination)
+for _pass in (CanonicalizePass, CommonSubexpressionElimination, DeadCodeElimination,
+              *QUANTIZE_PASSES):
+    register_pass(_pass)

@@ -20,13 +20,6 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-from portc.compiler.errors import IRError
-from portc.compiler.program import PortcContext, Program, weights_of
-from portc.compiler.weights import WeightStore
-from portc.dialects import dtypes
-from portc.dialects import graph as g
-from portc.dialects.graph import Props, TensorSpec, spec_of
-from portc.passes.calibration import Calibration, act_range
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
@@ -38,6 +31,14 @@ from xdsl.pattern_rewriter import (
     RewritePattern,
 )
 from xdsl.rewriter import InsertPoint
+
+from portc.compiler.errors import IRError
+from portc.compiler.program import PortcContext, Program, weights_of
+from portc.compiler.weights import WeightStore
+from portc.dialects import dtypes
+from portc.dialects import graph as g
+from portc.dialects.graph import Props, TensorSpec, spec_of
+from portc.passes.calibration import Calibration, act_range
 
 QUANTIZED_ATTR = "portc.quantized"
 INT8_MAX = 127

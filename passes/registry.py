@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from portc.compiler.errors import UnknownPassError
 from xdsl.passes import ModulePass
+
+from portc.compiler.errors import UnknownPassError
 
 _PASSES: dict[str, type[ModulePass]] = {}
 _loaded = False

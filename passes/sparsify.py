@@ -22,14 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from portc.compiler.builder import ssa_hint
-from portc.compiler.program import Program, weights_of
-from portc.compiler.weights import WeightStore
-from portc.dialects import dtypes
-from portc.dialects import graph as g
-from portc.dialects import sparse as sp
-from portc.passes.registry import register_pass
-from portc.runtimes.reference import sparse_kernels  # noqa: F401 - registers sparse kernels
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
@@ -40,6 +32,15 @@ from xdsl.pattern_rewriter import (
     RewritePattern,
     op_type_rewrite_pattern,
 )
+
+from portc.compiler.builder import ssa_hint
+from portc.compiler.program import Program, weights_of
+from portc.compiler.weights import WeightStore
+from portc.dialects import dtypes
+from portc.dialects import graph as g
+from portc.dialects import sparse as sp
+from portc.passes.registry import register_pass
+from portc.runtimes.reference import sparse_kernels  # noqa: F401 - registers sparse kernels
 
 # ------------------------------------------------------------------------------ compression
 

@@ -46,6 +46,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+from xdsl.ir import SSAValue
+from xdsl.utils.exceptions import VerifyException
+
 from portc.compiler.builder import FOLD_LIMIT_ELEMENTS, GraphBuilder, ssa_hint
 from portc.compiler.errors import (
     DtypeError,
@@ -69,10 +74,6 @@ from portc.compiler.frontends.torch_ops.registry import (
 from portc.compiler.program import Program
 from portc.dialects.graph import TensorSpec
 from portc.runtimes.reference.kernels import KernelError
-from torch.export import ExportedProgram
-from torch.export.graph_signature import InputKind, OutputKind
-from xdsl.ir import SSAValue
-from xdsl.utils.exceptions import VerifyException
 
 __all__ = [
     "TorchImportResult", "import_exported_program", "import_torch_module", "load_pt2",

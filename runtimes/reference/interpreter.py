@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
+from xdsl.dialects import func
+from xdsl.ir import Operation, SSAValue
+
 from portc.compiler.errors import InputError, PortcError
 from portc.compiler.program import Program
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.runtimes.reference import sparse_kernels  # noqa: F401 - registers sparse.* kernels
 from portc.runtimes.reference.kernels import KernelError, run_kernel
-from xdsl.dialects import func
-from xdsl.ir import Operation, SSAValue
 
 OpHook = Callable[[Operation, list[np.ndarray]], None]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.dialects.graph import Props, TensorSpec

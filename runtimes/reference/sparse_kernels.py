@@ -10,6 +10,7 @@ positions, popcount == number of values) are checked here and reported as ``Kern
 from __future__ import annotations
 
 import numpy as np
+
 from portc.dialects import sparse as sp
 from portc.dialects.graph import Props, TensorSpec
 from portc.runtimes.reference.kernels import KernelError, finish, kernel, wide

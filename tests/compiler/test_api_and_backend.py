@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import portc
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+
+import portc
 from portc.compiler.errors import InputError, ShapeError, UnsupportedOpsError
 from portc.compiler.frontends.onnx.importer import import_onnx, load_onnx
 from portc.compiler.onnx_backend import PortcBackend

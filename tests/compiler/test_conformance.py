@@ -7,8 +7,8 @@ import os
 import subprocess
 
 import pytest
-from portc.compiler.conformance import compare_outputs, load_cases, run_conformance, summarize
 
+from portc.compiler.conformance import compare_outputs, load_cases, run_conformance, summarize
 from tests.conftest import portc_cli
 
 

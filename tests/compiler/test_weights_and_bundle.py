@@ -7,6 +7,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+
 from portc.compiler.artifact import Artifact
 from portc.compiler.errors import BundleError
 from portc.compiler.weights import WeightStore

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from xdsl.utils.exceptions import VerifyException
+
 from portc.compiler.builder import GraphBuilder
 from portc.compiler.errors import IRError
 from portc.compiler.program import parse_program
 from portc.dialects import graph as g
 from portc.dialects.graph import TensorSpec
-from xdsl.utils.exceptions import VerifyException
 
 
 def _sample_program() -> tuple:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+
 from portc.compiler.api import verify
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

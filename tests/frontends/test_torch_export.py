@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from portc.compiler.errors import ModelLoadError, UnsupportedOpsError
 from portc.compiler.frontends.torch_export import (
     import_exported_program,
@@ -19,7 +21,6 @@ from portc.compiler.frontends.torch_export import (
 )
 from portc.dialects import graph as g
 from portc.runtimes.reference.interpreter import run_program
-from torch import nn
 
 RTOL, ATOL = 1e-5, 1e-5
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import ml_dtypes
 import numpy as np
 import pytest
+
 from portc.compiler.api import random_inputs
 from portc.compiler.builder import GraphBuilder
 from portc.compiler.errors import IRError
@@ -47,6 +48,7 @@ def _linear(rng: np.random.Generator) -> tuple[Program, np.ndarray, np.ndarray]:
 
 def _cnn() -> Program:
     import torch
+
     from portc.compiler.api import import_model
 
     torch.manual_seed(0)

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from xdsl.parser import Parser
+from xdsl.utils.arg_spec import parse_pipeline as parse_pipeline_spec
+from xdsl.utils.exceptions import VerifyException
+
 from portc.compiler.builder import GraphBuilder
 from portc.compiler.errors import IRError
 from portc.compiler.pipeline import parse_pipeline, run_passes
@@ -24,9 +28,6 @@ from portc.passes.sparsify import (
 from portc.runtimes.reference.interpreter import run_program
 from portc.runtimes.reference.kernels import KernelError, run_kernel
 from portc.runtimes.reference.sparse_kernels import decompress_2_4, decompress_bitmask
-from xdsl.parser import Parser
-from xdsl.utils.arg_spec import parse_pipeline as parse_pipeline_spec
-from xdsl.utils.exceptions import VerifyException
 
 
 def _context():

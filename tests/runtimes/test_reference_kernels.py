@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from portc.dialects import graph as g
 from portc.dialects.graph import TensorSpec
 from portc.runtimes.reference.kernels import run_kernel
@@ -62,6 +63,7 @@ def test_topk_breaks_ties_by_lower_index() -> None:
 
 def test_gather_out_of_range_index_names_the_op() -> None:
     import pytest
+
     from portc.runtimes.reference.kernels import KernelError
 
     with pytest.raises(KernelError, match="graph.gather: index 5"):

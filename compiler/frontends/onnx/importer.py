@@ -18,6 +18,9 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
+from xdsl.ir import SSAValue
+from xdsl.utils.exceptions import VerifyException
+
 from portc.compiler.builder import GraphBuilder, check_size
 from portc.compiler.errors import (
     DtypeError,
@@ -32,8 +35,6 @@ from portc.compiler.program import Program
 from portc.dialects import dtypes
 from portc.dialects.graph import TensorSpec
 from portc.runtimes.reference.kernels import KernelError
-from xdsl.ir import SSAValue
-from xdsl.utils.exceptions import VerifyException
 
 DEFAULT_MAX_TENSOR_BYTES = 8 << 30
 

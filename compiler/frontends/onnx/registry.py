@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from xdsl.ir import SSAValue
+
 from portc.compiler.builder import GraphBuilder
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.dialects.graph import TensorSpec
-from xdsl.ir import SSAValue
 
 
 class NodeError(Exception):

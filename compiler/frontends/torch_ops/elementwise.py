@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from xdsl.ir import SSAValue
+
 from portc.compiler.frontends.torch_ops.registry import Args, NodeError, TorchContext, aten_op
 from portc.dialects import dtypes
-from xdsl.ir import SSAValue
 
 # ------------------------------------------------------------------------------ unary
 

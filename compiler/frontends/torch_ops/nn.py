@@ -11,11 +11,12 @@ import math
 from typing import Any
 
 import numpy as np
+from xdsl.ir import SSAValue
+
 from portc.compiler.frontends.torch_ops.registry import Args, NodeError, TorchContext, aten_op
 from portc.compiler.frontends.torch_ops.tensor import slice_dim
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.ir import SSAValue
 
 # ------------------------------------------------------------------------------ dense
 

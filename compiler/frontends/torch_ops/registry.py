@@ -17,11 +17,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import torch
+from xdsl.ir import SSAValue
+
 from portc.compiler.builder import GraphBuilder
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.dialects.graph import TensorSpec
-from xdsl.ir import SSAValue
 
 
 class NodeError(Exception):

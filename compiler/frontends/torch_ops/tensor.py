@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from xdsl.ir import SSAValue
+
 from portc.compiler.frontends.torch_ops.registry import Args, NodeError, TorchContext, aten_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.ir import SSAValue
 
 # ------------------------------------------------------------------------------ no-ops
 

@@ -16,6 +16,7 @@ import onnx.reference
 import onnxruntime as ort
 import pytest
 from onnx import helper
+
 from portc.compiler.frontends.onnx.importer import import_onnx
 from portc.dialects import dtypes
 from portc.runtimes.reference.interpreter import run_program

@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto as T
 from onnx import helper
+
 from portc.compiler.errors import PortcError
 from portc.compiler.frontends.onnx.importer import import_onnx
 from portc.dialects import dtypes

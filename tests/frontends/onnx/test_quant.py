@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+
 from portc.compiler.frontends.onnx.importer import import_onnx
 from portc.dialects import dtypes
 from portc.runtimes.reference.interpreter import run_program

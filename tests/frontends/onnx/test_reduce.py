@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
+
 from portc.compiler.errors import PortcError
 from portc.compiler.frontends.onnx.importer import import_onnx
 from portc.dialects import dtypes

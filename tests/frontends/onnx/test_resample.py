@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from portc.compiler.frontends.onnx.importer import import_onnx
 from portc.runtimes.reference.interpreter import run_program
 

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+
 from portc.compiler.frontends.onnx.importer import import_onnx
 from portc.runtimes.reference.interpreter import run_program
 

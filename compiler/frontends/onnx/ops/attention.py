@@ -12,10 +12,11 @@ import math
 
 import numpy as np
 import onnx
+from xdsl.ir import SSAValue
+
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.ir import SSAValue
 
 
 def _to_4d(ctx: OnnxContext, x: SSAValue, heads: int, node: onnx.NodeProto) -> SSAValue:

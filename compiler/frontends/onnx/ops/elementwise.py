@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
+from xdsl.ir import SSAValue
+
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.ir import SSAValue
 
 # ---------------------------------------------------------------------------------- tables
 

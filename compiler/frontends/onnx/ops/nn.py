@@ -15,11 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+from xdsl.ir import SSAValue
+
 from portc.compiler.builder import FOLD_LIMIT_ELEMENTS
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.ir import SSAValue
 
 # ------------------------------------------------------------------------------- shared helpers
 

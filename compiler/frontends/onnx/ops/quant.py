@@ -9,10 +9,11 @@ the dtypes ONNX's reference implementation uses, so results match it bit for bit
 from __future__ import annotations
 
 import onnx
+from xdsl.ir import SSAValue
+
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.ir import SSAValue
 
 _FLOAT8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 _FLOAT4 = ("float4_e2m1fn",)

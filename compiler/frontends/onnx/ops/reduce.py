@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import onnx
+from xdsl.ir import SSAValue
+
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from xdsl.ir import SSAValue
 
 #: First opset in which each Reduce op takes ``axes`` as an input instead of an attribute.
 _AXES_INPUT_SINCE: dict[str, int] = {"ReduceSum": 13}

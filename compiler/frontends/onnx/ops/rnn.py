@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from xdsl.ir import SSAValue
+
 from portc.compiler.builder import GraphBuilder
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
-from xdsl.ir import SSAValue
 
 Act = Callable[[GraphBuilder, SSAValue], SSAValue]
 

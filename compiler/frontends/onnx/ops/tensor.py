@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from xdsl.ir import Block, BlockArgument, OpResult, SSAValue
+from xdsl.utils.exceptions import VerifyException
+
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.runtimes.reference.kernels import KernelError, run_kernel
-from xdsl.ir import Block, BlockArgument, OpResult, SSAValue
-from xdsl.utils.exceptions import VerifyException
 
 
 @onnx_op("Constant")
