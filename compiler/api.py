@@ -17,6 +17,7 @@ import numpy as np
 
 from portc.compiler.artifact import Artifact
 from portc.compiler.errors import InputError, ModelLoadError, OracleError, VerificationMismatch
+from portc.compiler.model_changes import ModelChangeOptions
 from portc.compiler.program import Program
 from portc.compiler.targets import CompileOptions, get_target
 from portc.dialects import dtypes
@@ -174,16 +175,21 @@ def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def load_inputs(path: str | os.PathLike[str], program: Program) -> dict[str, np.ndarray]:
+def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Arrays from an .npz, never unpickling objects."""
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise InputError(f"inputs file '{p}' does not exist") from None
     except (OSError, ValueError) as e:
         raise InputError(f"'{p}' is not a readable .npz file ({e}); save inputs with "
                          "numpy.savez(path, name=array, ...)") from e
+
+
+def load_inputs(path: str | os.PathLike[str], program: Program) -> dict[str, np.ndarray]:
+    arrays = load_npz(path)
     from portc.runtimes.reference.interpreter import check_inputs
 
     check_inputs(program, arrays)
@@ -264,6 +270,8 @@ class VerifyReport:
     checks: list[OutputCheck]
     oracle: str
     stats: dict[str, Any] = field(default_factory=dict)
+    #: reports of model-changing passes (quantize/sparsify) vs the unchanged model
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -276,6 +284,11 @@ class VerifyReport:
                          f"{'ok' if c.ok else 'MISMATCH'} {c.detail}".rstrip())
         verdict = "PASS" if self.ok else "FAIL"
         lines.append(f"{verdict}: {self.model} on {self.target}/{self.runtime} vs {self.oracle}")
+        if self.changes:
+            from portc.compiler.model_changes import format_reports
+
+            lines.append("model changes (accuracy is against the unchanged model):")
+            lines.append(format_reports(self.changes))
         return "\n".join(lines)
 
 
@@ -302,14 +315,29 @@ def verify(model: ModelLike, target: str = "reference", *, example_inputs: Seque
            = None, inputs: Mapping[str, np.ndarray] | None = None, seed: int = 0,
            rtol: float = 1e-4, atol: float = 1e-5, runtime: str | None = None,
            verify_each: bool = False, imported: ImportedModel | None = None,
-           options: Mapping[str, Any] | None = None) -> VerifyReport:
-    """Compile for ``target``, run on its runtime and compare with onnxruntime/torch."""
+           options: Mapping[str, Any] | None = None,
+           changes: ModelChangeOptions | None = None) -> VerifyReport:
+    """Compile for ``target``, run on its runtime and compare with onnxruntime/torch; with
+    model changes, compare with the reference interpreter of the changed model instead and
+    report accuracy against the unchanged one."""
     from portc.compiler.pipeline import verify_each_hook
 
     imported = imported or import_model(model, example_inputs)
     program = imported.program
     feeds = dict(inputs) if inputs is not None else random_inputs(program, seed)
-    expected = imported.oracle(feeds)
+    change_reports: list[dict[str, Any]] = []
+    if changes is not None and changes.any:
+        from dataclasses import replace
+
+        from portc.compiler.model_changes import apply_model_changes
+        from portc.runtimes.reference.interpreter import run_program
+
+        program, change_reports = apply_model_changes(program, changes, seed, feeds)
+        imported = replace(imported, program=program,
+                           oracle=lambda ins, p=program: run_program(p, ins))
+        expected = run_program(program, feeds)
+    else:
+        expected = imported.oracle(feeds)
     hook = None
     if verify_each:
         from portc.runtimes.reference.interpreter import run_program
@@ -328,4 +356,6 @@ def verify(model: ModelLike, target: str = "reference", *, example_inputs: Seque
     outs, stats = rt.load(cm.artifact).run(feeds)
     checks = [compare(n, outs[n], expected[n], rtol, atol) for n in program.output_names]
     oracle = "onnxruntime" if imported.kind == "onnx" else "torch"
-    return VerifyReport(imported.name, target, rt.name, checks, oracle, stats)
+    if change_reports:
+        oracle = "reference interpreter of the changed model"
+    return VerifyReport(imported.name, target, rt.name, checks, oracle, stats, change_reports)

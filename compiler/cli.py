@@ -86,6 +86,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     get_target(args.target)  # fail fast on a bad target, before importing the model
     imported = _import(args)
+    changes = _changes(args)
+    if changes.any:
+        from dataclasses import replace
+
+        from portc.compiler.model_changes import apply_model_changes, format_reports
+
+        with step("applying model changes", args.quiet):
+            program, reports = apply_model_changes(imported.program, changes, args.seed)
+        imported = replace(imported, program=program)
+        print(format_reports(reports))
     with step(f"compiling for {args.target}", args.quiet):
         cm = compile_model(None, target=args.target, imported=imported,
                            options=_target_options(args))
@@ -119,14 +129,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InputError(f"inputs file '{path}' does not exist") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"'{path}' is not a readable .npz file ({e}); save inputs with "
-                         "numpy.savez(path, name=array, ...)") from e
+    from portc.compiler.api import load_npz
+
+    return load_npz(path)
+
+
+def _changes(args: argparse.Namespace):  # noqa: ANN202 - ModelChangeOptions
+    from portc.compiler.model_changes import ModelChangeOptions
+
+    return ModelChangeOptions(quantize=args.quantize, group_size=args.group_size,
+                              calib=args.calib, calib_method=args.calib_method,
+                              percentile=args.percentile, sparsity=args.sparsity)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -144,7 +157,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             rep = verify(None, name, imported=imported, inputs=inputs, seed=args.seed,
                          rtol=args.rtol, atol=args.atol,
                          runtime=args.runtime if len(names) == 1 else None,
-                         verify_each=args.verify_each, options=_target_options(args))
+                         verify_each=args.verify_each, options=_target_options(args),
+                         changes=_changes(args))
         print(rep.table())
         reports.append(rep)
     if args.junit:
@@ -256,10 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--soc", help="ascend: SoC description (default 910b)")
         p.add_argument("--vlen", type=int, help="rvv: specialise for a VLEN")
         p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--quantize", choices=["int8", "w4", "w2", "fp8"],
+                       help="post-training quantization scheme")
+        p.add_argument("--group-size", type=int, choices=[32, 64, 128],
+                       help="w4/w2: weights per scale along K")
+        p.add_argument("--calib", help="int8/fp8: .npz of calibration inputs ([N, ...] or one)")
+        p.add_argument("--calib-method", choices=["minmax", "percentile"], default="minmax")
+        p.add_argument("--percentile", type=float, default=99.99)
+        p.add_argument("--sparsity", help="2:4 or a fraction in [0, 1] of weights to prune")
 
     p = sub.add_parser("compile", help="compile a model into a bundle directory")
     model_args(p)
     p.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs used for reports")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled bundle on inputs from an .npz file")

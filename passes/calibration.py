@@ -32,6 +32,10 @@ from portc.dialects import graph as g
 
 #: discardable attribute carrying [lo, hi] of a matmul/conv's activation operand
 ACT_RANGE_ATTR = "portc.act_range"
+#: per-input-channel (last axis) statistics of a matmul's activation: max |x| and mean x^2,
+#: used by SmoothQuant-style migration (int8) and activation-aware scaling (w4/w2)
+CHAN_ABSMAX_ATTR = "portc.act_chan_absmax"
+CHAN_SQMEAN_ATTR = "portc.act_chan_sqmean"
 
 #: at most this many samples per value and batch are kept for percentiles (memory stays bounded)
 MAX_SAMPLES_PER_BATCH = 1 << 18
@@ -55,6 +59,9 @@ class Calibration:
     method: str = "minmax"
     percentile: float = 99.99
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: matmul keys only: per-channel max |x| and mean x^2 over the activation's last axis
+    chan_absmax: dict[str, list[float]] = field(default_factory=dict)
+    chan_sqmean: dict[str, list[float]] = field(default_factory=dict)
 
     def absmax(self, key: str) -> float:
         lo, hi = self.ranges[key]
@@ -78,17 +85,25 @@ class Calibration:
                 lo, hi = self.ranges[key]
                 op.attributes[ACT_RANGE_ATTR] = DenseArrayBase.from_list(f64, [lo, hi])
                 n += 1
+            for attr, table in ((CHAN_ABSMAX_ATTR, self.chan_absmax),
+                                (CHAN_SQMEAN_ATTR, self.chan_sqmean)):
+                if key in table:
+                    op.attributes[attr] = DenseArrayBase.from_list(f64, list(table[key]))
         return n
 
     def to_json(self) -> str:
         return json.dumps({"method": self.method, "percentile": self.percentile,
-                           "ranges": {k: list(v) for k, v in self.ranges.items()}}, indent=1)
+                           "ranges": {k: list(v) for k, v in self.ranges.items()},
+                           "chan_absmax": self.chan_absmax, "chan_sqmean": self.chan_sqmean},
+                          indent=1)
 
     @staticmethod
     def from_json(text: str) -> Calibration:
         d = json.loads(text)
         return Calibration(d["method"], float(d["percentile"]),
-                           {k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()})
+                           {k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()},
+                           {k: [float(x) for x in v] for k, v in d.get("chan_absmax", {}).items()},
+                           {k: [float(x) for x in v] for k, v in d.get("chan_sqmean", {}).items()})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
@@ -104,6 +119,14 @@ def act_range(op: Operation) -> tuple[float, float] | None:
         return None
     lo, hi = attr.get_values()
     return float(lo), float(hi)
+
+
+def chan_stat(op: Operation, attr: str) -> np.ndarray | None:
+    """A per-channel statistic (``CHAN_ABSMAX_ATTR`` / ``CHAN_SQMEAN_ATTR``) as float64, or None."""
+    a = op.attributes.get(attr)
+    if not isinstance(a, DenseArrayBase):
+        return None
+    return np.asarray(a.get_values(), np.float64)
 
 
 def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
@@ -122,8 +145,14 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
         raise ValueError(f"percentile must be in (50, 100], got {percentile}")
     ops = quantizable_ops(program.module)
     watch: dict[SSAValue, list[str]] = {}
+    matmul_keys: set[str] = set()
     for i, op in enumerate(ops):
         watch.setdefault(op.operands[0], []).append(op_key(op, i))
+        if isinstance(op, g.MatMulOp):
+            matmul_keys.add(op_key(op, i))
+    cmax: dict[str, np.ndarray] = {}
+    csq: dict[str, np.ndarray] = {}
+    crows: dict[str, int] = {}
     rng = np.random.default_rng(seed)
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
@@ -138,7 +167,15 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
             return
         mn, mx = float(a.min()), float(a.max())
         sub = a if a.size <= MAX_SAMPLES_PER_BATCH else rng.choice(a, MAX_SAMPLES_PER_BATCH)
+        rows = None
+        if arr.ndim >= 1 and any(k in matmul_keys for k in keys):
+            rows = np.asarray(arr, dtype=np.float64).reshape(-1, arr.shape[-1])
+            rmax, rsq = np.abs(rows).max(axis=0), (rows * rows).sum(axis=0)
         for k in keys:
+            if rows is not None and k in matmul_keys:
+                cmax[k] = np.maximum(cmax[k], rmax) if k in cmax else rmax
+                csq[k] = csq[k] + rsq if k in csq else rsq
+                crows[k] = crows.get(k, 0) + rows.shape[0]
             lo[k] = min(lo.get(k, mn), mn)
             hi[k] = max(hi.get(k, mx), mx)
             if method == "percentile":
@@ -165,4 +202,41 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
                          max(0.0, float(np.percentile(allv, percentile))))
         else:
             ranges[k] = (lo[k], hi[k])
-    return Calibration(method, percentile, ranges)
+    return Calibration(method, percentile, ranges,
+                       {k: [float(x) for x in v] for k, v in cmax.items()},
+                       {k: [float(x) for x in csq[k] / crows[k]] for k in csq})
+
+
+def token_batches(program: Program, n: int, seed: int = 0, vocab: tuple[int, int] = (1000, 30522),
+                  min_len: int = 8, cls_sep: tuple[int, int] | None = (101, 102)
+                  ) -> list[dict[str, np.ndarray]]:
+    """Realistic calibration inputs for a BERT-style encoder: token ids drawn from the
+    vocabulary range, framed by [CLS]/[SEP], padded to a random length with the attention mask
+    zero on the padding, and token types zero. Inputs named other than ``input_ids``,
+    ``attention_mask`` and ``token_type_ids`` are left to ``random_inputs``."""
+    from portc.compiler.api import random_inputs
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        f = random_inputs(program, seed + i)
+        ids = f.get("input_ids")
+        if ids is None:
+            out.append(f)
+            continue
+        b, t = ids.shape
+        new = rng.integers(vocab[0], vocab[1], ids.shape)
+        mask = np.zeros(ids.shape, np.int64)
+        for r in range(b):
+            length = int(rng.integers(min(min_len, t), t + 1))
+            mask[r, :length] = 1
+            new[r, length:] = 0
+            if cls_sep is not None and length >= 2:
+                new[r, 0], new[r, length - 1] = cls_sep
+        f["input_ids"] = new.astype(ids.dtype)
+        if "attention_mask" in f:
+            f["attention_mask"] = mask.astype(f["attention_mask"].dtype)
+        if "token_type_ids" in f:
+            f["token_type_ids"] = np.zeros_like(f["token_type_ids"])
+        out.append(f)
+    return out

@@ -23,12 +23,24 @@ from xdsl.pattern_rewriter import (
 
 from portc.compiler.program import weights_of
 from portc.compiler.weights import WeightStore
+from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.passes.registry import register_pass
 from portc.runtimes.reference.kernels import KernelError, run_kernel
 
 #: results larger than this stay computed at run time (folding must not bloat the bundle)
 MAX_FOLDED_ELEMENTS = 1 << 22
+#: results up to this size fold even when they are larger than their operands
+SMALL_FOLD_BYTES = 1 << 16
+
+
+def folding_pays(inputs: list, results: list[g.TensorSpec]) -> bool:
+    """Fold unless it grows the stored data: dequantizing int4 weights or broadcasting a scalar
+    into a big constant would undo what a quantizer saved and bloat the bundle. Small results
+    (shape arithmetic) always fold."""
+    out_bytes = sum(s.numel() * max(1, dtypes.dtype(s.dtype).bits // 8) for s in results)
+    in_bytes = sum(a.nbytes for a in inputs)
+    return out_bytes <= max(in_bytes, SMALL_FOLD_BYTES)
 
 
 class FoldAllConstantOperands(RewritePattern):
@@ -45,6 +57,8 @@ class FoldAllConstantOperands(RewritePattern):
         if not all(s.is_static and s.numel() <= MAX_FOLDED_ELEMENTS for s in specs):
             return
         arrays = [self.weights[o.resource.data] for o in owners]  # type: ignore[union-attr]
+        if not folding_pays(arrays, specs):
+            return
         try:
             results = run_kernel(type(op), op.props(), arrays, specs)
         except KernelError:

@@ -1,0 +1,174 @@
+"""Apply the model-changing passes a user asked for (``--quantize``, ``--sparsity``) and report
+what they did and cost.
+
+The transformed program becomes the model every target is checked against (bit-exact where its
+arithmetic is integer); accuracy against the unchanged model is measured separately on the same
+inputs and reported, never assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from portc.compiler.errors import InputError
+from portc.compiler.program import Program
+
+QUANTIZE_SCHEMES = ("int8", "w4", "w2", "fp8")
+
+
+@dataclass
+class ModelChangeOptions:
+    quantize: str | None = None
+    group_size: int | None = None
+    calib: str | None = None
+    calib_method: str = "minmax"
+    percentile: float = 99.99
+    sparsity: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.quantize or self.sparsity)
+
+
+def calibration_batches(program: Program, path: str | None, seed: int,
+                        n_random: int = 8) -> tuple[list[dict[str, np.ndarray]], str]:
+    """Batches from an .npz (arrays shaped like the inputs, or with one extra leading batch
+    dim), else seeded random inputs; returns the batches and where they came from."""
+    from portc.compiler.api import load_npz, random_inputs
+
+    specs = program.input_specs()
+    if path is None:
+        return [random_inputs(program, seed + 1000 + i) for i in range(n_random)], \
+            f"{n_random} random batches (pass --calib data.npz for representative data)"
+    arrays = load_npz(path)
+    missing = [n for n in specs if n not in arrays]
+    if missing:
+        raise InputError(f"calibration file '{path}' lacks input(s) {missing}")
+    counts = set()
+    for name, spec in specs.items():
+        a = arrays[name]
+        if a.ndim == spec.rank + 1:
+            counts.add(a.shape[0])
+        elif a.ndim == spec.rank:
+            counts.add(0)
+        else:
+            raise InputError(f"calibration array '{name}' has shape {list(a.shape)}; expected "
+                             f"{list(spec.shape)} or [N, *{list(spec.shape)}]")
+    if len(counts) != 1:
+        raise InputError(f"calibration arrays in '{path}' disagree on the batch count")
+    n = counts.pop()
+    if n == 0:
+        return [{k: arrays[k] for k in specs}], f"1 batch from {path}"
+    return [{k: arrays[k][i] for k in specs} for i in range(n)], f"{n} batches from {path}"
+
+
+def _quantize(program: Program, opts: ModelChangeOptions, seed: int
+              ) -> tuple[Program, dict[str, Any]]:
+    from portc.passes.calibration import calibrate
+    from portc.passes.quantize import (
+        QuantizeFP8Pass,
+        QuantizeInt8Pass,
+        QuantizeW2Pass,
+        QuantizeW4Pass,
+        quantize,
+    )
+
+    scheme = opts.quantize
+    info: dict[str, Any] = {"pass": f"quantize-{scheme}"}
+    if scheme in ("int8", "fp8"):
+        batches, source = calibration_batches(program, opts.calib, seed)
+        try:
+            cal = calibrate(program, batches, opts.calib_method, opts.percentile)
+        except ValueError as e:
+            raise InputError(f"calibration: {e}") from e
+        info["calibration"] = f"{opts.calib_method} over {source}"
+        pass_ = QuantizeInt8Pass() if scheme == "int8" else QuantizeFP8Pass()
+        return quantize(program, pass_, cal), info
+    cls = QuantizeW4Pass if scheme == "w4" else QuantizeW2Pass
+    try:
+        pass_ = cls(group_size=opts.group_size) if opts.group_size else cls()
+        info["group_size"] = pass_.group_size
+        return quantize(program, pass_), info
+    except ValueError as e:
+        raise InputError(f"--quantize {scheme}: {e}") from e
+
+
+def _sparsify(program: Program, spec: str) -> tuple[Program, dict[str, Any]]:
+    from portc.compiler.pipeline import run_passes
+    from portc.passes.sparsify import Sparsify24Pass, SparsifyPass
+
+    if spec == "2:4":
+        pass_: Any = Sparsify24Pass()
+    else:
+        try:
+            fraction = float(spec)
+        except ValueError:
+            fraction = -1.0
+        if not 0.0 <= fraction <= 1.0:
+            raise InputError(f"--sparsity '{spec}' must be 2:4 or a fraction in [0, 1]")
+        pass_ = SparsifyPass(fraction=fraction)
+    pruned = Program(program.module.clone(), program.weights.subset(set(program.weights)))
+    run_passes(pruned, [pass_])
+    return pruned, {"pass": pass_.name}
+
+
+def apply_model_changes(program: Program, opts: ModelChangeOptions, seed: int = 0,
+                        eval_inputs: Mapping[str, np.ndarray] | None = None
+                        ) -> tuple[Program, list[dict[str, Any]]]:
+    """Quantize and/or prune; each step's report compares against the unchanged model."""
+    from portc.compiler.api import random_inputs
+    from portc.passes.quantize import quantization_report
+    from portc.passes.sparsify import sparsity_report
+
+    if opts.quantize and opts.quantize not in QUANTIZE_SCHEMES:
+        raise InputError(f"--quantize '{opts.quantize}' is not one of {', '.join(QUANTIZE_SCHEMES)}")
+    feeds = dict(eval_inputs) if eval_inputs is not None else random_inputs(program, seed)
+    reports: list[dict[str, Any]] = []
+    current = program
+    if opts.sparsity:
+        pruned, info = _sparsify(current, opts.sparsity)
+        info.update(sparsity_report(program, pruned, feeds))
+        reports.append(info)
+        current = pruned
+    if opts.quantize:
+        quantized, info = _quantize(current, opts, seed)
+        info.update(quantization_report(program, quantized, feeds))
+        reports.append(info)
+        current = quantized
+    current.verify()
+    return current, reports
+
+
+def format_reports(reports: list[dict[str, Any]]) -> str:
+    """One block per pass: what it did (bytes, MACs, ops) and what it cost (accuracy)."""
+    lines = []
+    for rep in reports:
+        lines.append(f"{rep['pass']}:")
+        for key, val in rep.items():
+            if key == "pass":
+                continue
+            if isinstance(val, dict):
+                for sub, v in val.items():
+                    lines.append(f"    {key}.{sub}: {_fmt(v)}")
+            else:
+                lines.append(f"    {key}: {_fmt(val)}")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def write_report(path: Path, reports: list[dict[str, Any]]) -> None:
+    import json
+
+    path.write_text(json.dumps(reports, indent=2, default=str) + "\n")
