@@ -47,11 +47,10 @@ from xdsl.pattern_rewriter import (
 from portc.compiler.builder import ssa_hint
 from portc.compiler.program import Program, weights_of
 from portc.compiler.weights import WeightStore
-from portc.dialects import dtypes
+from portc.dialects import dtypes, moe
 from portc.dialects import graph as g
-from portc.dialects import moe
 from portc.passes.registry import register_pass
-from portc.runtimes.reference import moe_kernels  # noqa: F401 - registers the moe.moe kernel
+from portc.runtimes.reference import moe_kernels  # also registers the moe.moe kernel
 
 
 class _Emitter:

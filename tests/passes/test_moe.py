@@ -112,7 +112,8 @@ def test_kernel_matches_transformers_mixtral_block(rng, top_k):
         want = blk(torch.from_numpy(x)[None]).numpy()[0]
     got = run_kernel(moe.MoEOp, moe.moe_props(top_k), [x, *weights],
                      [TensorSpec((T, H), "float64")])[0]
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    # transformers computes the router softmax in float32 even for a float64 block
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_kernel_without_normalize_and_with_capacity(rng):
