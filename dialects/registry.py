@@ -13,7 +13,9 @@ def register_dialect(d: Dialect) -> None:
 
 
 def extra_dialects() -> list[Dialect]:
+    from portc.dialects.moe import MoE
     from portc.dialects.sparse import Sparse
 
     register_dialect(Sparse)
+    register_dialect(MoE)
     return list(_EXTRA)

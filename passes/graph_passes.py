@@ -2,7 +2,7 @@
 
 ``canonicalize``, ``cse`` and ``dce`` are xDSL's own passes; graph ops contribute their
 canonicalization patterns through traits (``portc.passes.canonicalize_graph``). The
-model-changing passes (quantize-*, sparsify*) register here too.
+model-changing passes (quantize-*, sparsify*, moe-routing) register here too.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from xdsl.transforms.dead_code_elimination import DeadCodeElimination
 
 from portc.passes import (
     fold_constants,  # noqa: F401 - registers fold-constants
+    moe_routing,  # noqa: F401 - registers moe-routing
     sparsify,  # noqa: F401 - registers sparsify-2-4, sparsify
 )
 from portc.passes.quantize import QUANTIZE_PASSES

@@ -16,7 +16,10 @@ from portc.compiler.errors import InputError, PortcError
 from portc.compiler.program import Program
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from portc.runtimes.reference import sparse_kernels  # noqa: F401 - registers sparse.* kernels
+from portc.runtimes.reference import (
+    moe_kernels,  # noqa: F401 - registers moe.* kernels
+    sparse_kernels,  # noqa: F401 - registers sparse.* kernels
+)
 from portc.runtimes.reference.kernels import KernelError, run_kernel
 
 OpHook = Callable[[Operation, list[np.ndarray]], None]
