@@ -38,9 +38,23 @@ from portc.compiler.weights import WeightStore
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.dialects.graph import Props, TensorSpec, spec_of
-from portc.passes.calibration import Calibration, act_range
+from portc.passes.calibration import (
+    CHAN_ABSMAX_ATTR,
+    CHAN_SQMEAN_ATTR,
+    Calibration,
+    act_range,
+    chan_stat,
+    quantizable_ops,
+)
 
 QUANTIZED_ATTR = "portc.quantized"
+#: details of a quantized op's scheme ("per_token,smooth=0.5", "asym", "awq") for reports
+DETAIL_ATTR = "portc.quant_detail"
+#: on a weight matmul/conv the pass left in float: why (kept by policy, no calibration, ...)
+FLOAT_REASON_ATTR = "portc.float_reason"
+#: the calibration key ("graph.matmul#7") of a weight op, so reports name layers kept in float
+LAYER_KEY_ATTR = "portc.layer_key"
+ACT_GRANULARITIES = ("per_tensor", "per_token")
 INT8_MAX = 127
 FP8_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448
 GROUP_SIZES = (32, 64, 128)
@@ -183,28 +197,143 @@ def _replace(rewriter: PatternRewriter, op: Operation, y: SSAValue) -> None:
 # ------------------------------------------------------------------------------------ int8
 
 
+def _parse_keep(keep_float: str) -> set[int]:
+    """``"7,15"`` or ``"graph.matmul#7,graph.matmul#15"`` -> ordinals among matmul/conv ops."""
+    out: set[int] = set()
+    for tok in (t.strip() for t in keep_float.split(",")):
+        if tok:
+            try:
+                out.add(int(tok.rsplit("#", 1)[-1]))
+            except ValueError:
+                raise IRError(f"keep_float: '{tok}' is not a layer ordinal or key") from None
+    return out
+
+
+def _mark_float(module: ModuleOp, weights: WeightStore, keep: set[int], needs_range: bool
+                ) -> set[Operation]:
+    """Tag weight matmul/convs that will stay in float with ``FLOAT_REASON_ATTR``; returns the
+    ops kept by the ``keep_float`` policy (the patterns skip them)."""
+    kept: set[Operation] = set()
+    for i, o in enumerate(quantizable_ops(module)):
+        if _weight_of(o, weights) is None:
+            continue
+        o.attributes[LAYER_KEY_ATTR] = StringAttr(f"{o.name}#{i}")
+        if i in keep:
+            o.attributes[FLOAT_REASON_ATTR] = StringAttr("keep_float (sensitivity policy)")
+            kept.add(o)
+        elif needs_range and act_range(o) is None:
+            o.attributes[FLOAT_REASON_ATTR] = StringAttr("no calibrated activation range")
+    return kept
+
+
+def _smooth_factors(w: np.ndarray, xmax: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant: ``s_k = max|x_k|^a / max|W_k|^(1-a)`` per input channel k (float32, > 0)."""
+    wmax = np.max(np.abs(w.astype(np.float64)), axis=1)
+    s = np.power(np.maximum(xmax, 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1.0 - alpha)
+    s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+    return s.astype(np.float32)
+
+
+def _dynamic_row_scale(e: _Emitter, x: SSAValue) -> SSAValue:
+    """Per-token scale computed at run time: ``max(max_k |x[..., k]|, tiny) / 127`` [..., 1]."""
+    rank = spec_of(x).rank
+    a = e.op(g.UnaryOp, [x], {"fn": "abs"})
+    m = e.op(g.ReduceOp, [a], {"kind": "max", "axes": (rank - 1,), "keepdims": True})
+    m = e.binary("max", m, e.const(np.array(np.finfo(np.float32).tiny, np.float32), "tiny"))
+    return e.binary("div", m, e.const(np.array(INT8_MAX, np.float32), "qmax_f"))
+
+
+def _quantize_activation_asym(e: _Emitter, x: SSAValue, scale: np.float32, zp: int) -> SSAValue:
+    """``cast(clip(round(x / s) + zp, -128, 127) -> int8)``: asymmetric (zero-point) quantizer."""
+    xs = e.binary("div", x, e.const(np.array(scale, np.float32), "act_scale"))
+    r = e.op(g.UnaryOp, [xs], {"fn": "round"})
+    r = e.binary("add", r, e.const(np.array(zp, np.float32), "act_zp"))
+    r = e.binary("max", r, e.const(np.array(-128, np.float32), "qmin"))
+    r = e.binary("min", r, e.const(np.array(INT8_MAX, np.float32), "qmax"))
+    return e.cast(r, "int8")
+
+
+def asym_params(lo: float, hi: float) -> tuple[np.float32, int]:
+    """Asymmetric int8 scale and zero point for ``[lo, hi]`` (widened to contain 0), so that
+    ``q = round(x / s) + zp`` maps lo..hi onto -128..127 and 0 exactly onto ``zp``."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    s = np.float32((hi - lo) / 255.0)
+    if not (s > 0 and np.isfinite(s)):
+        return np.float32(1.0), 0
+    zp = int(np.clip(-128 - np.round(np.float64(lo) / np.float64(s)), -128, 127))
+    return s, zp
+
+
 class QuantizeInt8Pattern(RewritePattern):
     """matmul/conv with a constant float weight and a calibrated activation -> int8 x int8 ->
-    int32 accumulate -> float rescale by ``s_x * s_w``."""
+    int32 accumulate -> float rescale by ``s_x * s_w``.
 
-    def __init__(self, weights: WeightStore, per_channel: bool) -> None:
+    Options: ``act_granularity="per_token"`` (matmul only) computes one symmetric activation
+    scale per row at run time (reduce max |x|); ``asymmetric`` uses a zero point for static
+    per-tensor matmul activations (twice the resolution on one-sided post-GELU/softmax ranges), keeping the
+    int32 accumulation exact by subtracting ``zp * colsum(W_q)``; ``smooth_alpha > 0`` migrates
+    per-channel activation outliers into the weight (SmoothQuant; needs per-channel stats)."""
+
+    def __init__(self, weights: WeightStore, per_channel: bool, act_granularity: str = "per_tensor",
+                 asymmetric: bool = False, smooth_alpha: float = 0.0,
+                 skip: set[Operation] | None = None) -> None:
         self.weights, self.per_channel = weights, per_channel
+        self.granularity, self.asymmetric, self.alpha = act_granularity, asymmetric, smooth_alpha
+        self.skip = skip or set()
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         w = _weight_of(op, self.weights)
         rng = act_range(op)
-        if w is None or rng is None:
+        if w is None or rng is None or op in self.skip:
             return
         assert isinstance(op, (g.MatMulOp, g.ConvOp))
-        axis = 1 if isinstance(op, g.MatMulOp) else 0  # [K,N] columns / [F,C,...] filters
+        is_mm = isinstance(op, g.MatMulOp)
+        axis = 1 if is_mm else 0  # [K,N] columns / [F,C,...] filters
+        e = _Emitter(rewriter, op, self.weights, _hint(op))
+        x = op.operands[0]
+        detail: list[str] = []
+        xmax = chan_stat(op, CHAN_ABSMAX_ATTR) if is_mm else None
+        if self.alpha > 0 and xmax is not None and xmax.shape[0] == w.shape[0]:
+            sm = _smooth_factors(w, xmax, self.alpha)
+            w = (w.astype(np.float64) * sm.astype(np.float64)[:, None]).astype(np.float32)
+            x = e.binary("mul", x, e.const((1.0 / sm.astype(np.float64)).astype(np.float32),
+                                           "smooth_inv"))
+            inv = (1.0 / sm.astype(np.float64)).astype(np.float32).astype(np.float64)
+            amax = float(np.max(xmax * inv))
+            rng = (-amax, amax) if rng[0] < 0 else (0.0, amax)
+            detail.append(f"smooth={self.alpha:g}")
         s_w = weight_scales_int8(w, axis, self.per_channel)
         wq = quantize_int8(w, s_w, axis)
-        s_x = _act_scale(max(abs(rng[0]), abs(rng[1])), INT8_MAX)
-        e = _Emitter(rewriter, op, self.weights, _hint(op))
-        xq = _quantize_activation(e, op.operands[0], s_x)
-        acc = _core_op(e, op, xq, e.const(wq, "w_int8"), "int32", "int8")
-        y = e.cast(acc, "float32")
-        y = _epilogue(e, op, y, (np.float64(s_x) * s_w.astype(np.float64)).astype(np.float32))
+        s_w64 = s_w.astype(np.float64)
+        if self.granularity == "per_token" and is_mm:
+            s_row = _dynamic_row_scale(e, x)
+            xs = e.binary("div", x, s_row)
+            r = e.op(g.UnaryOp, [xs], {"fn": "round"})
+            r = e.binary("max", r, e.const(np.array(-INT8_MAX, np.float32), "qmin"))
+            r = e.binary("min", r, e.const(np.array(INT8_MAX, np.float32), "qmax"))
+            acc = _core_op(e, op, e.cast(r, "int8"), e.const(wq, "w_int8"), "int32", "int8")
+            y = e.binary("mul", e.cast(acc, "float32"), s_row)
+            y = _epilogue(e, op, y, s_w)
+            detail.append("per_token")
+        elif self.asymmetric and is_mm:
+            # zero point: all 256 levels on [lo, hi] (halves the step for post-GELU/softmax)
+            s_x, zp = asym_params(*rng)
+            xq = _quantize_activation_asym(e, x, s_x, zp)
+            acc = _core_op(e, op, xq, e.const(wq, "w_int8"), "int32", "int8")
+            corr = (np.int64(zp) * wq.astype(np.int64).sum(axis=0)).astype(np.int32)
+            acc = e.binary("sub", acc, e.const(corr, "zp_colsum"))
+            y = e.cast(acc, "float32")
+            y = _epilogue(e, op, y, (np.float64(s_x) * s_w64).astype(np.float32))
+            detail.append("asym")
+        else:
+            s_x = _act_scale(max(abs(rng[0]), abs(rng[1])), INT8_MAX)
+            xq = _quantize_activation(e, x, s_x)
+            acc = _core_op(e, op, xq, e.const(wq, "w_int8"), "int32", "int8")
+            y = e.cast(acc, "float32")
+            y = _epilogue(e, op, y, (np.float64(s_x) * s_w64).astype(np.float32))
+        if detail:
+            assert acc.owner is not None
+            acc.owner.attributes[DETAIL_ATTR] = StringAttr(",".join(detail))
         _replace(rewriter, op, y)
 
 
@@ -225,12 +354,28 @@ class QuantizeInt8Pass(ModulePass):
     name = "quantize-int8"
 
     per_channel: bool = True
+    #: "per_tensor" (static, calibrated) or "per_token" (dynamic per-row scale, matmuls only)
+    act_granularity: str = "per_tensor"
+    #: zero-point activations for one-sided static ranges (post-GELU / post-softmax)
+    asymmetric: bool = False
+    #: SmoothQuant migration strength (0 = off; 0.5 is the usual choice)
+    smooth_alpha: float = 0.0
+    #: comma-separated matmul/conv ordinals or calibration keys to keep in float
+    #: (e.g. the most sensitive layers from ``sensitivity_sweep``)
+    keep_float: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if not any(act_range(o) is not None for o in op.walk()):
             raise IRError("quantize-int8 needs activation ranges: run "
                           "portc.passes.calibration.calibrate(...).annotate(module) first")
-        _run_patterns(op, QuantizeInt8Pattern(weights_of(ctx), self.per_channel))
+        if self.act_granularity not in ACT_GRANULARITIES:
+            raise IRError(f"act_granularity must be one of {ACT_GRANULARITIES}")
+        if not 0.0 <= self.smooth_alpha <= 1.0:
+            raise IRError(f"smooth_alpha must be in [0, 1], got {self.smooth_alpha}")
+        weights = weights_of(ctx)
+        kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=True)
+        _run_patterns(op, QuantizeInt8Pattern(weights, self.per_channel, self.act_granularity,
+                                              self.asymmetric, self.smooth_alpha, kept))
 
 
 # ------------------------------------------------------------------------------------ w4 / w2
@@ -238,13 +383,15 @@ class QuantizeInt8Pass(ModulePass):
 _WEIGHT_ONLY = {"int4": (-8, 7), "int2": (-2, 1)}
 
 
-def quantize_groupwise(w: np.ndarray, bits_dtype: str, group: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def quantize_groupwise(w: np.ndarray, bits_dtype: str, group: int,
+                       row_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Group-wise symmetric weight quantization of ``w [K, N]`` along K.
 
     Returns ``(q [K, N] in int4/int2, scales [K/group, 1, N] float32)``. Each (group, column)
     scale is the best of a few clipping ratios by squared error: at 4 and especially 2 bits
     clipping the largest weight a little costs less than the resolution lost everywhere else.
+    ``row_weight [K]`` (e.g. the calibrated mean ``x_k^2``) weights that error per input channel,
+    so it approximates the output error ``|x (W - W_q)|^2`` (activation-aware clipping).
     """
     qmin, qmax = _WEIGHT_ONLY[bits_dtype]
     k, n = w.shape
@@ -253,10 +400,12 @@ def quantize_groupwise(w: np.ndarray, bits_dtype: str, group: int
     amax = np.where(amax > 0, amax, 1.0)
     best_s = amax / qmax
     best_err = np.full(amax.shape, np.inf)
+    h = (np.ones((1, group, 1)) if row_weight is None
+         else np.asarray(row_weight, np.float64).reshape(k // group, group, 1))
     for f in np.linspace(0.3, 1.0, 15):
         s = (amax * f / qmax).astype(np.float32).astype(np.float64)
         q = np.clip(np.round(wg / s), qmin, qmax)
-        err = np.sum((q * s - wg) ** 2, axis=1, keepdims=True)
+        err = np.sum(h * (q * s - wg) ** 2, axis=1, keepdims=True)
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_s = np.where(better, s, best_s)
@@ -265,28 +414,85 @@ def quantize_groupwise(w: np.ndarray, bits_dtype: str, group: int
     return q.astype(np.int8).astype(dtypes.dtype(bits_dtype).numpy), scales
 
 
+def _dequant(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    k, n = q.shape
+    g_ = scales.shape[0]
+    return (q.astype(np.float64).reshape(g_, k // g_, n) * scales.astype(np.float64)).reshape(k, n)
+
+
+def awq_quantize(w: np.ndarray, bits_dtype: str, group: int, sqmean: np.ndarray,
+                 grid: int = 11) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """Activation-aware weight quantization (AWQ-style): scale input channel k of the weight by
+    ``s_k = rms(x_k)^a`` (normalized), quantize ``diag(s) W`` group-wise with activation-weighted
+    clipping, and divide the activation by ``s`` at run time. ``a`` is searched on a grid by the
+    proxy output error ``sum_k E[x_k^2] |W_k - W_q,k / s_k|^2``. Returns ``(q, scales, s or None,
+    a)``; ``s`` is None when ``a = 0`` wins (no activation rescale needed)."""
+    w64 = w.astype(np.float64)
+    h = np.maximum(sqmean, 1e-12)
+    rms = np.sqrt(h)
+    best: tuple[float, np.ndarray, np.ndarray, np.ndarray | None, float] | None = None
+    for a in np.linspace(0.0, 1.0, grid):
+        if a == 0:
+            s = None
+            q, sc = quantize_groupwise(w, bits_dtype, group, h)
+            wd = _dequant(q, sc)
+        else:
+            s64 = np.power(rms, a)
+            s64 = s64 / np.sqrt(s64.max() * s64.min())
+            s = s64.astype(np.float32)
+            s64 = s.astype(np.float64)
+            ws = (w64 * s64[:, None]).astype(np.float32)
+            q, sc = quantize_groupwise(ws, bits_dtype, group, h / (s64 * s64))
+            wd = _dequant(q, sc) / s64[:, None]
+        err = float(np.sum(h[:, None] * (wd - w64) ** 2))
+        if best is None or err < best[0]:
+            best = (err, q, sc, s, float(a))
+    assert best is not None
+    return best[1], best[2], best[3], best[4]
+
+
 class WeightOnlyPattern(RewritePattern):
     """matmul with a constant float ``[K, N]`` weight -> narrow-int weight dequantized at run
-    time (cast, reshape to groups, mul by scales, reshape back) feeding the original matmul."""
+    time (cast, reshape to groups, mul by scales, reshape back) feeding the original matmul.
 
-    def __init__(self, weights: WeightStore, bits_dtype: str, group: int, scheme: str) -> None:
+    With ``act_aware`` and a calibrated per-channel ``E[x^2]`` on the op, the quantization is
+    AWQ-style (see ``awq_quantize``): the activation is multiplied by ``1/s`` before the matmul
+    (a target folds it into the preceding LayerNorm/bias)."""
+
+    def __init__(self, weights: WeightStore, bits_dtype: str, group: int, scheme: str,
+                 act_aware: bool = False, skip: set[Operation] | None = None) -> None:
         self.weights, self.bits_dtype, self.group, self.scheme = weights, bits_dtype, group, scheme
+        self.act_aware, self.skip = act_aware, skip or set()
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         w = _weight_of(op, self.weights)
-        if w is None or not isinstance(op, g.MatMulOp):
+        if w is None or not isinstance(op, g.MatMulOp) or op in self.skip:
             return
         k, n = w.shape
         group = min(self.group, k)
         if k % group:
+            op.attributes[FLOAT_REASON_ATTR] = StringAttr(f"K={k} not a multiple of group {group}")
             return  # ragged last group: leave in float rather than pad the weight
-        q, scales = quantize_groupwise(w, self.bits_dtype, group)
+        sq = chan_stat(op, CHAN_SQMEAN_ATTR) if self.act_aware else None
         e = _Emitter(rewriter, op, self.weights, _hint(op))
+        x = op.operands[0]
+        detail = ""
+        if sq is not None and sq.shape[0] == k:
+            q, scales, s, a = awq_quantize(w, self.bits_dtype, group, sq)
+            detail = f"awq={a:g}"
+            if s is not None:
+                x = e.binary("mul", x, e.const((1.0 / s.astype(np.float64)).astype(np.float32),
+                                               "awq_inv"))
+        else:
+            q, scales = quantize_groupwise(w, self.bits_dtype, group)
         wf = e.cast(e.const(q, f"w_{self.bits_dtype}"), "float32")
         wf = e.reshape(wf, (k // group, group, n))
         wf = e.binary("mul", wf, e.const(scales, "w_scale"))
         wf = e.reshape(wf, (k, n))
-        y = _core_op(e, op, op.operands[0], wf, None, self.scheme)
+        y = _core_op(e, op, x, wf, None, self.scheme)
+        if detail:
+            assert y.owner is not None
+            y.owner.attributes[DETAIL_ATTR] = StringAttr(detail)
         _replace(rewriter, op, y)
 
 
@@ -303,9 +509,17 @@ class QuantizeW4Pass(ModulePass):
 
     group_size: int = 128
 
+    #: AWQ-style activation-aware scaling and clipping (needs calibration passed to quantize)
+    act_aware: bool = False
+    #: comma-separated matmul ordinals or calibration keys to keep in float
+    keep_float: str = ""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         _check_group(self.group_size)
-        _run_patterns(op, WeightOnlyPattern(weights_of(ctx), "int4", self.group_size, "w4"))
+        weights = weights_of(ctx)
+        kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=False)
+        _run_patterns(op, WeightOnlyPattern(weights, "int4", self.group_size, "w4",
+                                            self.act_aware, kept))
 
 
 @dataclass(frozen=True)
@@ -316,9 +530,17 @@ class QuantizeW2Pass(ModulePass):
 
     group_size: int = 32
 
+    #: AWQ-style activation-aware scaling and clipping (needs calibration passed to quantize)
+    act_aware: bool = False
+    #: comma-separated matmul ordinals or calibration keys to keep in float
+    keep_float: str = ""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         _check_group(self.group_size)
-        _run_patterns(op, WeightOnlyPattern(weights_of(ctx), "int2", self.group_size, "w2"))
+        weights = weights_of(ctx)
+        kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=False)
+        _run_patterns(op, WeightOnlyPattern(weights, "int2", self.group_size, "w2",
+                                            self.act_aware, kept))
 
 
 # ------------------------------------------------------------------------------------ fp8
@@ -440,6 +662,15 @@ def quantization_report(original: Program, quantized: Program,
         if isinstance(a := o.attributes.get(QUANTIZED_ATTR), StringAttr):
             key = f"{o.name.split('.')[-1]}s_{a.data}"
             counts[key] = counts.get(key, 0) + 1
+    details: dict[str, int] = {}
+    float_ops: list[dict[str, str]] = []
+    for o in quantized.module.walk():
+        if isinstance(a := o.attributes.get(DETAIL_ATTR), StringAttr):
+            details[a.data] = details.get(a.data, 0) + 1
+        if isinstance(a := o.attributes.get(FLOAT_REASON_ATTR), StringAttr):
+            key = o.attributes.get(LAYER_KEY_ATTR)
+            float_ops.append({"op": _hint(o), "reason": a.data,
+                              "key": key.data if isinstance(key, StringAttr) else ""})
     before, after = weight_bytes(original), weight_bytes(quantized)
     return {
         "outputs": outputs,
@@ -447,6 +678,8 @@ def quantization_report(original: Program, quantized: Program,
         "weight_bytes_after": after,
         "compression": before / after if after else float("inf"),
         "quantized_ops": counts,
+        "scheme_details": details,
+        "float_ops": float_ops,
         "matmuls_total": sum(isinstance(o, g.MatMulOp) for o in original.module.walk()),
         "convs_total": sum(isinstance(o, g.ConvOp) for o in original.module.walk()),
     }

@@ -238,3 +238,86 @@ def test_annotated_ir_round_trips_and_passes_run_by_name(cnn: Program) -> None:
     q.verify()
     assert sum(QUANTIZED_ATTR in o.attributes for o in q.module.walk()) == 3
     assert QuantizeW4Pass(group_size=64).pipeline_pass_spec().name == "quantize-w4"
+
+
+# ------------------------------------------------------------------------------------ int8 options
+
+
+def _grab_int8(q: Program, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    accs: list[np.ndarray] = []
+
+    def grab(op: object, res: list[np.ndarray]) -> None:
+        if isinstance(op, g.MatMulOp):
+            accs.append(res[0])
+
+    return run_program(q, {"x": x}, on_op=grab)["y"], accs
+
+
+def test_int8_per_token_is_bit_exact_against_numpy(rng: np.random.Generator) -> None:
+    prog, w, bias = _linear(rng)
+    q = quantize(prog, QuantizeInt8Pass(act_granularity="per_token"), calibrate(prog, _batches(prog)))
+    x = random_inputs(prog, seed=7)["x"]
+    got, accs = _grab_int8(q, x)
+    m = np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.finfo(np.float32).tiny)
+    s_row = (m / np.float32(127)).astype(np.float32)
+    xq = np.clip(np.round((x / s_row).astype(np.float32)), -127, 127).astype(np.int8)
+    s_w = (np.abs(w).max(axis=0) / np.float32(127)).astype(np.float32)
+    wq = np.clip(np.round(w.astype(np.float64) / s_w.astype(np.float64)), -127, 127).astype(np.int8)
+    acc = xq.astype(np.int32) @ wq.astype(np.int32)
+    want = ((acc.astype(np.float32) * s_row) * s_w + bias).astype(np.float32)
+    assert len(accs) == 1 and accs[0].dtype == np.int32
+    np.testing.assert_array_equal(accs[0], acc)
+    np.testing.assert_array_equal(got, want)
+    rep = quantization_report(prog, q, {"x": x})
+    assert rep["scheme_details"] == {"per_token": 1} and rep["outputs"]["y"]["cosine"] > 0.999
+
+
+def test_int8_asymmetric_zero_point_is_bit_exact(rng: np.random.Generator) -> None:
+    prog, w, bias = _linear(rng)
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:  # post-GELU-like, one-sided
+        for i in range(4):
+            z = np.random.default_rng(i).standard_normal((4, 64)).astype(np.float32)
+            yield {"x": np.maximum(z, -0.17).astype(np.float32)}
+
+    calib = calibrate(prog, batches())
+    q = quantize(prog, QuantizeInt8Pass(asymmetric=True), calib)
+    x = next(batches())["x"]
+    got, accs = _grab_int8(q, x)
+    lo, hi = calib.ranges["graph.matmul#0"]
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    s_x = np.float32((hi - lo) / 255.0)
+    zp = int(np.clip(-128 - np.round(np.float64(lo) / np.float64(s_x)), -128, 127))
+    xq = np.clip(np.round((x / s_x).astype(np.float32)) + zp, -128, 127).astype(np.int8)
+    s_w = (np.abs(w).max(axis=0) / np.float32(127)).astype(np.float32)
+    wq = np.clip(np.round(w.astype(np.float64) / s_w.astype(np.float64)), -127, 127).astype(np.int8)
+    acc = xq.astype(np.int32) @ wq.astype(np.int32) - zp * wq.astype(np.int32).sum(axis=0)
+    scale = (np.float64(s_x) * s_w.astype(np.float64)).astype(np.float32)
+    want = (acc.astype(np.float32) * scale + bias).astype(np.float32)
+    assert accs[0].dtype == np.int32
+    # integer-exact: the zero-point correction reproduces the int32 product of (x_q - zp) and w_q
+    np.testing.assert_array_equal(
+        acc, (xq.astype(np.int64) - zp).astype(np.int32) @ wq.astype(np.int32))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_keep_float_smoothquant_and_awq_are_reported(rng: np.random.Generator) -> None:
+    prog = _mlp(rng)
+    calib = calibrate(prog, _batches(prog))
+    assert Calibration.from_json(calib.to_json()) == calib and calib.chan_sqmean
+    x = random_inputs(prog, seed=999)
+    q = quantize(prog, QuantizeInt8Pass(keep_float="graph.matmul#1", smooth_alpha=0.5,
+                                        act_granularity="per_token"), calib)
+    rep = quantization_report(prog, q, x)
+    assert rep["quantized_ops"] == {"matmuls_int8": 1}
+    assert rep["float_ops"] == [{"op": rep["float_ops"][0]["op"], "key": "graph.matmul#1",
+                                 "reason": "keep_float (sensitivity policy)"}]
+    assert rep["scheme_details"] == {"smooth=0.5,per_token": 1}
+    assert rep["outputs"]["logits"]["cosine"] >= 0.995
+    plain = quantization_report(prog, quantize(prog, QuantizeW2Pass(group_size=32)), x)
+    awq = quantization_report(prog, quantize(prog, QuantizeW2Pass(group_size=32, act_aware=True),
+                                             calib), x)
+    assert sum(awq["scheme_details"].values()) == 2
+    assert awq["outputs"]["logits"]["cosine"] >= plain["outputs"]["logits"]["cosine"] - 0.01
+    with pytest.raises(IRError, match="act_granularity"):
+        quantize(prog, QuantizeInt8Pass(act_granularity="per_row"), calib)
