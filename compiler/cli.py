@@ -139,7 +139,8 @@ def _changes(args: argparse.Namespace):  # noqa: ANN202 - ModelChangeOptions
 
     return ModelChangeOptions(quantize=args.quantize, group_size=args.group_size,
                               calib=args.calib, calib_method=args.calib_method,
-                              percentile=args.percentile, sparsity=args.sparsity)
+                              percentile=args.percentile, sparsity=args.sparsity,
+                              act_granularity=args.act_granularity.replace("-", "_"))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -277,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--calib", help="int8/fp8: .npz of calibration inputs ([N, ...] or one)")
         p.add_argument("--calib-method", choices=["minmax", "percentile"], default="minmax")
         p.add_argument("--percentile", type=float, default=99.99)
+        p.add_argument("--act-granularity", choices=["per-tensor", "per-token"],
+                       default="per-tensor",
+                       help="int8 activation scales: calibrated per tensor, or per row at run time")
         p.add_argument("--sparsity", help="2:4 or a fraction in [0, 1] of weights to prune")
 
     p = sub.add_parser("compile", help="compile a model into a bundle directory")

@@ -29,6 +29,8 @@ class ModelChangeOptions:
     calib_method: str = "minmax"
     percentile: float = 99.99
     sparsity: str | None = None
+    #: int8 activation scales: "per_tensor" (static, calibrated) or "per_token" (dynamic rows)
+    act_granularity: str = "per_tensor"
 
     @property
     def any(self) -> bool:
@@ -87,7 +89,10 @@ def _quantize(program: Program, opts: ModelChangeOptions, seed: int
         except ValueError as e:
             raise InputError(f"calibration: {e}") from e
         info["calibration"] = f"{opts.calib_method} over {source}"
-        pass_ = QuantizeInt8Pass() if scheme == "int8" else QuantizeFP8Pass()
+        pass_ = (QuantizeInt8Pass(act_granularity=opts.act_granularity) if scheme == "int8"
+                 else QuantizeFP8Pass())
+        if scheme == "int8":
+            info["activations"] = opts.act_granularity
         return quantize(program, pass_, cal), info
     cls = QuantizeW4Pass if scheme == "w4" else QuantizeW2Pass
     try:

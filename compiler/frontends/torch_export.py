@@ -61,6 +61,7 @@ from portc.compiler.errors import (
     UnsupportedOpsError,
 )
 from portc.compiler.frontends import torch_ops  # noqa: F401 - registers decompositions
+from portc.compiler.frontends.torch_moe import MoEBlock, find_moe_blocks
 from portc.compiler.frontends.torch_ops.registry import (
     ATEN_OPS,
     NodeError,
@@ -72,6 +73,7 @@ from portc.compiler.frontends.torch_ops.registry import (
     to_torch,
 )
 from portc.compiler.program import Program
+from portc.dialects import moe
 from portc.dialects.graph import TensorSpec
 from portc.runtimes.reference.kernels import KernelError
 
@@ -280,6 +282,10 @@ class _Importer:
         self.lazy: dict[torch.fx.Node, tuple[str, torch.Tensor]] = {}
         self.failures: list[tuple[str, str, str]] = []
         self.poisoned: set[torch.fx.Node] = set()
+        blocks, self.moe_rejected = find_moe_blocks(ep)
+        #: every node of a recognised MoE block -> the block (imported whole at its output)
+        self.moe_nodes: dict[torch.fx.Node, MoEBlock] = {n: blk for blk in blocks
+                                                         for n in blk.nodes}
 
     # -------------------------------------------------------------- placeholders
     def bind_placeholders(self, example: Sequence[Any] | None) -> None:
@@ -333,7 +339,11 @@ class _Importer:
     def run(self) -> list[tuple[str, SSAValue]]:
         outputs: list[tuple[str, SSAValue]] = []
         for node in self.ep.graph.nodes:
-            if node.op == "call_function":
+            blk = self.moe_nodes.get(node)
+            if blk is not None:
+                if node is blk.output:
+                    self.import_moe(blk)
+            elif node.op == "call_function":
                 self.import_node(node)
             elif node.op == "get_attr":
                 self.fail(node, "get_attr", "submodule/attribute access (control flow "
@@ -341,6 +351,38 @@ class _Importer:
             elif node.op == "output":
                 outputs = self.collect_outputs(node)
         return outputs
+
+    def import_moe(self, blk: MoEBlock) -> None:
+        """Emit one ``moe.moe`` for a recognised sparse-MoE block (see ``torch_moe``): flatten
+        the tokens to [T, H], bring the parameters to moe.moe's layouts (router [H, E], experts
+        [E, H, F] / [E, F, H]; small ones fold at import), and restore the block's shape."""
+        node = blk.output
+        if blk.input in self.poisoned:
+            self.poisoned.add(node)
+            return
+        b = self.b
+        x = self.value(blk.input)
+        shape = self.ctx.shape(x)
+        h = blk.hidden
+        x2 = b.reshape(x, (math.prod(shape[:-1]), h), hint=f"{node.name}_tokens")
+
+        def weight(ref: tuple[torch.fx.Node, bool]) -> SSAValue:
+            w = self.value(ref[0])
+            return b.transpose(w, (0, 2, 1)) if ref[1] else w
+
+        router = b.transpose(self.value(blk.router), (1, 0))
+        gate_up = weight(blk.gate_up)
+        e, _, f2 = self.ctx.shape(gate_up)
+        f = f2 // 2
+        halves = [b.slice(gate_up, (0, 0, i * f), (1, 1, 1), (e, h, f)) for i in (0, 1)]
+        w_gate, w_up = halves[blk.gate_half], halves[1 - blk.gate_half]
+        w_down = weight(blk.down)
+        dtype = self.ctx.spec(x2).dtype
+        ws = [v if self.ctx.spec(v).dtype == dtype else b.cast(v, dtype)
+              for v in (router, w_gate, w_up, w_down)]
+        y = b.one(moe.MoEOp, [x2, *ws], moe.moe_props(blk.top_k, blk.normalize),
+                  hint=node.name)
+        self.env[node] = b.reshape(y, shape, hint=node.name)
 
     def has_impl(self, node: torch.fx.Node) -> bool:
         t = node.target
@@ -376,7 +418,8 @@ class _Importer:
                 try:
                     out = self.fold_with_torch(node, key, args, kwargs)
                 except _NotConstant:
-                    self.fail(node, str(t), "no decomposition into portc's core ops")
+                    self.fail(node, str(t), self.moe_rejected.get(
+                        node, "no decomposition into portc's core ops"))
                     return
             elif _is_scalar_fn(t):
                 out = t(*self.ctx.concrete(args), **kwargs)

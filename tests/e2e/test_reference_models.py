@@ -37,3 +37,14 @@ def test_light_model_verifies_on_reference(name: str) -> None:
 def test_minilm_encoder_verifies_on_reference(minilm_dir: Path, fmt: str) -> None:
     rep = verify(minilm_dir / f"minilm_encoder.{fmt}", "reference", seed=2, rtol=1e-4, atol=1e-4)
     assert rep.ok, rep.table()
+
+
+@pytest.mark.slow
+def test_minilm_int8_per_token_keeps_cosine_above_0_99(minilm_dir: Path) -> None:
+    from portc.compiler.model_changes import ModelChangeOptions
+
+    rep = verify(minilm_dir / "minilm_encoder.onnx", "reference", seed=3,
+                 changes=ModelChangeOptions(quantize="int8", act_granularity="per_token"))
+    assert rep.ok, rep.table()
+    (quant,) = rep.changes
+    assert quant["outputs"]["last_hidden_state"]["cosine"] >= 0.99
