@@ -342,7 +342,10 @@ class _Importer:
             blk = self.moe_nodes.get(node)
             if blk is not None:
                 if node is blk.output:
-                    self.import_moe(blk)
+                    try:
+                        self.import_moe(blk)
+                    except (VerifyException, KernelError, PortcError) as e:
+                        self.fail(node, "sparse-MoE block", f"does not fit moe.moe: {e}")
             elif node.op == "call_function":
                 self.import_node(node)
             elif node.op == "get_attr":
@@ -399,7 +402,8 @@ class _Importer:
         if any(d in self.poisoned for d in deps):
             self.poisoned.add(node)
             if not self.has_impl(node):
-                self.fail(node, str(node.target), "no decomposition into portc's core ops")
+                self.fail(node, str(node.target), self.moe_rejected.get(
+                    node, "no decomposition into portc's core ops"))
             return
         t = node.target
         key = target_key(t)

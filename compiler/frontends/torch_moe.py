@@ -72,11 +72,11 @@ class _NoMatch(Exception):
 
 
 def _key(n: Node) -> str:
+    """``mm.default``-style name for any namespace (aten or custom ops like transformers')."""
     t = n.target
-    name = getattr(t, "_name", None) or str(t)  # 'aten::mm' style for OpOverload
     if isinstance(t, torch._ops.OpOverload):
         return f"{t._schema.name.split('::')[-1]}.{t._overloadname}"
-    return name
+    return str(t)
 
 
 def _is_call(n: object, keys: set[str]) -> bool:
