@@ -140,7 +140,8 @@ def _changes(args: argparse.Namespace):  # noqa: ANN202 - ModelChangeOptions
     return ModelChangeOptions(quantize=args.quantize, group_size=args.group_size,
                               calib=args.calib, calib_method=args.calib_method,
                               percentile=args.percentile, sparsity=args.sparsity,
-                              act_granularity=args.act_granularity.replace("-", "_"))
+                              act_granularity=args.act_granularity.replace("-", "_"),
+                              moe_capacity_factor=args.moe_capacity_factor)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                        default="per-tensor",
                        help="int8 activation scales: calibrated per tensor, or per row at run time")
         p.add_argument("--sparsity", help="2:4 or a fraction in [0, 1] of weights to prune")
+        p.add_argument("--moe-capacity-factor", type=float, metavar="F",
+                       help="MoE expert capacity = ceil(F*tokens*top_k/experts); 0 = unlimited")
 
     p = sub.add_parser("compile", help="compile a model into a bundle directory")
     model_args(p)

@@ -31,10 +31,12 @@ class ModelChangeOptions:
     sparsity: str | None = None
     #: int8 activation scales: "per_tensor" (static, calibrated) or "per_token" (dynamic rows)
     act_granularity: str = "per_tensor"
+    #: capacity factor for every moe.moe op (None keeps the model's; 0 = unlimited)
+    moe_capacity_factor: float | None = None
 
     @property
     def any(self) -> bool:
-        return bool(self.quantize or self.sparsity)
+        return bool(self.quantize or self.sparsity or self.moe_capacity_factor is not None)
 
 
 def calibration_batches(program: Program, path: str | None, seed: int,
@@ -122,6 +124,24 @@ def _sparsify(program: Program, spec: str) -> tuple[Program, dict[str, Any]]:
     return pruned, {"pass": pass_.name}
 
 
+def _set_moe_capacity(program: Program, factor: float) -> tuple[Program, dict[str, Any]]:
+    from xdsl.dialects.builtin import FloatAttr, f64
+
+    from portc.dialects import moe
+
+    if factor < 0:
+        raise InputError(f"--moe-capacity-factor {factor} must be >= 0 (0 = unlimited)")
+    changed = Program(program.module.clone(), program.weights)
+    ops = [op for op in changed.module.walk() if isinstance(op, moe.MoEOp)]
+    if not ops:
+        raise InputError("--moe-capacity-factor given, but the model has no MoE block (moe.moe)")
+    for op in ops:
+        op.properties["capacity_factor"] = FloatAttr(float(factor), f64)
+    info: dict[str, Any] = {"pass": "moe-capacity", "capacity_factor": factor,
+                            "moe_ops": len(ops)}
+    return changed, info
+
+
 def apply_model_changes(program: Program, opts: ModelChangeOptions, seed: int = 0,
                         eval_inputs: Mapping[str, np.ndarray] | None = None
                         ) -> tuple[Program, list[dict[str, Any]]]:
@@ -135,6 +155,17 @@ def apply_model_changes(program: Program, opts: ModelChangeOptions, seed: int = 
     feeds = dict(eval_inputs) if eval_inputs is not None else random_inputs(program, seed)
     reports: list[dict[str, Any]] = []
     current = program
+    if opts.moe_capacity_factor is not None:
+        current, info = _set_moe_capacity(current, opts.moe_capacity_factor)
+        from portc.passes.moe_routing import moe_drop_statistics
+
+        for i, st in enumerate(moe_drop_statistics(current, feeds)):
+            info[f"moe{i}"] = dict(st)
+        from portc.runtimes.reference.interpreter import run_program
+
+        base, new = run_program(program, feeds), run_program(current, feeds)
+        info["outputs"] = {n: _accuracy(base[n], new[n]) for n in base}
+        reports.append(info)
     if opts.sparsity:
         pruned, info = _sparsify(current, opts.sparsity)
         info.update(sparsity_report(program, pruned, feeds))
@@ -147,6 +178,13 @@ def apply_model_changes(program: Program, opts: ModelChangeOptions, seed: int = 
         current = quantized
     current.verify()
     return current, reports
+
+
+def _accuracy(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    a, b = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cos = float(a @ b / denom) if denom else 1.0
+    return {"max_abs_error": float(np.max(np.abs(a - b))) if a.size else 0.0, "cosine": cos}
 
 
 def format_reports(reports: list[dict[str, Any]]) -> str:

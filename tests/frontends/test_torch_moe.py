@@ -107,3 +107,21 @@ def test_unrecognised_expert_activation_is_refused_with_reason():
     ids = torch.randint(0, 100, (1, SEQ))
     with pytest.raises(UnsupportedOpsError, match="not silu"):
         import_torch_module(model, (ids,))
+
+
+def test_capacity_factor_reports_drops_and_lowered_form_matches_kernel() -> None:
+    """--moe-capacity-factor: the reference target runs the moe-routing lowering, which must
+    equal moe.moe's direct kernel with the same capacity; dropped assignments are reported."""
+    from portc.compiler.api import verify
+    from portc.compiler.model_changes import ModelChangeOptions
+
+    model = _mixtral()
+    ids = torch.randint(0, 100, (1, 8), generator=torch.Generator().manual_seed(9))
+    rep = verify(model, "reference", example_inputs=(ids,),
+                 changes=ModelChangeOptions(moe_capacity_factor=0.5))
+    assert rep.ok, rep.table()
+    (info,) = rep.changes
+    assert info["moe_ops"] == 2
+    assert info["moe0"]["dropped"] > 0
+    assert sum(info["moe0"]["tokens_per_expert"]) == 8 * 2
+    assert info["outputs"][rep.checks[0].name]["cosine"] < 1.0
