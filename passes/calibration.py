@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, f64
+from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, f64
 from xdsl.ir import Operation, SSAValue
 
 from portc.compiler.errors import IRError
 from portc.compiler.program import Program
+from portc.compiler.weights import WeightStore
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 
@@ -36,6 +37,9 @@ ACT_RANGE_ATTR = "portc.act_range"
 #: used by SmoothQuant-style migration (int8) and activation-aware scaling (w4/w2)
 CHAN_ABSMAX_ATTR = "portc.act_chan_absmax"
 CHAN_SQMEAN_ATTR = "portc.act_chan_sqmean"
+#: name (in the weight store) of a matmul activation's second-moment matrix ``E[x x^T]`` [K, K]
+#: (float64), the GPTQ Hessian up to a factor; written by ``annotate(module, weights)`` only
+HESSIAN_ATTR = "portc.act_hessian"
 
 #: at most this many samples per value and batch are kept for percentiles (memory stays bounded)
 MAX_SAMPLES_PER_BATCH = 1 << 18
@@ -62,13 +66,19 @@ class Calibration:
     #: matmul keys only: per-channel max |x| and mean x^2 over the activation's last axis
     chan_absmax: dict[str, list[float]] = field(default_factory=dict)
     chan_sqmean: dict[str, list[float]] = field(default_factory=dict)
+    #: matmul keys only, with ``calibrate(..., hessian=True)``: ``E[x x^T]`` over all rows [K, K]
+    #: (not serialized by ``to_json``; too large for text, and recomputable)
+    hessians: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def absmax(self, key: str) -> float:
         lo, hi = self.ranges[key]
         return max(abs(lo), abs(hi))
 
-    def annotate(self, module: ModuleOp) -> int:
+    def annotate(self, module: ModuleOp, weights: WeightStore | None = None) -> int:
         """Write ranges onto the consumer ops as ``portc.act_range``; returns how many.
+
+        With ``weights``, each Hessian is also added to that store and named on its op by
+        ``portc.act_hessian`` (matrices are too large for IR attributes).
 
         Refuses a module whose matmul/conv count differs from the calibrated one: ordinals would
         then point at different ops and silently mis-scale them.
@@ -89,6 +99,9 @@ class Calibration:
                                 (CHAN_SQMEAN_ATTR, self.chan_sqmean)):
                 if key in table:
                     op.attributes[attr] = DenseArrayBase.from_list(f64, list(table[key]))
+            if weights is not None and key in self.hessians:
+                name = weights.add(self.hessians[key], f"calib.hessian.{key}")
+                op.attributes[HESSIAN_ATTR] = StringAttr(name)
         return n
 
     def to_json(self) -> str:
@@ -130,12 +143,16 @@ def chan_stat(op: Operation, attr: str) -> np.ndarray | None:
 
 
 def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
-              method: str = "minmax", percentile: float = 99.99, seed: int = 0) -> Calibration:
+              method: str = "minmax", percentile: float = 99.99, seed: int = 0,
+              hessian: bool = False) -> Calibration:
     """Run ``program`` on each input batch and record activation ranges.
 
     ``minmax`` keeps the exact extremes; ``percentile`` clips outliers to the ``percentile``-th
     (and ``100 - percentile``-th) percentile of the observed values, which spends the int8 levels
     on the bulk of the distribution rather than on one rare spike.
+
+    ``hessian=True`` also accumulates ``E[x x^T]`` of each matmul activation (rows = all leading
+    axes), the layer Hessian GPTQ error compensation needs (``quantize-w4{gptq}``).
     """
     from portc.runtimes.reference.interpreter import run_program
 
@@ -153,6 +170,7 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
     cmax: dict[str, np.ndarray] = {}
     csq: dict[str, np.ndarray] = {}
     crows: dict[str, int] = {}
+    hess: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(seed)
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
@@ -171,11 +189,14 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
         if arr.ndim >= 1 and any(k in matmul_keys for k in keys):
             rows = np.asarray(arr, dtype=np.float64).reshape(-1, arr.shape[-1])
             rmax, rsq = np.abs(rows).max(axis=0), (rows * rows).sum(axis=0)
+            xtx = rows.T @ rows if hessian else None
         for k in keys:
             if rows is not None and k in matmul_keys:
                 cmax[k] = np.maximum(cmax[k], rmax) if k in cmax else rmax
                 csq[k] = csq[k] + rsq if k in csq else rsq
                 crows[k] = crows.get(k, 0) + rows.shape[0]
+                if xtx is not None:
+                    hess[k] = hess[k] + xtx if k in hess else xtx.copy()
             lo[k] = min(lo.get(k, mn), mn)
             hi[k] = max(hi.get(k, mx), mx)
             if method == "percentile":
@@ -204,7 +225,8 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
             ranges[k] = (lo[k], hi[k])
     return Calibration(method, percentile, ranges,
                        {k: [float(x) for x in v] for k, v in cmax.items()},
-                       {k: [float(x) for x in csq[k] / crows[k]] for k in csq})
+                       {k: [float(x) for x in csq[k] / crows[k]] for k in csq},
+                       {k: hess[k] / crows[k] for k in hess})
 
 
 def token_batches(program: Program, n: int, seed: int = 0, vocab: tuple[int, int] = (1000, 30522),

@@ -41,6 +41,7 @@ from portc.dialects.graph import Props, TensorSpec, spec_of
 from portc.passes.calibration import (
     CHAN_ABSMAX_ATTR,
     CHAN_SQMEAN_ATTR,
+    HESSIAN_ATTR,
     Calibration,
     act_range,
     chan_stat,
@@ -396,12 +397,20 @@ def quantize_groupwise(w: np.ndarray, bits_dtype: str, group: int,
     qmin, qmax = _WEIGHT_ONLY[bits_dtype]
     k, n = w.shape
     wg = w.astype(np.float64).reshape(k // group, group, n)
+    h = (np.ones((1, group, 1)) if row_weight is None
+         else np.asarray(row_weight, np.float64).reshape(k // group, group, 1))
+    scales = _group_scales(wg, qmin, qmax, h)
+    q = np.clip(np.round(wg / scales.astype(np.float64)), qmin, qmax).reshape(k, n)
+    return q.astype(np.int8).astype(dtypes.dtype(bits_dtype).numpy), scales
+
+
+def _group_scales(wg: np.ndarray, qmin: int, qmax: int, h: np.ndarray) -> np.ndarray:
+    """Scales ``[G, 1, N]`` (float32) of groups ``wg [G, group, N]``: the best of a few clipping
+    ratios by the ``h``-weighted squared error (``h`` broadcasts to ``[G, group, 1]``)."""
     amax = np.max(np.abs(wg), axis=1, keepdims=True)
     amax = np.where(amax > 0, amax, 1.0)
     best_s = amax / qmax
     best_err = np.full(amax.shape, np.inf)
-    h = (np.ones((1, group, 1)) if row_weight is None
-         else np.asarray(row_weight, np.float64).reshape(k // group, group, 1))
     for f in np.linspace(0.3, 1.0, 15):
         s = (amax * f / qmax).astype(np.float32).astype(np.float64)
         q = np.clip(np.round(wg / s), qmin, qmax)
@@ -409,8 +418,78 @@ def quantize_groupwise(w: np.ndarray, bits_dtype: str, group: int,
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_s = np.where(better, s, best_s)
-    scales = best_s.astype(np.float32)
-    q = np.clip(np.round(wg / scales.astype(np.float64)), qmin, qmax).reshape(k, n)
+    return best_s.astype(np.float32)
+
+
+def gptq_quantize(w: np.ndarray, bits_dtype: str, group: int, hessian: np.ndarray,
+                  damp: float = 0.01, block: int = 128, act_order: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ (Frantar et al. 2022) group-wise quantization of ``w [K, N]`` along K.
+
+    Rows of ``w`` (input channels k) are quantized in order; each row's rounding error, scaled
+    by the inverse-Hessian Cholesky factor, is pushed onto the not-yet-quantized rows so that
+    the layer output error ``|X (W - W_q)|^2`` (``hessian ~ X^T X``, any positive scale) is
+    minimized rather than the weight error. ``damp`` is the fraction of the mean Hessian
+    diagonal added for stability; updates are applied lazily in blocks of ``block`` rows. Each
+    group's scales are chosen (``_group_scales``, weighted by the Hessian diagonal) when the
+    group's first row is reached, on the already-updated weights. ``act_order`` quantizes rows
+    by decreasing Hessian diagonal instead, with all group scales fixed up front from the
+    original weights ("static groups", so the stored layout is unchanged). Same return as
+    ``quantize_groupwise``: ``(q [K, N], scales [K/group, 1, N] float32)``."""
+    qmin, qmax = _WEIGHT_ONLY[bits_dtype]
+    k, n = w.shape
+    wk = w.astype(np.float64).copy()
+    h = np.array(hessian, np.float64, copy=True)
+    if h.shape != (k, k):
+        raise IRError(f"GPTQ Hessian has shape {h.shape}, expected {(k, k)}")
+    diag = np.diag(h).copy()
+    dead = ~(diag > 0)
+    h[dead, dead] = 1.0
+    wk[dead, :] = 0.0
+    mean_diag = float(np.mean(np.diag(h)))
+    h[np.diag_indices(k)] += damp * mean_diag
+    # upper Cholesky factor of H^-1: H^-1 = U^T U
+    try:
+        hinv = np.linalg.inv(np.linalg.cholesky(h))        # L^-1, H = L L^T
+    except np.linalg.LinAlgError:
+        h[np.diag_indices(k)] += mean_diag                  # badly conditioned: damp harder
+        hinv = np.linalg.inv(np.linalg.cholesky(h))
+    hdiag = np.diag(h)
+    block = max(group, (block // group) * group)
+    q = np.empty((k, n), np.float64)
+    scales = np.empty((k // group, 1, n), np.float32)
+    s_row = np.ones(n, np.float64)
+    perm = None
+    if act_order:
+        scales = _group_scales(wk.reshape(k // group, group, n), qmin, qmax,
+                               hdiag.reshape(k // group, group, 1))
+        perm = np.argsort(-np.diag(hessian), kind="stable")
+        wk, h = wk[perm], h[np.ix_(perm, perm)]
+        row_scales = scales[perm // group, 0].astype(np.float64)
+        hinv = np.linalg.inv(np.linalg.cholesky(h))
+    u = np.linalg.cholesky(hinv.T @ hinv).T                 # H^-1 = L^-T L^-1 = U^T U
+    for b0 in range(0, k, block):
+        b1 = min(b0 + block, k)
+        err = np.empty((b1 - b0, n), np.float64)
+        for i in range(b0, b1):
+            if perm is not None:
+                s_row = row_scales[i]
+            elif i % group == 0:
+                gi = i // group
+                sc = _group_scales(wk[None, i:i + group], qmin, qmax,
+                                   hdiag[i:i + group].reshape(1, group, 1))
+                scales[gi] = sc[0]
+                s_row = sc[0, 0].astype(np.float64)
+            qi = np.clip(np.round(wk[i] / s_row), qmin, qmax)
+            q[i] = qi
+            e = (wk[i] - qi * s_row) / u[i, i]
+            err[i - b0] = e
+            if i + 1 < b1:
+                wk[i + 1:b1] -= np.outer(u[i, i + 1:b1], e)
+        if b1 < k:
+            wk[b1:] -= u[b0:b1, b1:].T @ err
+    if perm is not None:
+        q[perm] = q.copy()
     return q.astype(np.int8).astype(dtypes.dtype(bits_dtype).numpy), scales
 
 
@@ -457,12 +536,20 @@ class WeightOnlyPattern(RewritePattern):
 
     With ``act_aware`` and a calibrated per-channel ``E[x^2]`` on the op, the quantization is
     AWQ-style (see ``awq_quantize``): the activation is multiplied by ``1/s`` before the matmul
-    (a target folds it into the preceding LayerNorm/bias)."""
+    (a target folds it into the preceding LayerNorm/bias).
+
+    With ``gptq`` and a calibrated Hessian on the op (``portc.act_hessian``), rounding uses GPTQ
+    error compensation (``gptq_quantize``); combined with ``act_aware``, AWQ picks ``s`` and GPTQ
+    quantizes ``diag(s) W`` under the correspondingly rescaled Hessian."""
 
     def __init__(self, weights: WeightStore, bits_dtype: str, group: int, scheme: str,
-                 act_aware: bool = False, skip: set[Operation] | None = None) -> None:
+                 act_aware: bool = False, skip: set[Operation] | None = None,
+                 gptq: bool = False, gptq_damp: float = 0.01, gptq_block: int = 128,
+                 gptq_act_order: bool = False) -> None:
         self.weights, self.bits_dtype, self.group, self.scheme = weights, bits_dtype, group, scheme
         self.act_aware, self.skip = act_aware, skip or set()
+        self.gptq, self.gptq_damp, self.gptq_block = gptq, gptq_damp, gptq_block
+        self.gptq_act_order = gptq_act_order
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         w = _weight_of(op, self.weights)
@@ -477,12 +564,29 @@ class WeightOnlyPattern(RewritePattern):
         e = _Emitter(rewriter, op, self.weights, _hint(op))
         x = op.operands[0]
         detail = ""
+        hess = None
+        if self.gptq and isinstance(hn := op.attributes.get(HESSIAN_ATTR), StringAttr) and (
+                hn.data in self.weights):
+            hess = np.asarray(self.weights[hn.data], np.float64)
+            if hess.shape != (k, k):
+                hess = None
         if sq is not None and sq.shape[0] == k:
             q, scales, s, a = awq_quantize(w, self.bits_dtype, group, sq)
             detail = f"awq={a:g}"
             if s is not None:
                 x = e.binary("mul", x, e.const((1.0 / s.astype(np.float64)).astype(np.float32),
                                                "awq_inv"))
+            if hess is not None:
+                s64 = np.ones(k) if s is None else s.astype(np.float64)
+                ws = (w.astype(np.float64) * s64[:, None]).astype(np.float32)
+                q, scales = gptq_quantize(ws, self.bits_dtype, group,
+                                          hess / np.outer(s64, s64), self.gptq_damp,
+                                          self.gptq_block, self.gptq_act_order)
+                detail += ",gptq"
+        elif hess is not None:
+            q, scales = gptq_quantize(w, self.bits_dtype, group, hess, self.gptq_damp,
+                                      self.gptq_block, self.gptq_act_order)
+            detail = "gptq"
         else:
             q, scales = quantize_groupwise(w, self.bits_dtype, group)
         wf = e.cast(e.const(q, f"w_{self.bits_dtype}"), "float32")
@@ -501,6 +605,13 @@ def _check_group(group_size: int) -> None:
         raise IRError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
 
 
+def _check_gptq(damp: float, block: int) -> None:
+    if not 0.0 <= damp < 1.0:
+        raise IRError(f"gptq_damp must be in [0, 1), got {damp}")
+    if block < 1:
+        raise IRError(f"gptq_block must be positive, got {block}")
+
+
 @dataclass(frozen=True)
 class QuantizeW4Pass(ModulePass):
     """Weight-only int4 quantization of matmul weights with per-group (along K) float scales."""
@@ -513,13 +624,23 @@ class QuantizeW4Pass(ModulePass):
     act_aware: bool = False
     #: comma-separated matmul ordinals or calibration keys to keep in float
     keep_float: str = ""
+    #: GPTQ error compensation (needs a calibration made with ``calibrate(..., hessian=True)``)
+    gptq: bool = False
+    #: GPTQ dampening: this fraction of the mean Hessian diagonal is added to its diagonal
+    gptq_damp: float = 0.01
+    #: GPTQ lazy-update block (rows of W along K; rounded to a multiple of the group size)
+    gptq_block: int = 128
+    #: GPTQ: quantize input channels by decreasing Hessian diagonal (static group scales)
+    gptq_act_order: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         _check_group(self.group_size)
         weights = weights_of(ctx)
         kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=False)
+        _check_gptq(self.gptq_damp, self.gptq_block)
         _run_patterns(op, WeightOnlyPattern(weights, "int4", self.group_size, "w4",
-                                            self.act_aware, kept))
+                                            self.act_aware, kept, self.gptq, self.gptq_damp,
+                                            self.gptq_block, self.gptq_act_order))
 
 
 @dataclass(frozen=True)
@@ -534,13 +655,23 @@ class QuantizeW2Pass(ModulePass):
     act_aware: bool = False
     #: comma-separated matmul ordinals or calibration keys to keep in float
     keep_float: str = ""
+    #: GPTQ error compensation (needs a calibration made with ``calibrate(..., hessian=True)``)
+    gptq: bool = False
+    #: GPTQ dampening: this fraction of the mean Hessian diagonal is added to its diagonal
+    gptq_damp: float = 0.01
+    #: GPTQ lazy-update block (rows of W along K; rounded to a multiple of the group size)
+    gptq_block: int = 128
+    #: GPTQ: quantize input channels by decreasing Hessian diagonal (static group scales)
+    gptq_act_order: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         _check_group(self.group_size)
         weights = weights_of(ctx)
         kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=False)
+        _check_gptq(self.gptq_damp, self.gptq_block)
         _run_patterns(op, WeightOnlyPattern(weights, "int2", self.group_size, "w2",
-                                            self.act_aware, kept))
+                                            self.act_aware, kept, self.gptq, self.gptq_damp,
+                                            self.gptq_block, self.gptq_act_order))
 
 
 # ------------------------------------------------------------------------------------ fp8
@@ -604,11 +735,17 @@ def quantize(program: Program, pass_: ModulePass, calibration: Calibration | Non
     from portc.compiler.program import make_context
 
     module = program.module.clone()
-    if calibration is not None:
-        calibration.annotate(module)
     weights = program.weights.subset(set(program.weights))
+    before = set(weights)
+    if calibration is not None:
+        calibration.annotate(module, weights)
+    hessians = set(weights) - before
     ctx: PortcContext = make_context(weights)
     pass_.apply(ctx, module)
+    if hessians:  # calibration-only data: drop from the store and the IR
+        for o in module.walk():
+            o.attributes.pop(HESSIAN_ATTR, None)
+        weights = weights.subset(set(weights) - hessians)
     return Program(module, weights)
 
 

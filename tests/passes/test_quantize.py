@@ -321,3 +321,56 @@ def test_keep_float_smoothquant_and_awq_are_reported(rng: np.random.Generator) -
     assert awq["outputs"]["logits"]["cosine"] >= plain["outputs"]["logits"]["cosine"] - 0.01
     with pytest.raises(IRError, match="act_granularity"):
         quantize(prog, QuantizeInt8Pass(act_granularity="per_row"), calib)
+
+
+def test_gptq_lowers_output_error_and_keeps_valid_int4(rng: np.random.Generator) -> None:
+    from portc.passes.calibration import HESSIAN_ATTR
+    from portc.passes.quantize import _dequant, gptq_quantize, quantize_groupwise
+
+    k, n = 128, 48
+    mix = rng.standard_normal((k, k)) / np.sqrt(k)
+    xs = rng.standard_normal((2048, k)) @ (np.eye(k) + 2.0 * mix)  # correlated input channels
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    hess = xs.T @ xs / xs.shape[0]
+    ref = xs @ w.astype(np.float64)
+    for bits, group, order in (("int4", 32, False), ("int4", 64, False), ("int2", 32, False),
+                               ("int4", 64, True)):
+        q0, s0 = quantize_groupwise(w, bits, group)
+        q1, s1 = gptq_quantize(w, bits, group, hess, act_order=order)
+        lo, hi = (-8, 7) if bits == "int4" else (-2, 1)
+        assert q1.dtype == q0.dtype and q1.shape == (k, n) and s1.shape == (k // group, 1, n)
+        assert q1.astype(np.int32).min() >= lo and q1.astype(np.int32).max() <= hi
+        assert s1.dtype == np.float32 and np.all(s1 > 0)
+        e0 = np.linalg.norm(xs @ _dequant(q0, s0) - ref)
+        e1 = np.linalg.norm(xs @ _dequant(q1, s1) - ref)
+        assert e1 < 0.8 * e0, (bits, group, e1, e0)
+
+    # through the pass: the stored int4 constant times the stored scales is the weight used
+    b = GraphBuilder()
+    x = b.add_input("x", TensorSpec((16, k), "float32"))
+    prog = b.finish([("y", b.matmul(x, b.const(w, hint="w")))])
+    feeds = [{"x": xs[i * 16:(i + 1) * 16].astype(np.float32)} for i in range(32)]
+    calib = calibrate(prog, feeds, hessian=True)
+    assert calib.hessians["graph.matmul#0"].shape == (k, k)
+    assert Calibration.from_json(calib.to_json()) == calib  # JSON stays backward compatible
+    plain = quantize(prog, QuantizeW4Pass(group_size=32), calib)
+    gq = quantize(prog, QuantizeW4Pass(group_size=32, gptq=True), calib)
+    assert not any(HESSIAN_ATTR in o.attributes for o in gq.module.walk())
+    assert not any(name.startswith("calib.hessian") for name in gq.weights)
+    q4 = [a for _, a in gq.weights.items() if a.dtype == ml_dtypes.int4]
+    assert len(q4) == 1
+    sc = [a for name, a in gq.weights.items() if "w_scale" in name]
+    assert len(sc) == 1 and sc[0].shape == (k // 32, 1, n)
+    np.testing.assert_array_equal(q4[0], gptq_quantize(w, "int4", 32, calib.hessians[
+        "graph.matmul#0"])[0])
+    test_x = {"x": (rng.standard_normal((16, k)) @ (np.eye(k) + 2.0 * mix)).astype(np.float32)}
+    want = run_program(prog, test_x)["y"].astype(np.float64)
+    got = run_program(gq, test_x)["y"].astype(np.float64)
+    np.testing.assert_allclose(got, test_x["x"].astype(np.float64) @ _dequant(q4[0], sc[0]),
+                               rtol=1e-4, atol=1e-3)
+    err_p = np.linalg.norm(run_program(plain, test_x)["y"] - want)
+    assert np.linalg.norm(got - want) < err_p
+    rep = quantization_report(prog, gq, test_x)
+    assert rep["scheme_details"] == {"gptq": 1} and rep["quantized_ops"] == {"matmuls_w4": 1}
+    with pytest.raises(IRError, match="gptq_damp"):
+        quantize(prog, QuantizeW4Pass(gptq=True, gptq_damp=1.5), calib)
