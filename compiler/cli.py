@@ -141,7 +141,8 @@ def _changes(args: argparse.Namespace):  # noqa: ANN202 - ModelChangeOptions
                               calib=args.calib, calib_method=args.calib_method,
                               percentile=args.percentile, sparsity=args.sparsity,
                               act_granularity=args.act_granularity.replace("-", "_"),
-                              moe_capacity_factor=args.moe_capacity_factor)
+                              moe_capacity_factor=args.moe_capacity_factor,
+                              gptq=args.gptq, gptq_damp=args.gptq_damp)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -283,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default="per-tensor",
                        help="int8 activation scales: calibrated per tensor, or per row at run time")
         p.add_argument("--sparsity", help="2:4 or a fraction in [0, 1] of weights to prune")
+        p.add_argument("--gptq", action="store_true",
+                       help="w4/w2: GPTQ error compensation (calibrated; with AWQ scaling)")
+        p.add_argument("--gptq-damp", type=float, default=0.1,
+                       help="GPTQ Hessian damping as a fraction of its mean diagonal")
         p.add_argument("--moe-capacity-factor", type=float, metavar="F",
                        help="MoE expert capacity = ceil(F*tokens*top_k/experts); 0 = unlimited")
 

@@ -33,6 +33,9 @@ class ModelChangeOptions:
     act_granularity: str = "per_tensor"
     #: capacity factor for every moe.moe op (None keeps the model's; 0 = unlimited)
     moe_capacity_factor: float | None = None
+    #: w4/w2: GPTQ error compensation with AWQ scaling and act-order (needs calibration data)
+    gptq: bool = False
+    gptq_damp: float = 0.1
 
     @property
     def any(self) -> bool:
@@ -97,10 +100,18 @@ def _quantize(program: Program, opts: ModelChangeOptions, seed: int
             info["activations"] = opts.act_granularity
         return quantize(program, pass_, cal), info
     cls = QuantizeW4Pass if scheme == "w4" else QuantizeW2Pass
+    kwargs: dict[str, Any] = {"group_size": opts.group_size} if opts.group_size else {}
+    cal = None
+    if opts.gptq:
+        batches, source = calibration_batches(program, opts.calib, seed)
+        cal = calibrate(program, batches, "minmax", hessian=True)
+        kwargs.update(act_aware=True, gptq=True, gptq_act_order=True, gptq_damp=opts.gptq_damp)
+        info["calibration"] = f"Hessians over {source}"
+        info["method"] = f"gptq (act-order, AWQ scaling, damp {opts.gptq_damp})"
     try:
-        pass_ = cls(group_size=opts.group_size) if opts.group_size else cls()
+        pass_ = cls(**kwargs)
         info["group_size"] = pass_.group_size
-        return quantize(program, pass_), info
+        return quantize(program, pass_, cal), info
     except ValueError as e:
         raise InputError(f"--quantize {scheme}: {e}") from e
 

@@ -77,3 +77,9 @@ def test_compile_with_w4_writes_a_smaller_bundle(tmp_path: Path, mlp: Path) -> N
 def test_bad_model_change_options_exit_2(mlp: Path, args: list[str], msg: str) -> None:
     r = _cli("verify", str(mlp), *args)
     assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_w4_gptq_is_calibrated_and_reported(mlp: Path) -> None:
+    r = _cli("verify", str(mlp), "--quantize", "w4", "--group-size", "32", "--gptq")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "gptq (act-order" in r.stdout and "Hessians over" in r.stdout
