@@ -12,7 +12,7 @@ Switch / GShard / MegaBlocks, with A = T*k assignments and C slots per expert::
     rank         = cumsum(onehot(se), exclusive)[a, se[a]]    [A]   position within its expert
     slot         = rank < C ? rank : C                        [A]   C = the drop slot
     buf          = scatter_nd(0[E, C+1, H], (se, slot), x[tok])
-    y            = SwiGLU over buf[:, :C] as batched matmuls  [E, C, H]
+    y            = expert MLP over buf[:, :C], batched matmuls [E, C, H]  (SwiGLU or act, biases)
     ys           = gather_nd(pad(y, slot C = 0), (se, slot))  [A, H]  dropped rows read zeros
     out          = reduce_sum(reshape(unpermute(ys * w[perm]), [T, k, H]), axis 1)
 
@@ -21,6 +21,10 @@ therefore which assignments a capacity limit drops) are exactly those the ``moe.
 kernel defines. With ``capacity_factor`` 0, C = A: no assignment can overflow, and the drop slot,
 the select and the pad are left out. The combine unpermutes with a scatter (each row written
 once) and reduces over k, so the sum order is fixed rather than that of a scatter-add.
+
+With ``router_input="logits"`` the router operand already is the logits and the first matmul
+is left out. Expert biases are added as [E, 1, F] / [E, 1, H] broadcasts; the buffer's empty
+slots then hold bias-only rows, which no assignment reads back.
 
 Only ops with a static token count are lowered (C depends on T); others are left as ``moe.moe``.
 ``moe_drop_statistics`` reports, for given inputs, how many assignments each expert receives and
@@ -98,13 +102,37 @@ class _Emitter:
         return self.one(g.BroadcastOp, [zero], {}, g.TensorSpec(tuple(shape), dtype))
 
 
+def _activate(b: _Emitter, fn: str, v: SSAValue) -> SSAValue:
+    """A non-gated expert activation in core ops (tanh-approximated GELU spelled out)."""
+    if fn == "identity":
+        return v
+    if fn == "relu":
+        return b.one(g.UnaryOp, [v], {"fn": "relu"})
+    if fn == "silu":
+        return b.binary("mul", v, b.one(g.UnaryOp, [v], {"fn": "sigmoid"}))
+    if fn == "gelu_tanh":
+        np_dt = dtypes.dtype(g.spec_of(v).dtype).numpy
+
+        def c(val: float, hint: str) -> SSAValue:
+            return b.const(np.array(val, np_dt), hint)
+
+        cube = b.binary("mul", b.binary("mul", v, v), v)
+        inner = b.binary("add", v, b.binary("mul", cube, c(0.044715, "gelu_c")))
+        th = b.one(g.UnaryOp, [b.binary("mul", inner, c(float(np.sqrt(2.0 / np.pi)),
+                                                               "gelu_s"))], {"fn": "tanh"})
+        half = b.binary("mul", v, c(0.5, "half"))
+        return b.binary("mul", half, b.binary("add", th, c(1.0, "one")))
+    raise ValueError(f"moe-routing: unknown activation '{fn}'")
+
+
 def lower_moe(op: moe.MoEOp, weights: WeightStore, prefix: str) -> tuple[list[Operation],
                                                                           SSAValue]:
     """Core-op replacement for one static-shape ``moe.moe``: (ops in order, result value)."""
     p = op.props()
     x_spec = g.spec_of(op.x)
     t, h = x_spec.shape
-    e, _, f = g.spec_of(op.w_gate).shape
+    e, _, f = g.spec_of(op.w_up).shape
+    act_fn = moe.activation_of(p)
     k = p["top_k"]
     a = t * k
     cap = moe.expert_capacity(t, k, e, p["capacity_factor"])
@@ -113,7 +141,10 @@ def lower_moe(op: moe.MoEOp, weights: WeightStore, prefix: str) -> tuple[list[Op
     b = _Emitter(weights, prefix)
 
     # routing
-    logits = b.one(g.MatMulOp, [op.x, op.router], {}, hint="logits")
+    if moe.router_input_of(p) == "logits":
+        logits = op.router
+    else:
+        logits = b.one(g.MatMulOp, [op.x, op.router], {}, hint="logits")
     probs = b.one(g.SoftmaxOp, [logits], {"axis": 1}, hint="probs")
     topw, tope = b.op(g.TopKOp, [probs], {"axis": 1, "k": k, "largest": 1}, hint="top")
     if p["normalize"]:
@@ -142,10 +173,22 @@ def lower_moe(op: moe.MoEOp, weights: WeightStore, prefix: str) -> tuple[list[Op
                     g.TensorSpec((e, cap, h), dt))
 
     # experts: one batched GEMM per projection over [E, C, *]
-    gate = b.one(g.MatMulOp, [buf, op.w_gate], {}, hint="gate")
-    up = b.one(g.MatMulOp, [buf, op.w_up], {}, hint="up")
-    silu = b.binary("mul", gate, b.one(g.UnaryOp, [gate], {"fn": "sigmoid"}))
-    y = b.one(g.MatMulOp, [b.binary("mul", silu, up), op.w_down], {}, hint="expert_out")
+    def proj(v: SSAValue, which: str, hint: str) -> SSAValue:
+        w = op.expert_operand("w_" + which)
+        assert w is not None
+        y = b.one(g.MatMulOp, [v, w], {}, hint=hint)
+        bias = op.expert_operand("b_" + which)
+        if bias is None:
+            return y
+        n = g.spec_of(bias).shape[1]
+        return b.binary("add", y, b.reshape(bias, [e, 1, n]), hint=f"{hint}_biased")
+
+    if act_fn == "swiglu":
+        act = b.binary("mul", _activate(b, "silu", proj(buf, "gate", "gate")),
+                       proj(buf, "up", "up"))
+    else:
+        act = _activate(b, act_fn, proj(buf, "up", "up"))
+    y = proj(act, "down", "expert_out")
     if dropping:  # zero row in the drop slot: dropped assignments read back zeros
         y = b.one(g.PadOp, [y], {"pads": (0, 0, 0, 0, 1, 0), "mode": "constant", "value": 0.0})
 
@@ -217,7 +260,8 @@ def moe_drop_statistics(program: Program, inputs: Mapping[str, np.ndarray]) -> l
     for o in moe_ops:
         p = o.props()
         x, router = values[o.x], values[o.router]
-        r = moe_kernels.route(x, router, p["top_k"], bool(p["normalize"]), p["capacity_factor"])
+        r = moe_kernels.route(x, router, p["top_k"], bool(p["normalize"]), p["capacity_factor"],
+                              moe.router_input_of(p))
         n_exp = router.shape[1]
         stats.append({
             "capacity": r.capacity,

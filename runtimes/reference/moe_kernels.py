@@ -40,17 +40,18 @@ class Routing:
 
 
 def route(x: np.ndarray, router: np.ndarray, top_k: int, normalize: bool,
-          capacity_factor: float) -> Routing:
+          capacity_factor: float, router_input: str = "weight") -> Routing:
     """The routing half of ``moe.moe`` in float64 (softmax, stable top-k, renormalisation,
-    per-expert ranks and the capacity cut)."""
-    logits = wide(x) @ wide(router)
+    per-expert ranks and the capacity cut). ``router`` is the [H, E] router weight, or with
+    ``router_input="logits"`` the [T, E] logits themselves."""
+    logits = wide(router) if router_input == "logits" else wide(x) @ wide(router)
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs = e / e.sum(axis=-1, keepdims=True)
     idx = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
     w = np.take_along_axis(probs, idx, axis=-1)
     if normalize:
         w = w / w.sum(axis=-1, keepdims=True)
-    t, n_exp = x.shape[0], router.shape[1]
+    t, n_exp = x.shape[0], logits.shape[1]
     flat = idx.ravel()
     onehot = (flat[:, None] == np.arange(n_exp)[None, :]).astype(np.int64)
     ranks = np.cumsum(onehot, axis=0) - onehot
@@ -59,20 +60,44 @@ def route(x: np.ndarray, router: np.ndarray, top_k: int, normalize: bool,
     return Routing(idx.astype(np.int64), w, pos < cap, pos, cap)
 
 
+def activate(fn: str, v: np.ndarray) -> np.ndarray:
+    """A non-gated expert activation in float64 (``silu`` is also SwiGLU's gate half)."""
+    if fn == "relu":
+        return np.maximum(v, 0.0)
+    if fn == "silu":
+        with np.errstate(over="ignore"):  # exp(-v) -> inf gives silu -> -0, as it should
+            return v / (1.0 + np.exp(-v))
+    if fn == "gelu_tanh":
+        return 0.5 * v * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (v + 0.044715 * v**3)))
+    if fn == "identity":
+        return v
+    raise ValueError(f"moe.moe: unknown activation '{fn}'")
+
+
 @kernel(moe.MoEOp)
 def moe_moe(p: Props, ins: list[np.ndarray], outs: list[TensorSpec]) -> list[np.ndarray]:
-    x, router, w_gate, w_up, w_down = ins
-    r = route(x, router, p["top_k"], bool(p["normalize"]), p["capacity_factor"])
+    x, router = ins[0], ins[1]
+    act_fn = moe.activation_of(p)
+    layout = moe.expert_layout(act_fn, len(ins) - 2)
+    ex = {name: ins[2 + i] for name, i in layout.items()}
+    r = route(x, router, p["top_k"], bool(p["normalize"]), p["capacity_factor"],
+              moe.router_input_of(p))
     x64 = wide(x)
     out = np.zeros(x64.shape, np.float64)
-    for e in range(router.shape[1]):
+
+    def proj(name: str, e: int, v: np.ndarray) -> np.ndarray:
+        y = v @ wide(ex["w" + name[1:]][e])
+        return y + wide(ex[name][e]) if name in ex else y
+
+    for e in range(ex["w_down"].shape[0]):
         tok, slot = np.nonzero((r.experts == e) & r.keep)
         if tok.size == 0:
             continue
         v = x64[tok]
-        gate = v @ wide(w_gate[e])
-        with np.errstate(over="ignore"):  # exp(-gate) -> inf gives silu -> -0, as it should
-            act = gate / (1.0 + np.exp(-gate)) * (v @ wide(w_up[e]))
-        y = act @ wide(w_down[e])
+        if act_fn == "swiglu":
+            act = activate("silu", proj("b_gate", e, v)) * proj("b_up", e, v)
+        else:
+            act = activate(act_fn, proj("b_up", e, v))
+        y = proj("b_down", e, act)
         np.add.at(out, tok, r.weights[tok, slot][:, None] * y)
     return [finish(out, outs[0])]

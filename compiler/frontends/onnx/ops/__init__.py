@@ -3,6 +3,7 @@
 from portc.compiler.frontends.onnx.ops import (  # noqa: F401
     attention,
     elementwise,
+    moe,
     nn,
     quant,
     reduce,
