@@ -14,9 +14,10 @@ matmul/convs carry ``portc.quantized = "<scheme>"`` so that reports and lowering
 
 from __future__ import annotations
 
+from abc import ABC
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import ml_dtypes
 import numpy as np
@@ -613,10 +614,11 @@ def _check_gptq(damp: float, block: int) -> None:
 
 
 @dataclass(frozen=True)
-class QuantizeW4Pass(ModulePass):
-    """Weight-only int4 quantization of matmul weights with per-group (along K) float scales."""
+class WeightOnlyQuantizePass(ModulePass, ABC):
+    """Shared options of the weight-only passes; subclasses fix the integer type and scheme."""
 
-    name = "quantize-w4"
+    bits_dtype: ClassVar[str]
+    scheme: ClassVar[str]
 
     group_size: int = 128
 
@@ -638,40 +640,32 @@ class QuantizeW4Pass(ModulePass):
         weights = weights_of(ctx)
         kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=False)
         _check_gptq(self.gptq_damp, self.gptq_block)
-        _run_patterns(op, WeightOnlyPattern(weights, "int4", self.group_size, "w4",
-                                            self.act_aware, kept, self.gptq, self.gptq_damp,
-                                            self.gptq_block, self.gptq_act_order))
+        _run_patterns(op, WeightOnlyPattern(weights, self.bits_dtype, self.group_size,
+                                            self.scheme, self.act_aware, kept, self.gptq,
+                                            self.gptq_damp, self.gptq_block,
+                                            self.gptq_act_order))
 
 
 @dataclass(frozen=True)
-class QuantizeW2Pass(ModulePass):
+class QuantizeW4Pass(WeightOnlyQuantizePass):
+    """Weight-only int4 quantization of matmul weights with per-group (along K) float scales."""
+
+    name = "quantize-w4"
+    bits_dtype = "int4"
+    scheme = "w4"
+
+    group_size: int = 128
+
+
+@dataclass(frozen=True)
+class QuantizeW2Pass(WeightOnlyQuantizePass):
     """Weight-only int2 quantization (levels -2..1) with per-group (along K) float scales."""
 
     name = "quantize-w2"
+    bits_dtype = "int2"
+    scheme = "w2"
 
     group_size: int = 32
-
-    #: AWQ-style activation-aware scaling and clipping (needs calibration passed to quantize)
-    act_aware: bool = False
-    #: comma-separated matmul ordinals or calibration keys to keep in float
-    keep_float: str = ""
-    #: GPTQ error compensation (needs a calibration made with ``calibrate(..., hessian=True)``)
-    gptq: bool = False
-    #: GPTQ dampening: this fraction of the mean Hessian diagonal is added to its diagonal
-    gptq_damp: float = 0.01
-    #: GPTQ lazy-update block (rows of W along K; rounded to a multiple of the group size)
-    gptq_block: int = 128
-    #: GPTQ: quantize input channels by decreasing Hessian diagonal (static group scales)
-    gptq_act_order: bool = False
-
-    def apply(self, ctx: Context, op: ModuleOp) -> None:
-        _check_group(self.group_size)
-        weights = weights_of(ctx)
-        kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=False)
-        _check_gptq(self.gptq_damp, self.gptq_block)
-        _run_patterns(op, WeightOnlyPattern(weights, "int2", self.group_size, "w2",
-                                            self.act_aware, kept, self.gptq, self.gptq_damp,
-                                            self.gptq_block, self.gptq_act_order))
 
 
 # ------------------------------------------------------------------------------------ fp8
