@@ -154,7 +154,8 @@ def _index_bounds(program: Program) -> dict[str, int]:
 
 
 def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fresh seeded inputs: normal floats, in-range indices, random 0/1 ints and bools."""
+    """Fresh seeded inputs: normal floats, in-range indices, padding-style attention masks,
+    random 0/1 for other ints and bools."""
     rng = np.random.default_rng(seed)
     bounds = _index_bounds(program)
     out: dict[str, np.ndarray] = {}
@@ -167,6 +168,12 @@ def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
             out[name] = rng.standard_normal(shape).astype(dt.numpy)
         elif dt.kind == "bool":
             out[name] = rng.integers(0, 2, shape).astype(bool)
+        elif "mask" in name.lower() and name not in bounds and len(shape) >= 1:
+            # attention masks: real ones are 1 over the text and 0 over trailing padding
+            mask = np.ones(shape, dt.numpy)
+            valid = int(rng.integers(max(1, shape[-1] * 3 // 4), shape[-1] + 1))
+            mask[..., valid:] = 0
+            out[name] = mask
         else:
             hi = bounds.get(name, 2)
             out[name] = rng.integers(0, max(hi, 1), shape).astype(dt.numpy)

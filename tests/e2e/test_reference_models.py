@@ -48,3 +48,14 @@ def test_minilm_int8_per_token_keeps_cosine_above_0_99(minilm_dir: Path) -> None
     assert rep.ok, rep.table()
     (quant,) = rep.changes
     assert quant["outputs"]["last_hidden_state"]["cosine"] >= 0.99
+
+
+@pytest.mark.slow
+def test_minilm_w4_gptq_keeps_cosine_above_0_98(minilm_dir: Path) -> None:
+    from portc.compiler.model_changes import ModelChangeOptions
+
+    rep = verify(minilm_dir / "minilm_encoder.onnx", "reference", seed=0,
+                 changes=ModelChangeOptions(quantize="w4", group_size=64, gptq=True))
+    assert rep.ok, rep.table()
+    (quant,) = rep.changes
+    assert quant["outputs"]["last_hidden_state"]["cosine"] >= 0.98
