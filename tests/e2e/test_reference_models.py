@@ -59,3 +59,14 @@ def test_minilm_w4_gptq_keeps_cosine_above_0_98(minilm_dir: Path) -> None:
     assert rep.ok, rep.table()
     (quant,) = rep.changes
     assert quant["outputs"]["last_hidden_state"]["cosine"] >= 0.98
+
+
+@pytest.mark.slow
+def test_minilm_2_4_pruned_verifies_against_its_pruned_reference(minilm_dir: Path) -> None:
+    from portc.compiler.model_changes import ModelChangeOptions
+
+    rep = verify(minilm_dir / "minilm_encoder.onnx", "reference", seed=4,
+                 changes=ModelChangeOptions(sparsity="2:4"))
+    assert rep.ok, rep.table()
+    (prune,) = rep.changes
+    assert prune["macs_after"] * 2 == prune["macs_before"]
