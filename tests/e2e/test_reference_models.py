@@ -69,4 +69,5 @@ def test_minilm_2_4_pruned_verifies_against_its_pruned_reference(minilm_dir: Pat
                  changes=ModelChangeOptions(sparsity="2:4"))
     assert rep.ok, rep.table()
     (prune,) = rep.changes
-    assert prune["macs_after"] * 2 == prune["macs_before"]
+    # every constant-weight matmul loses half its MACs; attention matmuls (activations) stay
+    assert prune["macs_saved"] > 0.45 * prune["macs_before"]
