@@ -22,12 +22,18 @@ semantics are then checked structurally, not assumed from the module's class nam
 * boundary: exactly one activation enters the block and exactly one value leaves it, of the
   same shape.
 
+Only the routed part of the module call is replaced (``_Matcher.routed``): what the router and
+grouped GEMMs read, plus what is computed from them alone. Anything else in the module, such as
+Qwen2-MoE's shared expert, its sigmoid gate and the add that joins it to the routed output, is
+left to the ordinary op-by-op import and reads the ``moe.moe`` result like any other value.
+
 A block that fails a check is left alone, so its ops fail the import as before, with the reason
 attached to the grouped-GEMM nodes.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass, field
 
@@ -94,6 +100,15 @@ def _skip(n: Node, keys: set[str]) -> Node:
     return n
 
 
+def _chain(n: Node, keys: set[str]) -> list[Node]:
+    """``n`` and what it reads through ops in ``keys`` (first argument), nearest first."""
+    out = [n]
+    while _is_call(n, keys) and isinstance(n.args[0], Node):
+        n = n.args[0]
+        out.append(n)
+    return out
+
+
 def _paths(n: Node) -> list[str]:
     stack = n.meta.get("nn_module_stack") or {}
     return [v[0] for v in stack.values()]
@@ -131,12 +146,13 @@ class _Matcher:
         return n, transposed
 
     def match(self, path: str, nodes: list[Node]) -> MoEBlock:
-        members = set(nodes)
         topks = [n for n in nodes if _is_call(n, {"topk.default"})]
         gmms = [n for n in nodes if n.op == "call_function" and "grouped_mm" in _key(n)]
         _require(len(topks) == 1 and len(gmms) == 2,
                  f"expected one topk and two grouped GEMMs, found {len(topks)} and {len(gmms)}")
         topk = topks[0]
+        nodes = self.routed(nodes, [topk, *gmms])
+        members = set(nodes)
         # ---- router
         k = int(topk.args[1])
         dim = topk.args[2] if len(topk.args) > 2 else topk.kwargs.get("dim", -1)
@@ -208,8 +224,44 @@ class _Matcher:
         (x,), out = inputs, outputs[0]
         _require(_shape(x) == _shape(out) and _shape(x)[-1] == h,
                  f"block maps {_shape(x)} to {_shape(out)}")
-        _require(_skip(router_x, _VIEWS | _CASTS) is x, "router does not read the block input")
+        _require(x in _chain(router_x, _VIEWS | _CASTS), "router does not read the block input")
         return MoEBlock(path, members, x, out, k, normalize, router, gate_up, down, gate_half, h)
+
+    def routed(self, nodes: list[Node], anchors: list[Node]) -> list[Node]:
+        """The routed-expert part of a module call: what the router and grouped GEMMs read
+        (within the module), plus what is computed only from that. Anything else in the module
+        (a shared expert and its gate, as in Qwen2-MoE, and the sum that adds it to the routed
+        output) stays outside and is imported op by op. A view/cast chain of the module input
+        that is also read outside the routed part is left outside too, so the block reads it."""
+        members = set(nodes)
+        part: set[Node] = set(anchors)
+        todo = list(anchors)
+        while todo:  # ancestors of the anchors within the module
+            for d in todo.pop().all_input_nodes:
+                if d in members and d not in part:
+                    part.add(d)
+                    todo.append(d)
+        consts = {n for n in nodes if not any(d not in self.params for d in n.all_input_nodes)}
+        derived = set(anchors)
+        changed = True
+        while changed:  # computed from the anchors (or checks with no users) and only from
+            # the routed part and constants
+            changed = False
+            for n in nodes:
+                ins = [d for d in n.all_input_nodes if d not in self.params]
+                if n not in derived and (any(d in derived for d in ins) or ins and not n.users
+                                         ) and all(d in part or d in consts for d in ins):
+                    part.add(n)
+                    derived.add(n)
+                    changed = True
+        part |= {c for c in consts if c.users and all(u in part for u in c.users)}
+        leaks = [n for n in nodes if n in part and any(u not in part for u in n.users)]
+        for n in leaks:  # a view/cast of the module input, also read by the shared part
+            chain = _chain(n, _VIEWS | _CASTS)
+            prefix = list(itertools.takewhile(lambda c: c in part, chain))
+            if len(prefix) < len(chain):  # reaches outside the routed part: not its output
+                part.difference_update(prefix)
+        return [n for n in nodes if n in part]
 
     @staticmethod
     def is_silu(n: object, x: Node) -> bool:
