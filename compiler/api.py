@@ -46,8 +46,7 @@ def _sha256_file(p: Path) -> str:
     return h.hexdigest()
 
 
-def _onnx_oracle(model_bytes: bytes, base_dir: str | None
-                 ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+def _onnx_oracle(model_bytes: bytes) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import onnx
         import onnxruntime as ort
@@ -108,13 +107,13 @@ def import_model(model: ModelLike, example_inputs: Sequence[Any] | None = None, 
         proto = load_onnx(path, limit)
         res = import_onnx(proto, dims=dims, input_shapes=input_shapes, max_tensor_bytes=limit)
         return ImportedModel(res.program, "onnx", _sha256_file(path),
-                             _onnx_oracle(proto.SerializeToString(), str(path.parent)),
+                             _onnx_oracle(proto.SerializeToString()),
                              res.dim_bindings, path.stem)
     if isinstance(model, onnx.ModelProto):
         res = import_onnx(model, dims=dims, input_shapes=input_shapes, max_tensor_bytes=limit)
         raw = model.SerializeToString()
         return ImportedModel(res.program, "onnx", hashlib.sha256(raw).hexdigest(),
-                             _onnx_oracle(raw, None), res.dim_bindings, model.graph.name or "model")
+                             _onnx_oracle(raw), res.dim_bindings, model.graph.name or "model")
     import torch
 
     from portc.compiler.frontends import torch_export

@@ -112,7 +112,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     artifact = Artifact.read(Path(args.bundle))
     target = get_target(artifact.target)
     rt = target.runtime(args.runtime)
-    inputs = _read_npz(args.inputs)
+    from portc.compiler.api import load_npz
+
+    inputs = load_npz(args.inputs)
     with step(f"running on {target.name}/{rt.name}", args.quiet):
         exe = rt.load(artifact)
         outs, stats = exe.run(inputs)
@@ -126,12 +128,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stats and not args.quiet:
         print(f"stats: {json.dumps(stats, default=str)}")
     return 0
-
-
-def _read_npz(path: str) -> dict[str, np.ndarray]:
-    from portc.compiler.api import load_npz
-
-    return load_npz(path)
 
 
 def _changes(args: argparse.Namespace):  # noqa: ANN202 - ModelChangeOptions

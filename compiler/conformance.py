@@ -9,7 +9,6 @@ test carries.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import signal
 import sys
@@ -235,28 +234,8 @@ def format_table(summary: dict, show_failures: bool = False) -> str:
     return "\n".join(lines)
 
 
-def main_conformance(target: str, runtime: str | None, as_json: bool, ops: set[str] | None,
-                     name_filter: str | None, show_failures: bool, jobs: int = 1) -> int:
-    results = run_conformance(target, runtime, ops, name_filter, jobs=jobs)
-    summary = summarize(results)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(format_table(summary, show_failures))
-    return 0
-
-
 if __name__ == "__main__":
-    import argparse
+    # same options as `portc conformance`
+    from portc.compiler.cli import main
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--target", default="reference")
-    ap.add_argument("--ops", default=None, help="comma-separated op types")
-    ap.add_argument("-k", default=None, help="regex on case names")
-    ap.add_argument("--failures", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--jobs", "-j", type=int, default=1)
-    a = ap.parse_args()
-    raise SystemExit(main_conformance(a.target, None, a.json,
-                                      set(a.ops.split(",")) if a.ops else None, a.k, a.failures,
-                                      a.jobs))
+    raise SystemExit(main(["conformance", *sys.argv[1:]]))

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-from xdsl.ir import SSAValue
+from xdsl.ir import Block, BlockArgument, OpResult, SSAValue
 
 from portc.compiler.builder import GraphBuilder
 from portc.dialects import dtypes
 from portc.dialects import graph as g
 from portc.dialects.graph import TensorSpec
+from portc.runtimes.reference.kernels import KernelError, run_kernel
 
 
 class NodeError(Exception):
@@ -28,6 +29,9 @@ class NodeError(Exception):
 
 Outputs = Sequence[SSAValue | None]
 Decomposition = Callable[["OnnxContext", onnx.NodeProto], Outputs]
+
+#: Intermediate results larger than this are not evaluated at import (it is for shape math).
+EVAL_LIMIT_ELEMENTS = 1 << 16
 
 #: (domain, op_type) -> decomposition. Domain "" is the default ONNX domain.
 ONNX_OPS: dict[tuple[str, str], Decomposition] = {}
@@ -83,11 +87,47 @@ class OnnxContext:
         if name in self.known_inputs:
             self.baked_inputs.add(name)
             return np.asarray(self.known_inputs[name])
+        # A run-time chain rooted only in constants and known graph inputs
+        # (``Max(Shape(x), shape_input)`` in function bodies): the builder folds constants only,
+        # and a known input stays a block argument until some op needs its value.
+        used: set[str] = set()
+        try:
+            arr = self._evaluate(v, {}, used)
+        except (RecursionError, KernelError):
+            arr = None
+        if arr is not None:
+            self.baked_inputs.update(used)
+            return arr
         raise NodeError(
             f"its {what} (input '{name}') is computed at run time; portc needs it at compile "
             "time. Make it an initializer or constant (for example with onnxsim), or fix the "
             "model's input shapes so that it folds"
         )
+
+    def _evaluate(self, v: SSAValue, memo: dict[SSAValue, np.ndarray | None],
+                  used: set[str]) -> np.ndarray | None:
+        """Evaluate ``v`` with the reference kernels if it depends only on constants and known
+        inputs, recording which inputs it used; None otherwise."""
+        if v in memo:
+            return memo[v]
+        arr = self.b.value_of(v)
+        if arr is None:
+            owner = v.owner
+            if isinstance(owner, Block) and isinstance(v, BlockArgument):
+                name = self.b.input_names[v.index]
+                if name in self.known_inputs:
+                    used.add(name)
+                    arr = np.asarray(self.known_inputs[name]).astype(
+                        dtypes.dtype(g.spec_of(v).dtype).numpy, copy=False)
+            elif isinstance(owner, g.GraphOp) and isinstance(v, OpResult):
+                specs = owner.result_specs()
+                if all(s.is_static and s.numel() <= EVAL_LIMIT_ELEMENTS for s in specs):
+                    ins = [self._evaluate(o, memo, used) for o in owner.operands]
+                    if all(a is not None for a in ins):
+                        arr = run_kernel(type(owner), owner.props(), ins,  # type: ignore[arg-type]
+                                         specs)[v.index]
+        memo[v] = arr
+        return arr
 
     def const_ints(self, node: onnx.NodeProto, i: int, what: str) -> list[int] | None:
         arr = self.const_input(node, i, what)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from xdsl.ir import Block, BlockArgument, OpResult, SSAValue
+from xdsl.ir import SSAValue
 from xdsl.utils.exceptions import VerifyException
 
 from portc.compiler.frontends.onnx.registry import NodeError, OnnxContext, Outputs, onnx_op
 from portc.dialects import dtypes
 from portc.dialects import graph as g
-from portc.runtimes.reference.kernels import KernelError, run_kernel
 
 
 @onnx_op("Constant")
@@ -57,58 +56,8 @@ def _axes_attr_or_input(ctx: OnnxContext, node: onnx.NodeProto, input_since: int
                         what: str = "axes") -> list[int] | None:
     """``axes`` moved from an attribute to an input in several ops (opset 13, 18)."""
     if ctx.opset >= input_since:
-        return const_ints(ctx, node, i, what)
+        return ctx.const_ints(node, i, what)
     return ctx.attr_ints(node, "axes")
-
-
-def const_value(ctx: OnnxContext, node: onnx.NodeProto, i: int, what: str) -> np.ndarray | None:
-    """``ctx.const_input`` that also evaluates a run-time chain rooted only in constants and
-    known graph inputs (``Max(Shape(x), shape_input)`` in function bodies): the builder folds
-    constants only, and a known input stays a block argument until some op needs its value."""
-    try:
-        return ctx.const_input(node, i, what)
-    except NodeError:
-        used: set[str] = set()
-        try:
-            arr = _evaluate(ctx, ctx.values[node.input[i]], {}, used)
-        except (RecursionError, KernelError):
-            arr = None
-        if arr is None:
-            raise
-        ctx.baked_inputs.update(used)
-        return arr
-
-
-def const_ints(ctx: OnnxContext, node: onnx.NodeProto, i: int, what: str) -> list[int] | None:
-    arr = const_value(ctx, node, i, what)
-    return None if arr is None else [int(v) for v in np.asarray(arr).reshape(-1)]
-
-
-#: Intermediate results larger than this are not evaluated at import (it is for shape math).
-_EVAL_LIMIT = 1 << 16
-
-
-def _evaluate(ctx: OnnxContext, v: SSAValue, memo: dict[SSAValue, np.ndarray | None],
-              used: set[str]) -> np.ndarray | None:
-    if v in memo:
-        return memo[v]
-    arr = ctx.b.value_of(v)
-    if arr is None:
-        owner = v.owner
-        if isinstance(owner, Block):
-            name = ctx.b.input_names[v.index] if isinstance(v, BlockArgument) else ""
-            if name in ctx.known_inputs:
-                used.add(name)
-                arr = np.asarray(ctx.known_inputs[name]).astype(
-                    dtypes.dtype(g.spec_of(v).dtype).numpy, copy=False)
-        elif isinstance(owner, g.GraphOp) and isinstance(v, OpResult):
-            specs = owner.result_specs()
-            if all(s.is_static and s.numel() <= _EVAL_LIMIT for s in specs):
-                ins = [_evaluate(ctx, o, memo, used) for o in owner.operands]
-                if all(a is not None for a in ins):
-                    arr = run_kernel(type(owner), owner.props(), ins, specs)[v.index]  # type: ignore[arg-type]
-    memo[v] = arr
-    return arr
 
 
 def _dims(ctx: OnnxContext, v: SSAValue, node: onnx.NodeProto) -> tuple[int, ...]:
@@ -149,7 +98,7 @@ def size_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
 
 @onnx_op("ConstantOfShape")
 def constant_of_shape(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    shape = const_ints(ctx, node, 0, "shape") or []
+    shape = ctx.const_ints(node, 0, "shape") or []
     v = ctx.attr(node, "value")
     val = np.zeros((), np.float32) if v is None else np.asarray(v).reshape(())
     # broadcasting a scalar keeps huge fills as one op; small ones fold to constants
@@ -162,7 +111,7 @@ def reshape_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     if ctx.opset < 5:
         target = ctx.attr_ints(node, "shape") or []
     else:
-        target = const_ints(ctx, node, 1, "target shape") or []
+        target = ctx.const_ints(node, 1, "target shape") or []
     allowzero = ctx.attr_int(node, "allowzero", 0)
     src = ctx.spec(x).shape
     out: list[int | None] = []
@@ -278,7 +227,7 @@ def split(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     nout = len(node.output)
     sizes: list[int] | None
     if ctx.opset >= 13 or (ctx.opset < 2 and ctx.has_input(node, 1)):
-        sizes = const_ints(ctx, node, 1, "split sizes")
+        sizes = ctx.const_ints(node, 1, "split sizes")
     else:
         sizes = ctx.attr_ints(node, "split")
     if sizes is None:
@@ -331,10 +280,10 @@ def slice_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
         axes = ctx.attr_ints(node, "axes")
         steps = None
     else:
-        starts = const_ints(ctx, node, 1, "starts") or []
-        ends = const_ints(ctx, node, 2, "ends") or []
-        axes = const_ints(ctx, node, 3, "axes")
-        steps = const_ints(ctx, node, 4, "steps")
+        starts = ctx.const_ints(node, 1, "starts") or []
+        ends = ctx.const_ints(node, 2, "ends") or []
+        axes = ctx.const_ints(node, 3, "axes")
+        steps = ctx.const_ints(node, 4, "steps")
     axes = list(range(len(starts))) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
     if not len(starts) == len(ends) == len(axes) == len(steps):
@@ -350,7 +299,7 @@ def slice_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
 @onnx_op("Expand")
 def expand(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     x = ctx.input(node, 0)
-    shape = const_ints(ctx, node, 1, "shape") or []
+    shape = ctx.const_ints(node, 1, "shape") or []
     try:
         out = g.broadcast_shapes(ctx.spec(x).shape, shape)
     except VerifyException as e:
@@ -363,7 +312,7 @@ def tile(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     """``tile`` = interleave a size-``r`` axis before each dim, broadcast it, merge the pairs."""
     x = ctx.input(node, 0)
     dims = _dims(ctx, x, node)
-    reps = const_ints(ctx, node, 1, "repeats") or []
+    reps = ctx.const_ints(node, 1, "repeats") or []
     if len(reps) != len(dims) or any(r < 0 for r in reps):
         raise NodeError(f"repeats {reps} must list a non-negative count per dim of {dims}")
     if all(r == 1 for r in reps):
@@ -384,11 +333,11 @@ def pad(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
         value = ctx.attr_float(node, "value", 0.0)
         axes = None
     else:
-        pads = const_ints(ctx, node, 1, "pads") or []
-        cv = const_value(ctx, node, 2, "constant value")
+        pads = ctx.const_ints(node, 1, "pads") or []
+        cv = ctx.const_input(node, 2, "constant value")
         value = 0.0 if cv is None or np.asarray(cv).size == 0 else \
             float(np.asarray(cv).astype(np.float64).reshape(-1)[0])
-        axes = const_ints(ctx, node, 3, "axes") if ctx.opset >= 18 else None
+        axes = ctx.const_ints(node, 3, "axes") if ctx.opset >= 18 else None
     if axes is None:
         axes = list(range(r))
     axes = [_norm_axis(a, r) for a in axes]
@@ -411,7 +360,7 @@ def center_crop_pad(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     x = ctx.input(node, 0)
     dims = _dims(ctx, x, node)
     r = len(dims)
-    shape = const_ints(ctx, node, 1, "shape") or []
+    shape = ctx.const_ints(node, 1, "shape") or []
     axes = [_norm_axis(a, r) for a in (ctx.attr_ints(node, "axes") or range(r))]
     if len(shape) != len(axes):
         raise NodeError(f"shape {shape} must give one size per axis {axes}")
@@ -537,7 +486,7 @@ def topk(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     if ctx.opset < 10:
         k = ctx.attr_int(node, "k", 0)
     else:
-        k = (const_ints(ctx, node, 1, "k") or [0])[0]
+        k = (ctx.const_ints(node, 1, "k") or [0])[0]
     ax = _norm_axis(ctx.attr_int(node, "axis", -1), r)
     largest = ctx.attr_int(node, "largest", 1)
     # sorted=0 leaves the order unspecified, so the sorted order is a valid answer
@@ -569,9 +518,9 @@ def reverse_sequence(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
 
 @onnx_op("Range")
 def range_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
-    start = const_value(ctx, node, 0, "start")
-    limit = const_value(ctx, node, 1, "limit")
-    delta = const_value(ctx, node, 2, "delta")
+    start = ctx.const_input(node, 0, "start")
+    limit = ctx.const_input(node, 1, "limit")
+    delta = ctx.const_input(node, 2, "delta")
     assert start is not None and limit is not None and delta is not None
     start, limit, delta = (np.asarray(v).reshape(()) for v in (start, limit, delta))
     if delta.item() == 0:
@@ -592,7 +541,7 @@ def range_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
 @onnx_op("OneHot")
 def one_hot(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     idx, values = ctx.input(node, 0), ctx.input(node, 2)
-    depth_arr = const_value(ctx, node, 1, "depth")
+    depth_arr = ctx.const_input(node, 1, "depth")
     assert depth_arr is not None
     depth = int(np.asarray(depth_arr).reshape(-1)[0])
     r = ctx.spec(idx).rank + 1
@@ -619,7 +568,7 @@ def trilu(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     dims = _dims(ctx, x, node)
     if len(dims) < 2:
         raise NodeError(f"expects rank >= 2, got {dims}")
-    k = (const_ints(ctx, node, 1, "k") or [0])[0]
+    k = (ctx.const_ints(node, 1, "k") or [0])[0]
     n, m = dims[-2:]
     diff = np.arange(m)[None, :] - np.arange(n)[:, None]
     mask = diff >= k if ctx.attr_int(node, "upper", 1) else diff <= k
@@ -645,7 +594,7 @@ def eye_like(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
 
 def _const_for_shape(ctx: OnnxContext, node: onnx.NodeProto, i: int, what: str) -> np.ndarray:
     try:
-        arr = const_value(ctx, node, i, what)
+        arr = ctx.const_input(node, i, what)
     except NodeError:
         arr = None
     if arr is None:
@@ -747,7 +696,7 @@ def inline_subgraph(ctx: OnnxContext, graph: onnx.GraphProto, what: str, prefix:
 def if_(ctx: OnnxContext, node: onnx.NodeProto) -> Outputs:
     """Only the branch a compile-time condition selects is imported (inlined)."""
     try:
-        cond = const_value(ctx, node, 0, "condition")
+        cond = ctx.const_input(node, 0, "condition")
     except NodeError:
         cond = None
     if cond is None:
