@@ -203,8 +203,12 @@ class GraphOp(IRDLOperation):
         return {k: from_attr(v) for k, v in self.properties.items()}
 
     @classmethod
-    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:  # pragma: no cover
-        raise NotImplementedError
+    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
+        """Result types from operand types and properties. Ops whose result type is a
+        parameter of its own (reshape, slice, broadcast, constant) have no such rule and must
+        be built with explicit result types."""
+        raise TypeError(f"{cls.name} has no type inference rule; build it with explicit "
+                        "result types")
 
     def input_specs(self) -> list[TensorSpec]:
         return [spec_of(v) for v in self.operands]
@@ -254,11 +258,8 @@ class XToResultOp(GraphOp, ABC):
 
 
 class ShapeFromResultOp(XToResultOp, ABC):
-    """Ops whose result shape is a parameter carried by the result type itself."""
-
-    @classmethod
-    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
-        raise NotImplementedError(f"{cls.name} takes its shape from the result type")
+    """Ops whose result shape is a parameter carried by the result type itself (no ``infer``
+    rule: builders pass the result type)."""
 
 
 class IndexedReadOp(GraphOp, ABC):
@@ -306,11 +307,7 @@ class ConstantOp(GraphOp):
     traits = traits_def(Pure(), ConstantLike())
     assembly_format = "$resource attr-dict `:` type($result)"
 
-    @classmethod
-    def infer(cls, ins: list[TensorSpec], p: Props) -> list[TensorSpec]:
-        raise NotImplementedError  # the type is the stored array's; checked by the program
-
-    def verify_(self) -> None:
+    def verify_(self) -> None:  # the type is the stored array's; Program.verify checks it
         spec_of(self.result)
 
 
@@ -916,6 +913,3 @@ GRAPH_OPS: list[type[GraphOp]] = [
 ]
 
 Graph = Dialect("graph", GRAPH_OPS, [])
-
-# Ops whose result type is not derivable from operands alone: builders must pass it.
-SHAPE_FROM_RESULT: tuple[type[GraphOp], ...] = (ReshapeOp, SliceOp, BroadcastOp, ConstantOp)

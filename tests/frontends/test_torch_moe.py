@@ -22,20 +22,10 @@ from portc.compiler.pipeline import run_passes  # noqa: E402
 from portc.dialects import moe  # noqa: E402
 from portc.passes.moe_routing import MoERoutingPass  # noqa: E402
 from portc.runtimes.reference.interpreter import run_program  # noqa: E402
+from tests.frontends.causal_lm import LogitsOnly  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-4
 SEQ = 8
-
-
-class _Logits(nn.Module):
-    """Returns only the logits, without a KV cache (export needs ``use_cache=False``)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, use_cache=False).logits
 
 
 def _mixtral(hidden_act: str = "silu") -> nn.Module:
@@ -44,7 +34,7 @@ def _mixtral(hidden_act: str = "silu") -> nn.Module:
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, vocab_size=100,
         max_position_embeddings=64, hidden_act=hidden_act)
-    return _Logits(transformers.MixtralForCausalLM(cfg).eval()).eval()
+    return LogitsOnly(transformers.MixtralForCausalLM(cfg).eval()).eval()
 
 
 @pytest.fixture(scope="module")

@@ -21,20 +21,10 @@ from portc.compiler.program import Program  # noqa: E402
 from portc.dialects import moe  # noqa: E402
 from portc.passes.moe_routing import MoERoutingPass  # noqa: E402
 from portc.runtimes.reference.interpreter import run_program  # noqa: E402
+from tests.frontends.causal_lm import LogitsOnly  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-4
 SEQ = 8
-
-
-class _Logits(nn.Module):
-    """Returns only the logits, without a KV cache (export needs ``use_cache=False``)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, use_cache=False).logits
 
 
 def _qwen2_moe(norm_topk_prob: bool) -> nn.Module:
@@ -45,7 +35,7 @@ def _qwen2_moe(norm_topk_prob: bool) -> nn.Module:
         num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, vocab_size=100,
         max_position_embeddings=64, decoder_sparse_step=1, mlp_only_layers=[],
         norm_topk_prob=norm_topk_prob)
-    return _Logits(transformers.Qwen2MoeForCausalLM(cfg).eval()).eval()
+    return LogitsOnly(transformers.Qwen2MoeForCausalLM(cfg).eval()).eval()
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain_topk", "norm_topk"])
