@@ -13,9 +13,11 @@ def register_dialect(d: Dialect) -> None:
 
 
 def extra_dialects() -> list[Dialect]:
+    from portc.dialects.kernel import Kernel
     from portc.dialects.moe import MoE
     from portc.dialects.sparse import Sparse
 
     register_dialect(Sparse)
     register_dialect(MoE)
+    register_dialect(Kernel)
     return list(_EXTRA)
