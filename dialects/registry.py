@@ -15,9 +15,11 @@ def register_dialect(d: Dialect) -> None:
 def extra_dialects() -> list[Dialect]:
     from portc.dialects.kernel import Kernel
     from portc.dialects.moe import MoE
+    from portc.dialects.npu import Npu
     from portc.dialects.sparse import Sparse
 
     register_dialect(Sparse)
     register_dialect(MoE)
     register_dialect(Kernel)
+    register_dialect(Npu)
     return list(_EXTRA)
