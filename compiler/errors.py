@@ -72,3 +72,8 @@ class VerificationMismatch(PortcError):
     """Outputs differ from the reference executor beyond tolerance."""
 
     exit_code = 1
+
+
+class LoweringError(PortcError):
+    """A graph op, dtype or shape a target's lowering cannot handle; names the op and the way
+    out (another target, a pass to run first, a model change)."""

@@ -55,12 +55,34 @@ class InterpreterExecutable:
         return outs, {"ops_executed": counts}
 
 
+class KernelIRExecutable:
+    """The same graph program lowered by the shared graph-to-kernel lowering and executed by the
+    kernel-IR numpy executor: checks the lowering every hardware target starts from, without
+    any target's emitter in the way."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        from portc.passes.lower_graph_to_kernel import lower_to_kernels
+
+        program = parse_program(artifact.files[PROGRAM_FILE], artifact.weights, PROGRAM_FILE)
+        self.kernels = lower_to_kernels(program)
+        self.kernels.module.verify()
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from portc.dialects.kernel import kernels_of
+        from portc.runtimes.reference.kernel_ir import run_kernel_module
+
+        outs = run_kernel_module(self.kernels.module, self.kernels.weights, inputs)
+        return outs, {"kernels": len(kernels_of(self.kernels.module))}
+
+
 REFERENCE = Target(
     name="reference",
     summary="graph IR executed by portc's numpy reference interpreter (float64 accumulation)",
     description={"artifact": PROGRAM_FILE, "precision": "float64 compute, rounded per op"},
     compile=compile_reference,
-    runtimes=(Runtime("interpreter", "numpy reference interpreter", InterpreterExecutable),),
+    runtimes=(Runtime("interpreter", "numpy reference interpreter", InterpreterExecutable),
+              Runtime("kernels", "shared kernel-IR lowering executed in numpy (checks the "
+                      "lowering all hardware targets start from)", KernelIRExecutable)),
     # moe-routing first: the reference then executes the same dispatch/grouped-GEMM form that
     # targets lower, checked against moe.moe's direct kernel in the changed model's reference
     graph_pipeline=("moe-routing", "canonicalize", "fold-constants", "cse", "dce"),
