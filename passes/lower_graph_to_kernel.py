@@ -233,6 +233,9 @@ class GraphLowering:
         self.program = program
         self.kb = KernelProgramBuilder(program.weights)
         self.uses: dict[SSAValue, int] = {}
+        #: graph op that produced each lazy expression: kernels that materialise it are named
+        #: after it, so a fault or a slow kernel points at the model op it came from
+        self.producer: dict[int, str] = {}
 
     def origin(self, op: Operation) -> str:
         return op.name
@@ -266,6 +269,7 @@ class GraphLowering:
             except LoweringError as e:
                 raise LoweringError(f"{op.name}: {e}") from None
             for r, e in zip(op.results, res, strict=True):
+                self.producer.setdefault(id(e.node), op.name)
                 env[r] = self._settle(op, r, e)
         self._bind_outputs(outputs, env)
         module = ModuleOp([*self.kb.buffers.values(), *self.kb.ops])
@@ -276,7 +280,7 @@ class GraphLowering:
         if e.view is not None or isinstance(e.node, Const):
             return e
         if self.uses.get(r, 0) > 1 or e.cost() > FUSE_LIMIT:
-            return leaf(self.kb.materialize(self.origin(op), e))
+            return leaf(self.kb.materialize(self.producer.get(id(e.node), op.name), e))
         return e
 
     def _bind_outputs(self, outputs: list[SSAValue], env: dict[SSAValue, Expr]) -> None:
@@ -294,12 +298,13 @@ class GraphLowering:
                 continue
             shape = e.shape
             out = self.kb.buffer("out", e.dtype, numel(shape), "output", name, shape)
-            self.kb.generic("output", broadcast_expr(e, shape), View.contiguous(out, e.dtype, shape))
+            self.kb.generic(self.producer.get(id(e.node), "output"), broadcast_expr(e, shape),
+                            View.contiguous(out, e.dtype, shape))
             claimed.add(out)
 
     # helpers shared by lowerings
     def view_of(self, op: Operation, x: Expr) -> View:
-        return self.kb.as_view(self.origin(op), x)
+        return self.kb.as_view(self.producer.get(id(x.node), self.origin(op)), x)
 
 
 # ---------------------------------------------------------------------------- elementwise ops

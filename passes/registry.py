@@ -27,6 +27,11 @@ def _load() -> None:
         return
     _loaded = True
     from portc.passes import graph_passes  # noqa: F401 - registers built-ins
+    from portc.passes.lower_graph_to_kernel import LowerGraphToKernel
+    from portc.passes.plan_buffers import PlanBuffers
+
+    register_pass(LowerGraphToKernel)
+    register_pass(PlanBuffers)
 
     for ep in entry_points(group="portc.passes"):
         cls = ep.load()

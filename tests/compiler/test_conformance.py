@@ -44,3 +44,12 @@ def test_reference_target_passes_at_least_80_percent_of_all_cases() -> None:
     summary = summarize(results)
     assert summary["total"] == total
     assert summary["pass_rate"] >= 0.80, f"{summary['passed']}/{total}"
+
+
+@pytest.mark.slow
+def test_shared_kernel_lowering_passes_at_least_85_percent_of_all_cases() -> None:
+    """Every hardware target starts from this lowering: its pass rate bounds theirs."""
+    results = run_conformance("reference", runtime="kernels", progress=False,
+                              jobs=os.cpu_count() or 1)
+    summary = summarize(results)
+    assert summary["pass_rate"] >= 0.85, f"{summary['passed']}/{summary['total']}"
