@@ -36,6 +36,14 @@ class ModelChangeOptions:
     #: w4/w2: GPTQ error compensation with AWQ scaling and act-order (needs calibration data)
     gptq: bool = False
     gptq_damp: float = 0.1
+    #: int8 per-tensor: search SmoothQuant strength, clipping and zero point per layer on the
+    #: calibration data (``tune_int8``); False gives plain min-max/percentile scales
+    int8_tune: bool = True
+    #: int8 per-tensor: keep the most sensitive matmuls in float (at most ``int8_max_float``)
+    #: until every output's cosine against the float model on a held-out batch reaches this
+    #: (0 disables the fallback)
+    int8_min_cosine: float = 0.99
+    int8_max_float: int = 4
 
     @property
     def any(self) -> bool:
@@ -87,6 +95,8 @@ def _quantize(program: Program, opts: ModelChangeOptions, seed: int
 
     scheme = opts.quantize
     info: dict[str, Any] = {"pass": f"quantize-{scheme}"}
+    if scheme == "int8" and opts.act_granularity == "per_tensor" and opts.int8_tune:
+        return _quantize_int8_tuned(program, opts, seed, info)
     if scheme in ("int8", "fp8"):
         batches, source = calibration_batches(program, opts.calib, seed)
         try:
@@ -114,6 +124,37 @@ def _quantize(program: Program, opts: ModelChangeOptions, seed: int
         return quantize(program, pass_, cal), info
     except ValueError as e:
         raise InputError(f"--quantize {scheme}: {e}") from e
+
+
+#: activation rows per matmul kept for the int8 layer-wise search
+TUNE_ROWS = 512
+
+
+def _quantize_int8_tuned(program: Program, opts: ModelChangeOptions, seed: int,
+                         info: dict[str, Any]) -> tuple[Program, dict[str, Any]]:
+    """Static per-tensor int8 with per-layer tuned SmoothQuant strength, clipping and zero
+    point, then the mixed-precision fallback checked on a held-out batch (a calibration batch
+    would flatter the tuned scales). Reports every layer's choice and error."""
+    from portc.compiler.api import random_inputs
+    from portc.passes.calibration import calibrate
+    from portc.passes.quantize import quantize_int8_with_fallback, tune_int8
+
+    batches, source = calibration_batches(program, opts.calib, seed)
+    try:
+        cal = calibrate(program, batches, opts.calib_method, opts.percentile, samples=TUNE_ROWS)
+    except ValueError as e:
+        raise InputError(f"calibration: {e}") from e
+    tuned, choices = tune_int8(program, cal)
+    held_out = [random_inputs(program, seed + 2000)]
+    quantized, fallbacks = quantize_int8_with_fallback(
+        program, tuned, choices, held_out, opts.int8_min_cosine, opts.int8_max_float)
+    info["calibration"] = f"{opts.calib_method} over {source}"
+    info["activations"] = "per_tensor (static), tuned per layer"
+    info["int8_layers"] = {
+        c.key: f"smooth={c.alpha:g} {'asym' if c.asym else 'sym'} clip={c.clip:g} "
+               f"err={c.rel_error:.2e} (min-max {c.baseline:.2e})" for c in choices}
+    info["fallback_to_float"] = {f["key"]: f["reason"] for f in fallbacks} or "none needed"
+    return quantized, info
 
 
 def _sparsify(program: Program, spec: str) -> tuple[Program, dict[str, Any]]:

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, f64
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    f64,
+    i1,
+)
 from xdsl.ir import Operation, SSAValue
 
 from portc.compiler.errors import IRError
@@ -37,6 +45,11 @@ ACT_RANGE_ATTR = "portc.act_range"
 #: used by SmoothQuant-style migration (int8) and activation-aware scaling (w4/w2)
 CHAN_ABSMAX_ATTR = "portc.act_chan_absmax"
 CHAN_SQMEAN_ATTR = "portc.act_chan_sqmean"
+#: per-layer SmoothQuant migration strength chosen by ``tune_int8``; when present, the op's
+#: ``portc.act_range`` is the range of the *smoothed* activation ``x / s`` (already clipped)
+SMOOTH_ALPHA_ATTR = "portc.smooth_alpha"
+#: per-layer choice of an asymmetric (zero-point) activation quantizer, chosen by ``tune_int8``
+ACT_ASYM_ATTR = "portc.act_asym"
 #: name (in the weight store) of a matmul activation's second-moment matrix ``E[x x^T]`` [K, K]
 #: (float64), the GPTQ Hessian up to a factor; written by ``annotate(module, weights)`` only
 HESSIAN_ATTR = "portc.act_hessian"
@@ -69,6 +82,16 @@ class Calibration:
     #: matmul keys only, with ``calibrate(..., hessian=True)``: ``E[x x^T]`` over all rows [K, K]
     #: (not serialized by ``to_json``; too large for text, and recomputable)
     hessians: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    #: matmul keys only, with ``calibrate(..., samples=R)``: up to R activation rows [R, K]
+    #: (float32) kept for layer-wise scale searches (``tune_int8``); not serialized
+    rows: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    #: matmul keys only: per-channel min and max of the activation (for searches; not serialized)
+    chan_lo: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    chan_hi: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    #: tuned per-layer choices (``tune_int8``): SmoothQuant strength and zero-point use; for a
+    #: key in ``smooth``, ``ranges[key]`` is the clipped range of the smoothed activation
+    smooth: dict[str, float] = field(default_factory=dict)
+    asym: dict[str, bool] = field(default_factory=dict)
 
     def absmax(self, key: str) -> float:
         lo, hi = self.ranges[key]
@@ -95,6 +118,10 @@ class Calibration:
                 lo, hi = self.ranges[key]
                 op.attributes[ACT_RANGE_ATTR] = DenseArrayBase.from_list(f64, [lo, hi])
                 n += 1
+            if key in self.smooth:
+                op.attributes[SMOOTH_ALPHA_ATTR] = FloatAttr(float(self.smooth[key]), f64)
+            if key in self.asym:
+                op.attributes[ACT_ASYM_ATTR] = IntegerAttr(int(self.asym[key]), i1)
             for attr, table in ((CHAN_ABSMAX_ATTR, self.chan_absmax),
                                 (CHAN_SQMEAN_ATTR, self.chan_sqmean)):
                 if key in table:
@@ -107,7 +134,8 @@ class Calibration:
     def to_json(self) -> str:
         return json.dumps({"method": self.method, "percentile": self.percentile,
                            "ranges": {k: list(v) for k, v in self.ranges.items()},
-                           "chan_absmax": self.chan_absmax, "chan_sqmean": self.chan_sqmean},
+                           "chan_absmax": self.chan_absmax, "chan_sqmean": self.chan_sqmean,
+                           "smooth": self.smooth, "asym": self.asym},
                           indent=1)
 
     @staticmethod
@@ -116,7 +144,9 @@ class Calibration:
         return Calibration(d["method"], float(d["percentile"]),
                            {k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()},
                            {k: [float(x) for x in v] for k, v in d.get("chan_absmax", {}).items()},
-                           {k: [float(x) for x in v] for k, v in d.get("chan_sqmean", {}).items()})
+                           {k: [float(x) for x in v] for k, v in d.get("chan_sqmean", {}).items()},
+                           smooth={k: float(v) for k, v in d.get("smooth", {}).items()},
+                           asym={k: bool(v) for k, v in d.get("asym", {}).items()})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
@@ -134,6 +164,18 @@ def act_range(op: Operation) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
+def smooth_alpha_of(op: Operation) -> float | None:
+    """The tuned per-layer SmoothQuant strength of ``op`` (``SMOOTH_ALPHA_ATTR``), or None."""
+    a = op.attributes.get(SMOOTH_ALPHA_ATTR)
+    return float(a.value.data) if isinstance(a, FloatAttr) else None
+
+
+def act_asym_of(op: Operation) -> bool | None:
+    """The tuned per-layer zero-point choice of ``op`` (``ACT_ASYM_ATTR``), or None."""
+    a = op.attributes.get(ACT_ASYM_ATTR)
+    return bool(a.value.data) if isinstance(a, IntegerAttr) else None
+
+
 def chan_stat(op: Operation, attr: str) -> np.ndarray | None:
     """A per-channel statistic (``CHAN_ABSMAX_ATTR`` / ``CHAN_SQMEAN_ATTR``) as float64, or None."""
     a = op.attributes.get(attr)
@@ -144,7 +186,7 @@ def chan_stat(op: Operation, attr: str) -> np.ndarray | None:
 
 def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
               method: str = "minmax", percentile: float = 99.99, seed: int = 0,
-              hessian: bool = False) -> Calibration:
+              hessian: bool = False, samples: int = 0) -> Calibration:
     """Run ``program`` on each input batch and record activation ranges.
 
     ``minmax`` keeps the exact extremes; ``percentile`` clips outliers to the ``percentile``-th
@@ -153,6 +195,11 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
 
     ``hessian=True`` also accumulates ``E[x x^T]`` of each matmul activation (rows = all leading
     axes), the layer Hessian GPTQ error compensation needs (``quantize-w4{gptq}``).
+
+    ``samples=R`` keeps up to R activation rows of every matmul (a seeded uniform subset over
+    all batches; each batch contributes at most R rows, so memory stays bounded) plus
+    per-channel min/max, the data ``tune_int8`` searches
+    smoothing and clipping on.
     """
     from portc.runtimes.reference.interpreter import run_program
 
@@ -171,10 +218,13 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
     csq: dict[str, np.ndarray] = {}
     crows: dict[str, int] = {}
     hess: dict[str, np.ndarray] = {}
+    kept: dict[str, list[np.ndarray]] = {}
+    clo: dict[str, np.ndarray] = {}
+    chi: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(seed)
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
-    samples: dict[str, list[np.ndarray]] = {}
+    pct_samples: dict[str, list[np.ndarray]] = {}
 
     def record(value: SSAValue, arr: np.ndarray) -> None:
         keys = watch.get(value)
@@ -197,10 +247,17 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
                 crows[k] = crows.get(k, 0) + rows.shape[0]
                 if xtx is not None:
                     hess[k] = hess[k] + xtx if k in hess else xtx.copy()
+                if samples:
+                    rlo, rhi = rows.min(axis=0), rows.max(axis=0)
+                    clo[k] = np.minimum(clo[k], rlo) if k in clo else rlo
+                    chi[k] = np.maximum(chi[k], rhi) if k in chi else rhi
+                    pick = rows if rows.shape[0] <= samples else rows[np.sort(
+                        rng.choice(rows.shape[0], samples, replace=False))]
+                    kept.setdefault(k, []).append(pick.astype(np.float32))
             lo[k] = min(lo.get(k, mn), mn)
             hi[k] = max(hi.get(k, mx), mx)
             if method == "percentile":
-                samples.setdefault(k, []).append(sub)
+                pct_samples.setdefault(k, []).append(sub)
 
     def on_op(op: Operation, results: list[np.ndarray]) -> None:
         for r, arr in zip(op.results, results, strict=True):
@@ -218,15 +275,21 @@ def calibrate(program: Program, batches: Iterable[Mapping[str, np.ndarray]],
     ranges: dict[str, tuple[float, float]] = {}
     for k in lo:
         if method == "percentile":
-            allv = np.concatenate(samples[k])
+            allv = np.concatenate(pct_samples[k])
             ranges[k] = (min(0.0, float(np.percentile(allv, 100.0 - percentile))),
                          max(0.0, float(np.percentile(allv, percentile))))
         else:
             ranges[k] = (lo[k], hi[k])
+    rows_kept: dict[str, np.ndarray] = {}
+    for k, parts in kept.items():
+        allr = np.concatenate(parts)
+        if allr.shape[0] > samples:
+            allr = allr[np.sort(rng.choice(allr.shape[0], samples, replace=False))]
+        rows_kept[k] = allr
     return Calibration(method, percentile, ranges,
                        {k: [float(x) for x in v] for k, v in cmax.items()},
                        {k: [float(x) for x in csq[k] / crows[k]] for k in csq},
-                       {k: hess[k] / crows[k] for k in hess})
+                       {k: hess[k] / crows[k] for k in hess}, rows_kept, clo, chi)
 
 
 def token_batches(program: Program, n: int, seed: int = 0, vocab: tuple[int, int] = (1000, 30522),

@@ -44,9 +44,12 @@ from portc.passes.calibration import (
     CHAN_SQMEAN_ATTR,
     HESSIAN_ATTR,
     Calibration,
+    act_asym_of,
     act_range,
     chan_stat,
+    op_key,
     quantizable_ops,
+    smooth_alpha_of,
 )
 
 QUANTIZED_ATTR = "portc.quantized"
@@ -295,15 +298,19 @@ class QuantizeInt8Pattern(RewritePattern):
         x = op.operands[0]
         detail: list[str] = []
         xmax = chan_stat(op, CHAN_ABSMAX_ATTR) if is_mm else None
-        if self.alpha > 0 and xmax is not None and xmax.shape[0] == w.shape[0]:
-            sm = _smooth_factors(w, xmax, self.alpha)
+        tuned_alpha = smooth_alpha_of(op)  # per-layer choice of tune_int8, if any
+        alpha = self.alpha if tuned_alpha is None else tuned_alpha
+        asymmetric = self.asymmetric if (a_op := act_asym_of(op)) is None else a_op
+        if alpha > 0 and xmax is not None and xmax.shape[0] == w.shape[0]:
+            sm = _smooth_factors(w, xmax, alpha)
             w = (w.astype(np.float64) * sm.astype(np.float64)[:, None]).astype(np.float32)
             x = e.binary("mul", x, e.const((1.0 / sm.astype(np.float64)).astype(np.float32),
                                            "smooth_inv"))
-            inv = (1.0 / sm.astype(np.float64)).astype(np.float32).astype(np.float64)
-            amax = float(np.max(xmax * inv))
-            rng = (-amax, amax) if rng[0] < 0 else (0.0, amax)
-            detail.append(f"smooth={self.alpha:g}")
+            if tuned_alpha is None:  # a tuned act_range already describes x / s
+                inv = (1.0 / sm.astype(np.float64)).astype(np.float32).astype(np.float64)
+                amax = float(np.max(xmax * inv))
+                rng = (-amax, amax) if rng[0] < 0 else (0.0, amax)
+            detail.append(f"smooth={alpha:g}")
         s_w = weight_scales_int8(w, axis, self.per_channel)
         wq = quantize_int8(w, s_w, axis)
         s_w64 = s_w.astype(np.float64)
@@ -317,7 +324,7 @@ class QuantizeInt8Pattern(RewritePattern):
             y = e.binary("mul", e.cast(acc, "float32"), s_row)
             y = _epilogue(e, op, y, s_w)
             detail.append("per_token")
-        elif self.asymmetric and is_mm:
+        elif asymmetric and is_mm:
             # zero point: all 256 levels on [lo, hi] (halves the step for post-GELU/softmax)
             s_x, zp = asym_params(*rng)
             xq = _quantize_activation_asym(e, x, s_x, zp)
@@ -378,6 +385,158 @@ class QuantizeInt8Pass(ModulePass):
         kept = _mark_float(op, weights, _parse_keep(self.keep_float), needs_range=True)
         _run_patterns(op, QuantizeInt8Pattern(weights, self.per_channel, self.act_granularity,
                                               self.asymmetric, self.smooth_alpha, kept))
+
+
+# ------------------------------------------------------------------------------------ int8 tuning
+
+#: SmoothQuant strengths and clipping ratios (of the full calibrated range) ``tune_int8`` tries
+TUNE_ALPHAS = (0.0, 0.5, 0.7, 0.85)
+TUNE_CLIPS = (1.0, 0.9, 0.8, 0.65, 0.5, 0.35)
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """What ``tune_int8`` chose for one matmul, and the layer output error it measured:
+    ``rel_error = |Q(x/s) Q(sW) - xW|^2 / |xW|^2`` on the calibration rows (``baseline`` is
+    the same for the plain min-max symmetric quantizer without smoothing)."""
+
+    key: str
+    alpha: float
+    asym: bool
+    clip: float
+    lo: float
+    hi: float
+    rel_error: float
+    baseline: float
+
+
+def _fake_quant_act(x: np.ndarray, lo: float, hi: float, asym: bool) -> np.ndarray:
+    """The static per-tensor activation quantizer of ``QuantizeInt8Pattern``, dequantized."""
+    if asym:
+        s, zp = asym_params(lo, hi)
+        q = np.clip(np.round(x / s) + zp, -128, INT8_MAX) - zp
+    else:
+        s = _act_scale(max(abs(lo), abs(hi)), INT8_MAX)
+        q = np.clip(np.round(x / s), -INT8_MAX, INT8_MAX)
+    return (q * s).astype(np.float32)
+
+
+def search_int8_layer(key: str, w: np.ndarray, rows: np.ndarray, chan_lo: np.ndarray,
+                      chan_hi: np.ndarray, xmax: np.ndarray,
+                      alphas: Sequence[float] = TUNE_ALPHAS,
+                      clips: Sequence[float] = TUNE_CLIPS) -> LayerChoice:
+    """Layer-wise search for the static int8 scheme of ``rows @ w`` with the least output
+    error: SmoothQuant strength ``alpha`` (moves per-channel activation outliers, e.g. the
+    few huge LayerNorm channels of BERT, into the weight), clipping ratio of the per-tensor
+    activation range (MSE-optimal clipping: heavy-tailed post-GELU activations lose less to
+    clipping a rare spike than to a coarse step everywhere) and symmetric vs zero-point
+    quantizer. Weights are quantized per output channel exactly as the pass does. The search
+    runs in float32 on the calibration rows; it is a proxy, the pass then computes exactly."""
+    ref = rows @ w
+    ref_energy = float(np.sum(ref.astype(np.float64) ** 2)) or 1.0
+    best: LayerChoice | None = None
+    baseline = 0.0
+    for alpha in alphas:
+        sm = _smooth_factors(w, xmax, alpha) if alpha > 0 else np.ones(w.shape[0], np.float32)
+        inv = (1.0 / sm.astype(np.float64)).astype(np.float32)
+        ws = (w.astype(np.float64) * sm.astype(np.float64)[:, None]).astype(np.float32)
+        s_w = weight_scales_int8(ws, 1)
+        wd = (quantize_int8(ws, s_w, 1).astype(np.float32) * s_w).astype(np.float32)
+        xs = rows * inv
+        lo_s = float(min(0.0, np.min(chan_lo * inv)))
+        hi_s = float(max(0.0, np.max(chan_hi * inv)))
+        for asym in (False, True):
+            for c in clips:
+                xq = _fake_quant_act(xs, c * lo_s, c * hi_s, asym)
+                err = float(np.sum(((xq @ wd) - ref).astype(np.float64) ** 2)) / ref_energy
+                if alpha == 0 and not asym and c == 1.0:
+                    baseline = err
+                if best is None or err < best.rel_error:
+                    best = LayerChoice(key, float(alpha), asym, float(c), c * lo_s, c * hi_s,
+                                       err, 0.0)
+    assert best is not None
+    return LayerChoice(**{**best.__dict__, "baseline": baseline})
+
+
+def tune_int8(program: Program, calibration: Calibration,
+              alphas: Sequence[float] = TUNE_ALPHAS, clips: Sequence[float] = TUNE_CLIPS
+              ) -> tuple[Calibration, list[LayerChoice]]:
+    """Per-layer static int8 choices for every constant-weight matmul of ``program`` whose
+    calibration kept activation rows (``calibrate(..., samples=R)``): a copy of
+    ``calibration`` whose ``ranges``/``smooth``/``asym`` carry them (``annotate`` writes them
+    onto the ops, ``quantize-int8`` honours them), and the choices with their errors."""
+    weights = program.weights
+    out = Calibration(calibration.method, calibration.percentile, dict(calibration.ranges),
+                      calibration.chan_absmax, calibration.chan_sqmean, calibration.hessians,
+                      calibration.rows, calibration.chan_lo, calibration.chan_hi,
+                      dict(calibration.smooth), dict(calibration.asym))
+    choices: list[LayerChoice] = []
+    for i, op in enumerate(quantizable_ops(program.module)):
+        key = op_key(op, i)
+        w = _weight_of(op, weights)
+        if (w is None or not isinstance(op, g.MatMulOp) or key not in calibration.rows
+                or key not in calibration.chan_absmax):
+            continue
+        ch = search_int8_layer(key, w, calibration.rows[key], calibration.chan_lo[key],
+                               calibration.chan_hi[key],
+                               np.asarray(calibration.chan_absmax[key], np.float64),
+                               alphas, clips)
+        out.ranges[key] = (ch.lo, ch.hi)
+        out.smooth[key] = ch.alpha
+        out.asym[key] = ch.asym
+        choices.append(ch)
+    return out, choices
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    den = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return float(x @ y / den) if den > 0 else float(np.array_equal(x, y))
+
+
+def quantize_int8_with_fallback(program: Program, calibration: Calibration,
+                                choices: Sequence[LayerChoice],
+                                check: Sequence[Mapping[str, np.ndarray]],
+                                min_cosine: float = 0.99, max_float: int = 4,
+                                **pass_options: Any) -> tuple[Program, list[dict[str, Any]]]:
+    """Static int8 with automatic mixed precision, the way TensorRT/ATC fall back per layer:
+    quantize everything, measure the cosine of every output against the float program on the
+    ``check`` inputs, and while the worst one is below ``min_cosine`` keep the not yet kept
+    matmul with the largest tuned layer error (``LayerChoice.rel_error``) in float, at most
+    ``max_float`` of them. Returns the program and one entry per kept layer saying why
+    (the float ops also carry the reason in ``portc.float_reason`` for reports)."""
+    from portc.runtimes.reference.interpreter import run_program
+
+    refs = [run_program(program, f) for f in check]
+
+    def worst(q: Program) -> float:
+        outs = [run_program(q, f) for f in check]
+        return min(_cosine(o[n], r[n]) for o, r in zip(outs, refs, strict=True) for n in r)
+
+    ranked = sorted(choices, key=lambda c: -c.rel_error)
+    kept: list[LayerChoice] = []
+    fallbacks: list[dict[str, Any]] = []
+    while True:
+        keep = ",".join(c.key for c in kept)
+        q = quantize(program, QuantizeInt8Pass(keep_float=keep, **pass_options), calibration)
+        cos = worst(q)
+        if fallbacks:
+            fallbacks[-1]["cosine_after"] = cos
+        if cos >= min_cosine or len(kept) >= min(max_float, len(ranked)):
+            break
+        nxt = ranked[len(kept)]
+        kept.append(nxt)
+        fallbacks.append({"key": nxt.key, "layer_error": nxt.rel_error, "cosine_before": cos,
+                          "reason": f"model cosine {cos:.4f} < {min_cosine} and this layer has "
+                                    f"the largest remaining int8 output error "
+                                    f"({nxt.rel_error:.2e})"})
+    reasons = {f["key"]: f["reason"] for f in fallbacks}
+    for o in q.module.walk():
+        k = o.attributes.get(LAYER_KEY_ATTR)
+        if isinstance(k, StringAttr) and k.data in reasons:
+            o.attributes[FLOAT_REASON_ATTR] = StringAttr(
+                "mixed-precision fallback: " + reasons[k.data])
+    return q, fallbacks
 
 
 # ------------------------------------------------------------------------------------ w4 / w2

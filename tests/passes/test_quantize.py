@@ -374,3 +374,87 @@ def test_gptq_lowers_output_error_and_keeps_valid_int4(rng: np.random.Generator)
     assert rep["scheme_details"] == {"gptq": 1} and rep["quantized_ops"] == {"matmuls_w4": 1}
     with pytest.raises(IRError, match="gptq_damp"):
         quantize(prog, QuantizeW4Pass(gptq=True, gptq_damp=1.5), calib)
+
+
+# ------------------------------------------------------------------------------------ int8 tuning
+
+
+def _outlier_linear(rng: np.random.Generator) -> Program:
+    """``(x * c) @ W`` where ``c`` blows up two input channels 40x: the LayerNorm-output
+    outlier pattern of BERT that ruins one static per-tensor scale."""
+    b = GraphBuilder()
+    x = b.add_input("x", TensorSpec((16, 64), "float32"))
+    c = np.ones(64, np.float32)
+    c[[3, 17]] = 40.0
+    w = (rng.standard_normal((64, 32)) / 8).astype(np.float32)
+    y = b.matmul(b.binary("mul", x, b.const(c, hint="c")), b.const(w, hint="w"))
+    return b.finish([("y", y)])
+
+
+def test_tuned_int8_migrates_outlier_channels_and_beats_minmax(rng: np.random.Generator) -> None:
+    from portc.passes.quantize import tune_int8
+
+    prog = _outlier_linear(rng)
+    cal = calibrate(prog, _batches(prog, 8), samples=128)
+    assert cal.rows["graph.matmul#0"].shape == (128, 64)
+    tuned, (choice,) = tune_int8(prog, cal)
+    assert choice.alpha > 0 and choice.rel_error < choice.baseline / 4
+    assert Calibration.from_json(tuned.to_json()).smooth == tuned.smooth
+    x = random_inputs(prog, seed=999)
+    plain = quantization_report(prog, quantize(prog, QuantizeInt8Pass(), cal), x)
+    good = quantization_report(prog, quantize(prog, QuantizeInt8Pass(), tuned), x)
+    # independent float reference: the report's cosine is against the float program
+    assert good["outputs"]["y"]["cosine"] > plain["outputs"]["y"]["cosine"]
+    assert 1 - good["outputs"]["y"]["cosine"] < (1 - plain["outputs"]["y"]["cosine"]) / 4
+
+
+def test_tuned_int8_is_bit_exact_against_numpy(rng: np.random.Generator) -> None:
+    """With a tuned smoothing strength, zero point and clipped range, the integer accumulator
+    and the float result equal the same math written directly in numpy."""
+    from portc.passes.quantize import _smooth_factors, tune_int8
+
+    prog, w, bias = _linear(rng)
+    cal = calibrate(prog, _batches(prog, 8), samples=64)
+    tuned, _ = tune_int8(prog, cal)
+    key = "graph.matmul#0"
+    tuned.smooth[key], tuned.asym[key] = 0.5, True
+    lo, hi = tuned.ranges[key] = (-1.5, 2.5)  # a clipped range in the smoothed space
+    q = quantize(prog, QuantizeInt8Pass(), tuned)
+    x = random_inputs(prog, seed=7)["x"] * np.float32(3)  # beyond the range: clipping shows
+    got, accs = _grab_int8(q, x)
+    sm = _smooth_factors(w, np.asarray(cal.chan_absmax[key]), 0.5)
+    ws = (w.astype(np.float64) * sm.astype(np.float64)[:, None]).astype(np.float32)
+    xs = (x * (1.0 / sm.astype(np.float64)).astype(np.float32)).astype(np.float32)
+    s_x = np.float32((hi - lo) / 255.0)
+    zp = int(np.clip(-128 - np.round(lo / np.float64(s_x)), -128, 127))
+    xq = np.clip(np.round((xs / s_x).astype(np.float32)) + zp, -128, 127).astype(np.int8)
+    s_w = (np.abs(ws).max(axis=0) / np.float32(127)).astype(np.float32)
+    wq = np.clip(np.round(ws.astype(np.float64) / s_w.astype(np.float64)), -127, 127)
+    raw = xq.astype(np.int32) @ wq.astype(np.int32)  # the int8 x int8 -> int32 matmul
+    acc = raw - zp * wq.astype(np.int32).sum(axis=0)
+    scale = (np.float64(s_x) * s_w.astype(np.float64)).astype(np.float32)
+    want = (acc.astype(np.float32) * scale + bias).astype(np.float32)
+    np.testing.assert_array_equal(accs[0], raw)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fallback_keeps_the_most_sensitive_layer_in_float_and_says_why(
+        rng: np.random.Generator) -> None:
+    from portc.passes.quantize import quantize_int8_with_fallback, tune_int8
+
+    prog = _mlp(rng)
+    cal = calibrate(prog, _batches(prog), samples=64)
+    tuned, choices = tune_int8(prog, cal)
+    worst = max(choices, key=lambda c: c.rel_error).key
+    check = [random_inputs(prog, seed=500)]
+    # an unreachable target: falls back one layer at a time up to max_float
+    q, fb = quantize_int8_with_fallback(prog, tuned, choices, check, min_cosine=1.0, max_float=1)
+    assert [f["key"] for f in fb] == [worst] and "largest remaining" in fb[0]["reason"]
+    rep = quantization_report(prog, q, check[0])
+    assert [f["key"] for f in rep["float_ops"]] == [worst]
+    assert rep["float_ops"][0]["reason"].startswith("mixed-precision fallback")
+    assert rep["quantized_ops"] == {"matmuls_int8": 1}
+    # a reachable target keeps everything in int8
+    q2, fb2 = quantize_int8_with_fallback(prog, tuned, choices, check, min_cosine=0.9)
+    assert fb2 == [] and quantization_report(prog, q2, check[0])["quantized_ops"] == {
+        "matmuls_int8": 2}
