@@ -1,0 +1,856 @@
+"""Hand-written PTX kernels the ptxsim tests execute; every one must assemble with
+``ptxas -arch=sm_80`` (test_ptxas.py), so the simulator is held to real PTX syntax."""
+
+from __future__ import annotations
+
+HEADER = """.version 8.0
+.target sm_80
+.address_size 64
+"""
+
+# c[i] = a[i] + b[i] for i < n; the grid is rounded up, so the tail block is partly idle
+VADD = HEADER + """
+.visible .entry vadd(
+    .param .u64 pa,
+    .param .u64 pb,
+    .param .u64 pc,
+    .param .u32 n
+)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<6>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<10>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pc];
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %ntid.x;
+    mov.u32 %r4, %tid.x;
+    mad.lo.s32 %r5, %r2, %r3, %r4;
+    setp.ge.u32 %p1, %r5, %r1;
+    @%p1 bra $L_done;
+    cvta.to.global.u64 %rd4, %rd1;
+    cvta.to.global.u64 %rd5, %rd2;
+    cvta.to.global.u64 %rd6, %rd3;
+    mul.wide.u32 %rd7, %r5, 4;
+    add.s64 %rd8, %rd4, %rd7;
+    ld.global.f32 %f1, [%rd8];
+    add.s64 %rd8, %rd5, %rd7;
+    ld.global.nc.f32 %f2, [%rd8];
+    add.rn.f32 %f3, %f1, %f2;
+    add.s64 %rd9, %rd6, %rd7;
+    st.global.f32 [%rd9], %f3;
+$L_done:
+    ret;
+}
+"""
+
+# Same kernel with the tail guard forgotten: threads past n store out of bounds.
+VADD_NO_GUARD = VADD.replace("    @%p1 bra $L_done;\n", "").replace(".entry vadd(", ".entry vadd_noguard(")
+
+
+def block_reduce(with_barrier: bool = True) -> str:
+    """out[block] = sum of the block's 256 inputs: shared-memory tree, bar.sync per level."""
+    bar = "    bar.sync 0;\n" if with_barrier else ""
+    name = "block_sum" if with_barrier else "block_sum_racy"
+    return HEADER + f"""
+.visible .entry {name}(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{{
+    .reg .pred %p<3>;
+    .reg .b32 %r<12>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<8>;
+    .shared .align 4 .b8 sdata[1024];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %ntid.x;
+    mad.lo.s32 %r4, %r2, %r3, %r1;
+    mul.wide.u32 %rd3, %r4, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.f32 %f1, [%rd4];
+    mov.u32 %r5, sdata;
+    shl.b32 %r6, %r1, 2;
+    add.s32 %r7, %r5, %r6;
+    st.shared.f32 [%r7], %f1;
+{bar}    shr.u32 %r8, %r3, 1;
+$L_loop:
+    setp.ge.u32 %p1, %r1, %r8;
+    @%p1 bra $L_skip;
+    shl.b32 %r9, %r8, 2;
+    add.s32 %r10, %r7, %r9;
+    ld.shared.f32 %f2, [%r10];
+    ld.shared.f32 %f3, [%r7];
+    add.f32 %f3, %f3, %f2;
+    st.shared.f32 [%r7], %f3;
+$L_skip:
+    bar.sync 0;
+    shr.u32 %r8, %r8, 1;
+    setp.ne.s32 %p2, %r8, 0;
+    @%p2 bra $L_loop;
+    setp.ne.s32 %p1, %r1, 0;
+    @%p1 bra $L_end;
+    ld.shared.f32 %f1, [sdata];
+    mul.wide.u32 %rd5, %r2, 4;
+    add.s64 %rd6, %rd2, %rd5;
+    st.global.f32 [%rd6], %f1;
+$L_end:
+    ret;
+}}
+"""
+
+
+# out[warp] = sum of the warp's 32 inputs via shfl.sync.bfly (xor 16, 8, 4, 2, 1)
+WARP_SUM = HEADER + """
+.visible .entry warp_sum(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<10>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<8>;
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %ntid.x;
+    mad.lo.s32 %r4, %r2, %r3, %r1;
+    mul.wide.u32 %rd3, %r4, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.f32 %f1, [%rd4];
+    shfl.sync.bfly.b32 %f2, %f1, 16, 31, -1;
+    add.f32 %f1, %f1, %f2;
+    shfl.sync.bfly.b32 %f2, %f1, 8, 31, -1;
+    add.f32 %f1, %f1, %f2;
+    shfl.sync.bfly.b32 %f2, %f1, 4, 31, -1;
+    add.f32 %f1, %f1, %f2;
+    shfl.sync.bfly.b32 %f2, %f1, 2, 31, -1;
+    add.f32 %f1, %f1, %f2;
+    shfl.sync.bfly.b32 %f2, %f1, 1, 31, -1;
+    add.f32 %f1, %f1, %f2;
+    mov.u32 %r5, %laneid;
+    setp.ne.s32 %p1, %r5, 0;
+    @%p1 bra $L_end;
+    shr.u32 %r6, %r4, 5;
+    mul.wide.u32 %rd5, %r6, 4;
+    add.s64 %rd6, %rd2, %rd5;
+    st.global.f32 [%rd6], %f1;
+$L_end:
+    ret;
+}
+"""
+
+# shfl.sync.up/down/idx with a pred destination: out = {up1, down3, idx(lane^5 within width 8), pred}
+SHFL_MODES = HEADER + """
+.visible .entry shfl_modes(
+    .param .u64 pout
+)
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<16>;
+    .reg .b64 %rd<8>;
+
+    ld.param.u64 %rd1, [pout];
+    cvta.to.global.u64 %rd1, %rd1;
+    mov.u32 %r1, %tid.x;
+    mul.lo.s32 %r2, %r1, 10;
+    shfl.sync.up.b32 %r3|%p1, %r2, 1, 0, -1;
+    shfl.sync.down.b32 %r4|%p2, %r2, 3, 31, -1;
+    and.b32 %r5, %r1, 7;
+    xor.b32 %r5, %r5, 5;
+    shfl.sync.idx.b32 %r6|%p3, %r2, %r5, 6175, -1;
+    selp.u32 %r7, 1, 0, %p1;
+    selp.u32 %r8, 2, 0, %p2;
+    or.b32 %r7, %r7, %r8;
+    mul.wide.u32 %rd2, %r1, 16;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v4.u32 [%rd3], {%r3, %r4, %r6, %r7};
+    ret;
+}
+"""
+
+# if (tid % 3 == 0) x = a * 2 else x = a + 1;  then y = x * tid + 7 (after the join)
+DIVERGE = HEADER + """
+.visible .entry diverge(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .pred %p<3>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<8>;
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.u32 %r2, [%rd4];
+    rem.u32 %r3, %r1, 3;
+    setp.eq.s32 %p1, %r3, 0;
+    @!%p1 bra $L_else;
+    shl.b32 %r4, %r2, 1;
+    and.b32 %r9, %r1, 1;
+    setp.eq.s32 %p2, %r9, 0;
+    @%p2 bra $L_join;
+    add.s32 %r4, %r4, 1000;
+    bra.uni $L_join;
+$L_else:
+    add.s32 %r4, %r2, 1;
+$L_join:
+    mul.lo.s32 %r5, %r4, %r1;
+    add.s32 %r5, %r5, 7;
+    add.s64 %rd5, %rd2, %rd3;
+    st.global.u32 [%rd5], %r5;
+    ret;
+}
+"""
+
+# out[i] = sum_{k < cnt[i]} (3k + 1): a loop whose trip count differs per thread
+LOOP = HEADER + """
+.visible .entry loop_count(
+    .param .u64 pcnt,
+    .param .u64 pout
+)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<10>;
+    .reg .b64 %rd<8>;
+
+    ld.param.u64 %rd1, [pcnt];
+    ld.param.u64 %rd2, [pout];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %ntid.x;
+    mad.lo.s32 %r1, %r2, %r3, %r1;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.u32 %r4, [%rd4];
+    mov.u32 %r5, 0;
+    mov.u32 %r6, 0;
+    setp.eq.s32 %p1, %r4, 0;
+    @%p1 bra $L_done;
+$L_loop:
+    mad.lo.s32 %r5, %r6, 3, %r5;
+    add.s32 %r5, %r5, 1;
+    add.s32 %r6, %r6, 1;
+    setp.lt.u32 %p1, %r6, %r4;
+    @%p1 bra $L_loop;
+$L_done:
+    add.s64 %rd5, %rd2, %rd3;
+    st.global.u32 [%rd5], %r5;
+    ret;
+}
+"""
+
+# infinite loop: the instruction limit must stop it
+SPIN = HEADER + """
+.visible .entry spin()
+{
+    .reg .b32 %r<2>;
+    mov.u32 %r1, 0;
+$L_top:
+    add.s32 %r1, %r1, 1;
+    bra.uni $L_top;
+}
+"""
+
+# bar.sync inside a branch only half the block takes
+BAR_DIVERGENT = HEADER + """
+.visible .entry bar_divergent()
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<3>;
+    mov.u32 %r1, %tid.x;
+    setp.lt.u32 %p1, %r1, 16;
+    @%p1 bra $L_end;
+    bar.sync 0;
+$L_end:
+    ret;
+}
+"""
+
+
+def mma_global(kind: str) -> str:
+    """One warp computes D = A(16x16, row) * B(16x8, col) + C(16x8 f32), each lane loading its
+    fragment straight from global memory with the addresses the PTX ISA layout prescribes:
+    groupID g = lane >> 2, t = lane & 3; a0a1 (g, 2t), a2a3 (g+8, 2t), a4a5 (g, 2t+8),
+    a6a7 (g+8, 2t+8); b0b1 (k=2t, n=g), b2b3 (k=2t+8); c0c1 (g, 2t), c2c3 (g+8, 2t).
+    B is passed transposed (Bt[n][k]) because .col means column-major."""
+    return HEADER + f"""
+.visible .entry mma_{kind}(
+    .param .u64 pa,
+    .param .u64 pbt,
+    .param .u64 pc,
+    .param .u64 pd
+)
+{{
+    .reg .b32 %r<24>;
+    .reg .f32 %f<12>;
+    .reg .b64 %rd<20>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pbt];
+    ld.param.u64 %rd3, [pc];
+    ld.param.u64 %rd4, [pd];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    cvta.to.global.u64 %rd3, %rd3;
+    cvta.to.global.u64 %rd4, %rd4;
+    mov.u32 %r1, %laneid;
+    shr.u32 %r2, %r1, 2;
+    and.b32 %r3, %r1, 3;
+    shl.b32 %r4, %r3, 1;
+    // A element (g, 2t): byte offset (g*16 + 2t) * 2
+    shl.b32 %r5, %r2, 4;
+    add.s32 %r5, %r5, %r4;
+    mul.wide.u32 %rd5, %r5, 2;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.b32 %r10, [%rd6];
+    ld.global.b32 %r11, [%rd6+256];
+    ld.global.b32 %r12, [%rd6+16];
+    ld.global.b32 %r13, [%rd6+272];
+    // Bt element (n=g, k=2t): byte offset (g*16 + 2t) * 2
+    add.s64 %rd7, %rd2, %rd5;
+    ld.global.b32 %r14, [%rd7];
+    ld.global.b32 %r15, [%rd7+16];
+    // C element (g, 2t): byte offset (g*8 + 2t) * 4
+    shl.b32 %r6, %r2, 3;
+    add.s32 %r6, %r6, %r4;
+    mul.wide.u32 %rd8, %r6, 4;
+    add.s64 %rd9, %rd3, %rd8;
+    ld.global.v2.f32 {{%f1, %f2}}, [%rd9];
+    ld.global.v2.f32 {{%f3, %f4}}, [%rd9+256];
+    mma.sync.aligned.m16n8k16.row.col.f32.{kind}.{kind}.f32 {{%f5, %f6, %f7, %f8}}, {{%r10, %r11, %r12, %r13}}, {{%r14, %r15}}, {{%f1, %f2, %f3, %f4}};
+    add.s64 %rd10, %rd4, %rd8;
+    st.global.v2.f32 [%rd10], {{%f5, %f6}};
+    st.global.v2.f32 [%rd10+256], {{%f7, %f8}};
+    ret;
+}}
+"""
+
+
+# tf32 m16n8k8: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4); b0 (k=t, n=g), b1 (k=t+4)
+MMA_TF32 = HEADER + """
+.visible .entry mma_tf32(
+    .param .u64 pa,
+    .param .u64 pbt,
+    .param .u64 pd
+)
+{
+    .reg .b32 %r<24>;
+    .reg .f32 %f<12>;
+    .reg .b64 %rd<20>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pbt];
+    ld.param.u64 %rd4, [pd];
+    mov.u32 %r1, %laneid;
+    shr.u32 %r2, %r1, 2;
+    and.b32 %r3, %r1, 3;
+    // A (16x8 row-major f32): (g*8 + t) * 4
+    shl.b32 %r5, %r2, 3;
+    add.s32 %r5, %r5, %r3;
+    mul.wide.u32 %rd5, %r5, 4;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.b32 %r10, [%rd6];
+    ld.global.b32 %r11, [%rd6+256];
+    ld.global.b32 %r12, [%rd6+16];
+    ld.global.b32 %r13, [%rd6+272];
+    cvt.rna.tf32.f32 %r10, %r10;
+    cvt.rna.tf32.f32 %r11, %r11;
+    cvt.rna.tf32.f32 %r12, %r12;
+    cvt.rna.tf32.f32 %r13, %r13;
+    // Bt (8x8, Bt[n][k]): (g*8 + t) * 4
+    add.s64 %rd7, %rd2, %rd5;
+    ld.global.b32 %r14, [%rd7];
+    ld.global.b32 %r15, [%rd7+16];
+    mov.f32 %f1, 0f00000000;
+    mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%f5, %f6, %f7, %f8}, {%r10, %r11, %r12, %r13}, {%r14, %r15}, {%f1, %f1, %f1, %f1};
+    // D (16x8 f32): (g*8 + 2t) * 4
+    shl.b32 %r6, %r3, 1;
+    shl.b32 %r7, %r2, 3;
+    add.s32 %r7, %r7, %r6;
+    mul.wide.u32 %rd8, %r7, 4;
+    add.s64 %rd10, %rd4, %rd8;
+    st.global.v2.f32 [%rd10], {%f5, %f6};
+    st.global.v2.f32 [%rd10+256], {%f7, %f8};
+    ret;
+}
+"""
+
+# A (16x16 f16, row-major) and B (16x8 f16, row-major K x N) staged in shared memory, loaded
+# with ldmatrix.x4 (A) and ldmatrix.x2.trans (B) — the canonical tensor-core feed — then mma.
+LDMATRIX_MMA = HEADER + """
+.visible .entry ldsm_mma(
+    .param .u64 pa,
+    .param .u64 pb,
+    .param .u64 pd
+)
+{
+    .reg .b32 %r<32>;
+    .reg .f32 %f<12>;
+    .reg .b64 %rd<20>;
+    .shared .align 16 .b8 sa[512];
+    .shared .align 16 .b8 sb[256];
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pd];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    cvta.to.global.u64 %rd3, %rd3;
+    mov.u32 %r1, %laneid;
+    // stage: lane l copies 16 bytes of A (row l/2, half l%2) and 8 bytes of B (row l/2, half l%2)
+    mul.wide.u32 %rd4, %r1, 16;
+    add.s64 %rd5, %rd1, %rd4;
+    ld.global.v4.u32 {%r2, %r3, %r4, %r5}, [%rd5];
+    mov.u32 %r6, sa;
+    shl.b32 %r7, %r1, 4;
+    add.s32 %r8, %r6, %r7;
+    st.shared.v4.u32 [%r8], {%r2, %r3, %r4, %r5};
+    mul.wide.u32 %rd6, %r1, 8;
+    add.s64 %rd7, %rd2, %rd6;
+    ld.global.v2.u32 {%r2, %r3}, [%rd7];
+    mov.u32 %r9, sb;
+    shl.b32 %r10, %r1, 3;
+    add.s32 %r11, %r9, %r10;
+    st.shared.v2.u32 [%r11], {%r2, %r3};
+    bar.sync 0;
+    // A: lane l points at row (l % 16), column block (l / 16) * 8
+    and.b32 %r12, %r1, 15;
+    shr.u32 %r13, %r1, 4;
+    shl.b32 %r14, %r12, 5;
+    shl.b32 %r15, %r13, 4;
+    add.s32 %r14, %r14, %r15;
+    add.s32 %r14, %r14, %r6;
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r16, %r17, %r18, %r19}, [%r14];
+    // B: lane l (< 16) points at row k = l of the 16x8 matrix (16 bytes per row)
+    shl.b32 %r20, %r12, 4;
+    add.s32 %r20, %r20, %r9;
+    ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%r21, %r22}, [%r20];
+    mov.f32 %f1, 0f00000000;
+    mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%f5, %f6, %f7, %f8}, {%r16, %r17, %r18, %r19}, {%r21, %r22}, {%f1, %f1, %f1, %f1};
+    shr.u32 %r23, %r1, 2;
+    and.b32 %r24, %r1, 3;
+    shl.b32 %r24, %r24, 1;
+    shl.b32 %r25, %r23, 3;
+    add.s32 %r25, %r25, %r24;
+    mul.wide.u32 %rd8, %r25, 4;
+    add.s64 %rd9, %rd3, %rd8;
+    st.global.v2.f32 [%rd9], {%f5, %f6};
+    st.global.v2.f32 [%rd9+256], {%f7, %f8};
+    ret;
+}
+"""
+
+
+def ldmatrix_raw(trans: bool) -> str:
+    """Four 8x8 b16 matrices (512 bytes, row-major, matrix after matrix) loaded with
+    ldmatrix.x4; every lane stores its four registers to out[lane*4 .. lane*4+3]."""
+    t = ".trans" if trans else ""
+    name = "ldsm_t" if trans else "ldsm"
+    return HEADER + f"""
+.visible .entry {name}(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{{
+    .reg .b32 %r<24>;
+    .reg .b64 %rd<12>;
+    .shared .align 16 .b8 tile[512];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    mov.u32 %r1, %laneid;
+    mul.wide.u32 %rd3, %r1, 16;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.v4.u32 {{%r2, %r3, %r4, %r5}}, [%rd4];
+    mov.u32 %r6, tile;
+    shl.b32 %r7, %r1, 4;
+    add.s32 %r8, %r6, %r7;
+    st.shared.v4.u32 [%r8], {{%r2, %r3, %r4, %r5}};
+    bar.sync 0;
+    // lane l supplies row (l % 8) of matrix (l / 8): byte offset 16 * l
+    ldmatrix.sync.aligned.m8n8.x4{t}.shared.b16 {{%r10, %r11, %r12, %r13}}, [%r8];
+    add.s64 %rd5, %rd2, %rd3;
+    st.global.v4.u32 [%rd5], {{%r10, %r11, %r12, %r13}};
+    ret;
+}}
+"""
+
+
+def cp_async_pipeline(with_barrier: bool = True) -> str:
+    """Double-buffered tile sum: out[tid] = sum over tiles k of in[k*128 + tid], each tile
+    fetched with cp.async into buffer k%2 while the previous tile is consumed; thread reads
+    the element of its neighbour (tid ^ 1) so the shared data crosses threads."""
+    bar = "    bar.sync 0;\n" if with_barrier else ""
+    name = "cp_pipe" if with_barrier else "cp_pipe_racy"
+    return HEADER + f"""
+.visible .entry {name}(
+    .param .u64 pin,
+    .param .u64 pout,
+    .param .u32 ntiles
+)
+{{
+    .reg .pred %p<3>;
+    .reg .b32 %r<24>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<12>;
+    .shared .align 16 .b8 buf[1024];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    ld.param.u32 %r1, [ntiles];
+    cvta.to.global.u64 %rd1, %rd1;
+    cvta.to.global.u64 %rd2, %rd2;
+    mov.u32 %r2, %tid.x;
+    mov.u32 %r3, buf;
+    shl.b32 %r4, %r2, 2;
+    // prologue: tile 0 -> buffer 0
+    mul.wide.u32 %rd3, %r2, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    add.s32 %r5, %r3, %r4;
+    cp.async.ca.shared.global [%r5], [%rd4], 4;
+    cp.async.commit_group;
+    mov.f32 %f1, 0f00000000;
+    mov.u32 %r6, 0;
+    xor.b32 %r12, %r2, 1;
+    shl.b32 %r12, %r12, 2;
+$L_loop:
+    add.s32 %r7, %r6, 1;
+    setp.lt.u32 %p1, %r7, %r1;
+    @!%p1 bra $L_last;
+    // issue tile k+1 into buffer (k+1)%2
+    and.b32 %r8, %r7, 1;
+    shl.b32 %r9, %r8, 9;
+    add.s32 %r10, %r3, %r9;
+    add.s32 %r10, %r10, %r4;
+    shl.b32 %r11, %r7, 7;
+    add.s32 %r11, %r11, %r2;
+    mul.wide.u32 %rd5, %r11, 4;
+    add.s64 %rd6, %rd1, %rd5;
+    cp.async.ca.shared.global [%r10], [%rd6], 4;
+    cp.async.commit_group;
+    cp.async.wait_group 1;
+    bra.uni $L_compute;
+$L_last:
+    cp.async.wait_group 0;
+$L_compute:
+{bar}    and.b32 %r13, %r6, 1;
+    shl.b32 %r13, %r13, 9;
+    add.s32 %r14, %r3, %r13;
+    add.s32 %r14, %r14, %r12;
+    ld.shared.f32 %f2, [%r14];
+    add.f32 %f1, %f1, %f2;
+    bar.sync 0;
+    mov.u32 %r6, %r7;
+    setp.lt.u32 %p2, %r6, %r1;
+    @%p2 bra $L_loop;
+    add.s64 %rd7, %rd2, %rd3;
+    st.global.f32 [%rd7], %f1;
+    ret;
+}}
+"""
+
+
+# atomics: a histogram (atom.add.u32), tickets (returned old values), a float sum,
+# max/min/exch/cas on shared and global memory
+ATOMICS = HEADER + """
+.visible .entry atomics(
+    .param .u64 pin,
+    .param .u64 phist,
+    .param .u64 ptick,
+    .param .u64 pscal
+)
+{
+    .reg .pred %p<3>;
+    .reg .b32 %r<24>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<16>;
+    .shared .align 4 .b8 smax[4];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [phist];
+    ld.param.u64 %rd3, [ptick];
+    ld.param.u64 %rd4, [pscal];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %ntid.x;
+    mad.lo.s32 %r4, %r2, %r3, %r1;
+    mul.wide.u32 %rd5, %r4, 4;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.s32 %r5, [%rd6];
+    // histogram of (x & 15)
+    and.b32 %r6, %r5, 15;
+    mul.wide.u32 %rd7, %r6, 4;
+    add.s64 %rd8, %rd2, %rd7;
+    red.global.add.u32 [%rd8], 1;
+    // ticket: old value of a counter (scal[0])
+    atom.global.add.u32 %r7, [%rd4], 1;
+    add.s64 %rd9, %rd3, %rd5;
+    st.global.u32 [%rd9], %r7;
+    // float sum into scal[1]
+    cvt.rn.f32.s32 %f1, %r5;
+    atom.global.add.f32 %f2, [%rd4+4], %f1;
+    // max and min into scal[2], scal[3]
+    atom.global.max.s32 %r8, [%rd4+8], %r5;
+    atom.global.min.s32 %r9, [%rd4+12], %r5;
+    // per-block shared max, then thread 0 writes it to scal[4 + block]
+    setp.ne.s32 %p1, %r1, 0;
+    @%p1 bra $L_skip0;
+    mov.u32 %r10, -2147483648;
+    st.shared.u32 [smax], %r10;
+$L_skip0:
+    bar.sync 0;
+    atom.shared.max.s32 %r11, [smax], %r5;
+    bar.sync 0;
+    @%p1 bra $L_skip1;
+    ld.shared.u32 %r12, [smax];
+    mul.wide.u32 %rd10, %r2, 4;
+    add.s64 %rd11, %rd4, %rd10;
+    st.global.u32 [%rd11+16], %r12;
+$L_skip1:
+    // cas: only the thread whose x equals scal[12] (initial value) succeeds in swapping to -1
+    ld.global.u32 %r13, [%rd4+48];
+    atom.global.cas.b32 %r14, [%rd4+52], %r13, %r4;
+    atom.global.exch.b32 %r15, [%rd4+56], %r4;
+    ret;
+}
+"""
+
+# cvt and rounding-mode arithmetic over an input vector x (f32) and y (f32):
+# out layout per thread (u32 words): see test_numerics.py
+ROUNDING = HEADER + """
+.visible .entry rounding(
+    .param .u64 px,
+    .param .u64 py,
+    .param .u64 pz,
+    .param .u64 pout
+)
+{
+    .reg .b16 %h<8>;
+    .reg .b32 %r<32>;
+    .reg .f32 %f<32>;
+    .reg .f64 %fd<4>;
+    .reg .b64 %rd<16>;
+
+    ld.param.u64 %rd1, [px];
+    ld.param.u64 %rd2, [py];
+    ld.param.u64 %rd3, [pz];
+    ld.param.u64 %rd4, [pout];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %ntid.x;
+    mad.lo.s32 %r1, %r2, %r3, %r1;
+    mul.wide.u32 %rd5, %r1, 4;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.f32 %f1, [%rd6];
+    add.s64 %rd6, %rd2, %rd5;
+    ld.global.f32 %f2, [%rd6];
+    add.s64 %rd6, %rd3, %rd5;
+    ld.global.f32 %f3, [%rd6];
+    mul.wide.u32 %rd7, %r1, 128;
+    add.s64 %rd8, %rd4, %rd7;
+    // 0..3: add in four modes
+    add.rn.f32 %f4, %f1, %f2;
+    add.rz.f32 %f5, %f1, %f2;
+    add.rm.f32 %f6, %f1, %f2;
+    add.rp.f32 %f7, %f1, %f2;
+    st.global.v4.f32 [%rd8], {%f4, %f5, %f6, %f7};
+    // 4..7: mul in four modes
+    mul.rn.f32 %f4, %f1, %f2;
+    mul.rz.f32 %f5, %f1, %f2;
+    mul.rm.f32 %f6, %f1, %f2;
+    mul.rp.f32 %f7, %f1, %f2;
+    st.global.v4.f32 [%rd8+16], {%f4, %f5, %f6, %f7};
+    // 8..11: fma in four modes
+    fma.rn.f32 %f4, %f1, %f2, %f3;
+    fma.rz.f32 %f5, %f1, %f2, %f3;
+    fma.rm.f32 %f6, %f1, %f2, %f3;
+    fma.rp.f32 %f7, %f1, %f2, %f3;
+    st.global.v4.f32 [%rd8+32], {%f4, %f5, %f6, %f7};
+    // 12..15: div in four modes
+    div.rn.f32 %f4, %f1, %f2;
+    div.rz.f32 %f5, %f1, %f2;
+    div.rm.f32 %f6, %f1, %f2;
+    div.rp.f32 %f7, %f1, %f2;
+    st.global.v4.f32 [%rd8+48], {%f4, %f5, %f6, %f7};
+    // 16..19: f32 -> f16 in four modes (low 16 bits of each word)
+    cvt.rn.f16.f32 %h1, %f1;
+    cvt.rz.f16.f32 %h2, %f1;
+    cvt.rm.f16.f32 %h3, %f1;
+    cvt.rp.f16.f32 %h4, %f1;
+    cvt.u32.u16 %r4, %h1;
+    cvt.u32.u16 %r5, %h2;
+    cvt.u32.u16 %r6, %h3;
+    cvt.u32.u16 %r7, %h4;
+    st.global.v4.u32 [%rd8+64], {%r4, %r5, %r6, %r7};
+    // 20..23: f32 -> s32 with the four integer roundings (saturating, NaN -> 0)
+    cvt.rni.s32.f32 %r4, %f1;
+    cvt.rzi.s32.f32 %r5, %f1;
+    cvt.rmi.s32.f32 %r6, %f1;
+    cvt.rpi.s32.f32 %r7, %f1;
+    st.global.v4.u32 [%rd8+80], {%r4, %r5, %r6, %r7};
+    // 24..27: f64 (x * y exactly) -> f32 in four modes
+    cvt.f64.f32 %fd1, %f1;
+    cvt.f64.f32 %fd2, %f2;
+    mul.rn.f64 %fd3, %fd1, %fd2;
+    cvt.rn.f32.f64 %f4, %fd3;
+    cvt.rz.f32.f64 %f5, %fd3;
+    cvt.rm.f32.f64 %f6, %fd3;
+    cvt.rp.f32.f64 %f7, %fd3;
+    st.global.v4.f32 [%rd8+96], {%f4, %f5, %f6, %f7};
+    // 28: f32 -> u8 saturating; 29: bf16x2 pack of (x, y); 30: sqrt.rz; 31: f32 -> bf16 rz
+    cvt.rzi.sat.u8.f32 %h5, %f1;
+    cvt.u32.u16 %r8, %h5;
+    cvt.rn.bf16x2.f32 %r9, %f1, %f2;
+    abs.f32 %f8, %f1;
+    sqrt.rz.f32 %f9, %f8;
+    cvt.rz.bf16.f32 %h6, %f1;
+    cvt.u32.u16 %r10, %h6;
+    mov.b32 %r11, %f9;
+    st.global.v4.u32 [%rd8+112], {%r8, %r9, %r11, %r10};
+    ret;
+}
+"""
+
+# int -> float conversions in four modes: u64 -> f32 and s32 -> f32
+INT_TO_FLOAT = HEADER + """
+.visible .entry int_to_float(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .b32 %r<4>;
+    .reg .f32 %f<12>;
+    .reg .b64 %rd<12>;
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 8;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.u64 %rd5, [%rd4];
+    cvt.rn.f32.u64 %f1, %rd5;
+    cvt.rz.f32.u64 %f2, %rd5;
+    cvt.rm.f32.u64 %f3, %rd5;
+    cvt.rp.f32.u64 %f4, %rd5;
+    cvt.u32.u64 %r2, %rd5;
+    cvt.rn.f32.s32 %f5, %r2;
+    cvt.rz.f32.s32 %f6, %r2;
+    cvt.rm.f32.s32 %f7, %r2;
+    cvt.rp.f32.s32 %f8, %r2;
+    mul.wide.u32 %rd6, %r1, 32;
+    add.s64 %rd7, %rd2, %rd6;
+    st.global.v4.f32 [%rd7], {%f1, %f2, %f3, %f4};
+    st.global.v4.f32 [%rd7+16], {%f5, %f6, %f7, %f8};
+    ret;
+}
+"""
+
+# packed half arithmetic: fma.rn.f16x2 and fma.rn.bf16x2 on packed words, plus mov.b32 unpacking
+HALF2 = HEADER + """
+.visible .entry half2(
+    .param .u64 pa,
+    .param .u64 pb,
+    .param .u64 pc,
+    .param .u64 pout
+)
+{
+    .reg .b16 %h<4>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<12>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pc];
+    ld.param.u64 %rd4, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd5, %r1, 4;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.b32 %r2, [%rd6];
+    add.s64 %rd6, %rd2, %rd5;
+    ld.global.b32 %r3, [%rd6];
+    add.s64 %rd6, %rd3, %rd5;
+    ld.global.b32 %r4, [%rd6];
+    fma.rn.f16x2 %r5, %r2, %r3, %r4;
+    fma.rn.bf16x2 %r6, %r2, %r3, %r4;
+    mov.b32 {%h1, %h2}, %r5;
+    mov.b32 %r7, {%h2, %h1};
+    mul.wide.u32 %rd7, %r1, 16;
+    add.s64 %rd8, %rd4, %rd7;
+    st.global.v4.b32 [%rd8], {%r5, %r6, %r7, %r1};
+    ret;
+}
+"""
+
+# vector load of 16 bytes from an address that is only 4-byte aligned (seeded bug)
+MISALIGNED_V4 = HEADER + """
+.visible .entry misaligned(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .b32 %r<4>;
+    .reg .f32 %f<6>;
+    .reg .b64 %rd<8>;
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 16;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.v4.f32 {%f1, %f2, %f3, %f4}, [%rd4+4];
+    add.s64 %rd5, %rd2, %rd3;
+    st.global.v4.f32 [%rd5], {%f1, %f2, %f3, %f4};
+    ret;
+}
+"""
+
+ALL = {
+    "vadd": VADD,
+    "vadd_noguard": VADD_NO_GUARD,
+    "block_sum": block_reduce(True),
+    "block_sum_racy": block_reduce(False),
+    "warp_sum": WARP_SUM,
+    "shfl_modes": SHFL_MODES,
+    "diverge": DIVERGE,
+    "loop_count": LOOP,
+    "spin": SPIN,
+    "bar_divergent": BAR_DIVERGENT,
+    "mma_f16": mma_global("f16"),
+    "mma_bf16": mma_global("bf16"),
+    "mma_tf32": MMA_TF32,
+    "ldsm_mma": LDMATRIX_MMA,
+    "ldsm": ldmatrix_raw(False),
+    "ldsm_t": ldmatrix_raw(True),
+    "cp_pipe": cp_async_pipeline(True),
+    "cp_pipe_racy": cp_async_pipeline(False),
+    "atomics": ATOMICS,
+    "rounding": ROUNDING,
+    "int_to_float": INT_TO_FLOAT,
+    "half2": HALF2,
+    "misaligned": MISALIGNED_V4,
+}
