@@ -512,6 +512,7 @@ class VecOp(NpuOp):
     DTYPES: ClassVar[str] = "float"
     COST: ClassVar[str] = "vec_simple"
     SAME_DTYPE: ClassVar[tuple[str, ...]] = ()
+    USES_MASK: ClassVar[bool] = True
     repeat = prop_def(IntegerAttr)
     mask = prop_def(DenseArrayBase)
     blk = prop_def(DenseArrayBase)
@@ -552,7 +553,7 @@ class VecOp(NpuOp):
         mask = tuple(self.mask.get_values())
         _require(len(mask) == 2, f"{w}: mask is [hi, lo]")
         epr = self.elems_per_repeat()
-        if epr <= 64:
+        if epr <= 64 and self.USES_MASK:
             _require(mask[0] == 0, f"{w}: {epr} elements per repeat: mask hi must be 0")
         dt = self.elem_dtype()
         allowed = soc.vector_dtypes[self.DTYPES]
@@ -818,12 +819,13 @@ class VDupOp(VecOp):
 class VBrcbOp(VecOp):
     """``npu.vbrcb``: block ``b`` of iteration ``r`` of dst is filled with
     ``src[src_off + 8*r + b]`` (``Brcb``: broadcast 8 scalars per iteration, one per 32-byte
-    block); mask must be full; src is read contiguously."""
+    block); no lane mask (the property must be full), src is read contiguously."""
 
     name = "npu.vbrcb"
     STRIDED: ClassVar[tuple[str, ...]] = ("dst",)
     BUFFERS: ClassVar[tuple[tuple[str, str, str], ...]] = (("dst", "dst_off", "w"), ("src", "src_off", "r"))
     DTYPES: ClassVar[str] = "move"
+    USES_MASK: ClassVar[bool] = False
     dst = operand_def(MemRefType)
     dst_off = _index_operand()
     src = operand_def(MemRefType)
