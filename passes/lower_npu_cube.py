@@ -89,7 +89,9 @@ def plan_cube_tiling(spec: GemmSpec, soc: NpuSoc = SOC_910B) -> CubeTiling:
     acc = dtypes.dtype(spec.acc_dtype(soc)).bits // 8
     l0c = soc.space("l0c").size
     tm = min(128, ceil_to(spec.m, 16))
-    tn = min(256, ceil_to(spec.n, 16), (l0c // (tm * acc)) // 16 * 16)
+    # B's L1 rows are tn elements long and must start 32-byte aligned: int8 needs tn % 32 == 0
+    n_align = max(16, soc.block_bytes // s)
+    tn = min(256, ceil_to(spec.n, n_align), (l0c // (tm * acc)) // n_align * n_align)
     tk_cap = min(soc.space("l0a").size // (2 * tm * s), soc.space("l0b").size // (2 * tn * s))
     tk = k0 * _pow2_floor(min(tk_cap // k0, ceil_to(spec.k, k0) // k0))
     bias_bytes = 2 * tn * acc if spec.bias else 0
