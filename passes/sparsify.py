@@ -1,25 +1,34 @@
 """Magnitude pruning into compressed weight formats: ``sparsify-2-4`` and ``sparsify``.
 
 Both passes rewrite ``graph.matmul(x, W)`` whose ``W`` is a 2-D float constant [K, N] (the form
-every imported ``Linear`` takes) into a ``sparse`` dialect matmul fed by new constants holding the
-compressed weight; the dense constant is erased once nothing else uses it, so the program (and its
+every imported ``Linear`` takes) into ``sparse.matmul(x, sparse.assemble(components))``: the
+weight becomes a tensor with a sparse encoding (``#sparse.nm<2:4>``, ``#sparse.bitmask``,
+``#sparse.csr``; see ``portc.dialects.sparse``) whose component arrays are new constants stored
+under one name; the dense constant is erased once nothing else uses it, so the program (and its
 bundle) carries only the compressed arrays.
 
 * ``sparsify-2-4`` keeps the 2 largest-magnitude entries of every 4 consecutive K entries of each
   column: the NVIDIA sparse tensor core pattern (``mma.sp``), where the 4-group runs along the
-  contraction dim. Needs K % 4 == 0; other matmuls are left dense.
-* ``sparsify{fraction=F}`` prunes the F smallest-magnitude entries of each weight (unstructured)
-  and stores the rest as bitmask + values, which beats CSR at the moderate sparsities magnitude
-  pruning reaches (1 bit per entry instead of a 32-bit column index per kept entry).
+  contraction dim; positions are 2-bit fields packed four per byte. Needs K % 4 == 0; other
+  matmuls are left dense.
+* ``sparsify{fraction=F, format=auto|bitmask|csr}`` prunes the F smallest-magnitude entries of
+  each weight (unstructured). ``auto`` stores each weight in whichever of bitmask (1 bit per
+  entry + values), CSR (narrowest column ids + row pointers + values) and plain dense takes the
+  fewest bytes: bitmask wins at the moderate sparsities magnitude pruning usually reaches; CSR
+  wins once its per-entry index costs less than the bitmask's bit for every entry (for N <= 65536
+  columns, 16-bit ids: beyond ~15/16 = 94% sparsity); dense wins when so little is pruned that
+  neither format pays (the pruned weight then stays a ``graph.matmul`` constant).
 
 Ties in magnitude break towards the lower position (stable sort), so pruning is deterministic.
-Pruning changes the numbers: ``sparsity_report`` measures by how much instead of assuming.
+Pruning changes the numbers: ``sparsity_report`` measures by how much instead of assuming, and
+reports bytes per format.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from xdsl.context import Context
@@ -34,6 +43,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from portc.compiler.builder import ssa_hint
+from portc.compiler.errors import IRError
 from portc.compiler.program import Program, weights_of
 from portc.compiler.weights import WeightStore
 from portc.dialects import dtypes
@@ -42,21 +52,45 @@ from portc.dialects import sparse as sp
 from portc.passes.registry import register_pass
 from portc.runtimes.reference import sparse_kernels  # noqa: F401 - registers sparse kernels
 
-# ------------------------------------------------------------------------------ compression
+# ------------------------------------------------------------------------------ pruning
+
+
+def prune_nm(w: np.ndarray, n: int = 2, m: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """[K, N] -> (values [K*n/m, N], positions int64 [K*n/m, N]) keeping the n largest |w| of
+    every group of m consecutive rows, per column; positions ascend within a group (the
+    ``mma.sp`` metadata order)."""
+    k, cols = w.shape
+    if k % m:
+        raise ValueError(f"{n}:{m} pruning needs K % {m} == 0, got K={k}")
+    grp = w.reshape(k // m, m, cols)
+    top = np.argsort(-np.abs(grp), axis=1, kind="stable")[:, :n, :]
+    keep = np.sort(top, axis=1)
+    values = np.take_along_axis(grp, keep, axis=1).reshape(k // m * n, cols)
+    return np.ascontiguousarray(values), keep.reshape(k // m * n, cols)
+
+
+def pack_fields(fields: np.ndarray, bits: int) -> np.ndarray:
+    """int [R, C] with values < 2**bits -> uint8 [R, ceil(C*bits/8)], little-endian fields."""
+    per = 8 // bits
+    r, c = fields.shape
+    padded = np.zeros((r, -(-c // per) * per), np.uint8)
+    padded[:, :c] = fields
+    shifts = (np.arange(per, dtype=np.uint8) * bits)
+    return np.bitwise_or.reduce(padded.reshape(r, -1, per) << shifts, axis=2).astype(np.uint8)
+
+
+def encode_nm(w: np.ndarray, n: int = 2, m: int = 4) -> sp.SparseWeight:
+    """Prune ``w`` to n:m and encode it (values + packed positions)."""
+    enc = sp.NMEncoding(n, m)
+    values, pos = prune_nm(w, n, m)
+    return sp.SparseWeight(w.shape, dtypes.from_numpy(w.dtype).name, enc,
+                           {"values": values, "indices": pack_fields(pos, enc.index_bits)})
 
 
 def prune_2_4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[K, N] -> (values [K/2, N], uint8 indices [K/2, N]) keeping the 2 largest |w| of every
-    group of 4 consecutive rows, per column; positions ascend within a group (the ``mma.sp``
-    metadata order)."""
-    k, n = w.shape
-    if k % 4:
-        raise ValueError(f"2:4 pruning needs K % 4 == 0, got K={k}")
-    grp = w.reshape(k // 4, 4, n)
-    top = np.argsort(-np.abs(grp), axis=1, kind="stable")[:, :2, :]
-    keep = np.sort(top, axis=1)
-    values = np.take_along_axis(grp, keep, axis=1).reshape(k // 2, n)
-    return np.ascontiguousarray(values), keep.astype(np.uint8).reshape(k // 2, n)
+    """2:4 pruning: (values [K/2, N], positions 0..3 as uint8 [K/2, N], unpacked)."""
+    values, pos = prune_nm(w, 2, 4)
+    return values, pos.astype(np.uint8)
 
 
 def magnitude_mask(w: np.ndarray, fraction: float) -> np.ndarray:
@@ -69,11 +103,47 @@ def magnitude_mask(w: np.ndarray, fraction: float) -> np.ndarray:
     return keep.reshape(w.shape)
 
 
+def encode_bitmask(w: np.ndarray, keep: np.ndarray) -> sp.SparseWeight:
+    """Kept entries of ``w`` [K, N] as a packed little-endian bitmask + row-major values."""
+    values = np.ascontiguousarray(w[keep])
+    mask = np.packbits(keep, axis=1, bitorder="little")
+    return sp.SparseWeight(w.shape, dtypes.from_numpy(w.dtype).name,
+                           sp.BitmaskEncoding(int(values.size)), {"mask": mask, "values": values})
+
+
+def encode_csr(w: np.ndarray, keep: np.ndarray) -> sp.SparseWeight:
+    """Kept entries of ``w`` [K, N] as CSR with the narrowest column id type for N."""
+    k, n = w.shape
+    rows, cols = np.nonzero(keep)  # row-major: rows ascend, columns ascend within a row
+    row_ptr = np.zeros(k + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=k), out=row_ptr[1:])
+    idx = sp.csr_index_dtype(n)
+    values = np.ascontiguousarray(w[rows, cols])
+    return sp.SparseWeight(w.shape, dtypes.from_numpy(w.dtype).name,
+                           sp.CSREncoding(int(values.size), idx),
+                           {"row_ptr": row_ptr, "col_idx": cols.astype(dtypes.dtype(idx).numpy),
+                            "values": values})
+
+
 def prune_bitmask(w: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """[K, N] -> (kept values 1-D in row-major order, uint8 mask [K, ceil(N/8)])."""
-    keep = magnitude_mask(w, fraction)
-    mask = np.packbits(keep, axis=1, bitorder="little")
-    return np.ascontiguousarray(w[keep]), mask
+    sw = encode_bitmask(w, magnitude_mask(w, fraction))
+    return sw.arrays["values"], sw.arrays["mask"]
+
+
+FORMATS = ("auto", "bitmask", "csr")
+
+
+def choose_unstructured(w: np.ndarray, keep: np.ndarray, fmt: str = "auto"
+                        ) -> sp.SparseWeight | None:
+    """The encoding of the pruned ``w`` in format ``fmt``; with ``auto`` the smallest of
+    bitmask, CSR and dense (None = dense: no compressed format pays)."""
+    if fmt == "bitmask":
+        return encode_bitmask(w, keep)
+    if fmt == "csr":
+        return encode_csr(w, keep)
+    best = min((encode_bitmask(w, keep), encode_csr(w, keep)), key=lambda s: s.nbytes())
+    return best if best.nbytes() < w.nbytes else None
 
 
 # ------------------------------------------------------------------------------ rewriting
@@ -106,54 +176,47 @@ def _named_const(weights: WeightStore, name: str) -> g.ConstantOp:
     return c
 
 
-def _replace(
-    rewriter: PatternRewriter,
-    op: g.MatMulOp,
-    dense: g.ConstantOp,
-    consts: list[g.ConstantOp],
-    new: g.GraphOp,
-) -> None:
+def sparse_weight_ops(weights: WeightStore, name: str, w: sp.SparseWeight
+                      ) -> list[Operation]:
+    """``graph.constant`` per stored component of ``name`` followed by the ``sparse.assemble``
+    that makes them one encoded [K, N] tensor (the last op)."""
+    consts = [_named_const(weights, sp.component_name(name, c)) for c in w.encoding.COMPONENTS]
+    k, n = w.shape
+    asm = sp.AssembleOp.make([c.result for c in consts], k, n, w.dtype, w.encoding)
+    asm.result.name_hint = ssa_hint(name)
+    return [*consts, asm]
+
+
+def _replace(rewriter: PatternRewriter, op: g.MatMulOp, dense: g.ConstantOp,
+             new_ops: list[Operation]) -> None:
     hint = op.result.name_hint
-    rewriter.replace(op, [*consts, new], [new.results[0]])
-    new.results[0].name_hint = hint
+    rewriter.replace(op, new_ops, [new_ops[-1].results[0]])
+    new_ops[-1].results[0].name_hint = hint
     if not dense.result.uses:
         rewriter.erase(dense)
 
 
-class Sparsify24(RewritePattern):
-    """``graph.matmul(x, const W)`` -> ``sparse.matmul_2_4(x, const values, const indices)``."""
+class SparsifyWeights(RewritePattern):
+    """``graph.matmul(x, const W)`` -> ``sparse.matmul(x, sparse.assemble(components))`` with
+    the encoding ``compress(W)`` returns; a plain array from ``compress`` is a pruned weight
+    kept dense (a new constant for the same ``graph.matmul``); None leaves the matmul alone."""
 
-    def __init__(self, weights: WeightStore) -> None:
-        self.weights = weights
-        self._done: dict[str, tuple[str, str]] = {}  # a weight shared by matmuls compresses once
+    def __init__(self, weights: WeightStore, suffix: str,
+                 compress: Callable[[np.ndarray], sp.SparseWeight | np.ndarray | None]) -> None:
+        self.weights, self.suffix, self.compress = weights, suffix, compress
+        # a weight shared by several matmuls compresses (and is stored) once
+        self._done: dict[str, tuple[str, sp.SparseWeight | None] | None] = {}
 
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: g.MatMulOp, rewriter: PatternRewriter) -> None:
-        found = _prunable_weight(op, self.weights)
-        if found is None or found[1].shape[0] % 4:
-            return
-        dense, w = found
-        res = dense.resource.data
+    def _compressed(self, res: str, w: np.ndarray) -> tuple[str, sp.SparseWeight | None] | None:
         if res not in self._done:
-            values, indices = prune_2_4(w)
-            self._done[res] = (
-                self.weights.add(values, f"{res}.sp24_values"),
-                self.weights.add(indices, f"{res}.sp24_indices"),
-            )
-        consts = [_named_const(self.weights, n) for n in self._done[res]]
-        new = sp.MatMul24Op.build_op(
-            [op.lhs, consts[0].result, consts[1].result], op.result_specs(), {}
-        )
-        _replace(rewriter, op, dense, consts, new)
-
-
-class SparsifyBitmask(RewritePattern):
-    """``graph.matmul(x, const W)`` -> ``sparse.matmul_bitmask(x, const values, const mask)``."""
-
-    def __init__(self, weights: WeightStore, fraction: float) -> None:
-        self.weights = weights
-        self.fraction = fraction
-        self._done: dict[str, tuple[str, str]] = {}
+            sw = self.compress(w)
+            if isinstance(sw, np.ndarray):
+                self._done[res] = (self.weights.add(sw, f"{res}.pruned"), None)
+            elif sw is not None:
+                self._done[res] = (sp.store_sparse(self.weights, f"{res}.{self.suffix}", sw), sw)
+            else:
+                self._done[res] = None
+        return self._done[res]
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.MatMulOp, rewriter: PatternRewriter) -> None:
@@ -161,63 +224,72 @@ class SparsifyBitmask(RewritePattern):
         if found is None:
             return
         dense, w = found
-        res = dense.resource.data
-        if res not in self._done:
-            values, mask = prune_bitmask(w, self.fraction)
-            self._done[res] = (
-                self.weights.add(values, f"{res}.sp_values"),
-                self.weights.add(mask, f"{res}.sp_mask"),
-            )
-        consts = [_named_const(self.weights, n) for n in self._done[res]]
-        new = sp.MatMulBitmaskOp.build_op(
-            [op.lhs, consts[0].result, consts[1].result], op.result_specs(), {"n": int(w.shape[1])}
-        )
-        _replace(rewriter, op, dense, consts, new)
+        done = self._compressed(dense.resource.data, w)
+        if done is None:
+            return
+        name, sw = done
+        if sw is None:
+            c = _named_const(self.weights, name)
+            mm = g.MatMulOp.build_op([op.lhs, c.result], op.result_specs(), op.props())
+            _replace(rewriter, op, dense, [c, mm])
+            return
+        wops = sparse_weight_ops(self.weights, name, sw)
+        mm = sp.MatMulOp.build_op([op.lhs, wops[-1].results[0]], op.result_specs(), {})
+        _replace(rewriter, op, dense, [*wops, mm])
+
+
+def _walk(module: ModuleOp, pattern: RewritePattern) -> None:
+    PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(module)
 
 
 @register_pass
 @dataclass(frozen=True)
 class Sparsify24Pass(ModulePass):
-    """2:4 structured magnitude pruning of constant matmul weights (K % 4 == 0)."""
+    """2:4 structured magnitude pruning of constant matmul weights (K % 4 == 0), stored as
+    ``#sparse.nm<2:4>`` (values + 2-bit positions)."""
 
     name = "sparsify-2-4"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(Sparsify24(weights_of(ctx)), apply_recursively=False).rewrite_module(
-            op
-        )
+        _walk(op, SparsifyWeights(weights_of(ctx), "sp24",
+                                  lambda w: encode_nm(w, 2, 4) if w.shape[0] % 4 == 0 else None))
 
 
 @register_pass
 @dataclass(frozen=True)
 class SparsifyPass(ModulePass):
     """Unstructured magnitude pruning of constant matmul weights to ``fraction`` sparsity,
-    stored as bitmask + values."""
+    stored as bitmask, CSR, or (``format=auto``) whichever of those and dense is smallest."""
 
     name = "sparsify"
     fraction: float = field(default=0.5)
+    format: str = field(default="auto")
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if not 0.0 <= self.fraction <= 1.0:
-            raise ValueError(f"sparsify: fraction must lie in [0, 1], got {self.fraction}")
-        PatternRewriteWalker(
-            SparsifyBitmask(weights_of(ctx), self.fraction), apply_recursively=False
-        ).rewrite_module(op)
+            raise IRError(f"sparsify: fraction must lie in [0, 1], got {self.fraction}")
+        if self.format not in FORMATS:
+            raise IRError(f"sparsify: format '{self.format}' is not one of {FORMATS}")
+
+        def compress(w: np.ndarray) -> sp.SparseWeight | np.ndarray:
+            keep = magnitude_mask(w, self.fraction)
+            sw = choose_unstructured(w, keep, self.format)
+            return sw if sw is not None else np.where(keep, w, np.zeros((), w.dtype))
+
+        _walk(op, SparsifyWeights(weights_of(ctx), "sp", compress))
 
 
 # ------------------------------------------------------------------------------ reporting
 
 
-def _live_constant_bytes(program: Program, pred: type | tuple[type, ...] | None = None) -> int:
+def _live_constant_bytes(program: Program, pred: Any = None) -> int:
     """Bytes of the constants the program uses (dead constants would not ship in a bundle);
-    with ``pred``, only constants feeding an op of that type as its weight operands."""
+    with ``pred(use) -> bool``, only constants with a use it accepts."""
     total, seen = 0, set()
     for op in program.main.walk():
         if not isinstance(op, g.ConstantOp) or not op.result.uses:
             continue
-        if pred is not None and not any(
-            isinstance(u.operation, pred) and u.index >= 1 for u in op.result.uses
-        ):
+        if pred is not None and not any(pred(u) for u in op.result.uses):
             continue
         name = op.resource.data
         if name not in seen:
@@ -226,9 +298,16 @@ def _live_constant_bytes(program: Program, pred: type | tuple[type, ...] | None 
     return total
 
 
+def _is_weight_use(use: Any) -> bool:
+    """A constant feeding a matmul's weight operand, or a compressed weight's components."""
+    o = use.operation
+    return (isinstance(o, (g.MatMulOp, sp.MatMulOp)) and use.index == 1) or isinstance(
+        o, sp.AssembleOp)
+
+
 def _macs(program: Program, inputs: Mapping[str, np.ndarray]) -> tuple[int, dict[str, np.ndarray]]:
-    """Multiply-accumulates actually needed by the matmuls (dense and sparse) at the given
-    input shapes, and the outputs, from one reference run."""
+    """Multiply-accumulates actually needed by the matmuls (dense and sparse: rows of x times
+    stored entries) at the given input shapes, and the outputs, from one reference run."""
     from portc.runtimes.reference.interpreter import run_program
 
     macs = 0
@@ -239,22 +318,40 @@ def _macs(program: Program, inputs: Mapping[str, np.ndarray]) -> tuple[int, dict
             a, b = g.spec_of(op.lhs), g.spec_of(op.rhs)
             k = a.shape[-1] if a.shape[-1] is not None else b.shape[-2 if b.rank > 1 else 0]
             macs += res[0].size * int(k or 0)
-        elif isinstance(op, sp.MatMul24Op):
-            macs += res[0].size * int(g.spec_of(op.values).shape[0] or 0)
-        elif isinstance(op, sp.MatMulBitmaskOp):
-            n, nnz = op.props()["n"], g.spec_of(op.values).shape[0]
-            macs += (res[0].size // n) * int(nnz or 0)
+        elif isinstance(op, sp.MatMulOp):
+            k, n = (int(d or 0) for d in g.spec_of(op.weight).shape)
+            enc = sp.encoding_of(op.weight.type)
+            nnz = enc.nnz(k, n) if enc is not None else k * n
+            macs += (res[0].size // max(n, 1)) * nnz
 
     outs = run_program(program, inputs, on_op=count)
     return macs, outs
 
 
-def sparsity_report(original: Program, pruned: Program, inputs: Mapping[str, np.ndarray]) -> dict:
+def format_bytes(program: Program) -> dict[str, dict[str, int]]:
+    """Per storage format of the compressed weights: how many, and their stored bytes."""
+    out: dict[str, dict[str, int]] = {}
+    for op in program.main.walk():
+        if isinstance(op, sp.AssembleOp):
+            enc = op.encoding
+            key = enc.name.split(".")[-1] + (f"<{enc.n}:{enc.m}>" if isinstance(
+                enc, sp.NMEncoding) else "")
+            e = out.setdefault(key, {"weights": 0, "bytes": 0, "dense_bytes": 0})
+            spec = g.spec_of(op.result)
+            e["weights"] += 1
+            e["bytes"] += sum(program.weights[c.owner.resource.data].nbytes  # type: ignore
+                              for c in op.operands)
+            e["dense_bytes"] += spec.numel() * dtypes.dtype(spec.dtype).bits // 8
+    return out
+
+
+def sparsity_report(original: Program, pruned: Program, inputs: Mapping[str, np.ndarray]
+                    ) -> dict[str, Any]:
     """Bytes, MACs and accuracy of a pruned program against the unpruned one on ``inputs``.
 
     ``matmul_weight_bytes_*`` count only the weights of matmuls (dense rhs before, compressed
-    arrays after); ``weight_bytes_*`` count every live constant. ``index_bytes_2bit`` is what the
-    2:4 metadata takes once packed four per byte as ``mma.sp`` reads it (stored as uint8 here).
+    components after); ``weight_bytes_*`` count every live constant; ``formats`` breaks the
+    compressed ones down by storage format (count, stored bytes, bytes the dense matrix took).
     """
     macs_before, ref = _macs(original, inputs)
     macs_after, got = _macs(pruned, inputs)
@@ -266,17 +363,12 @@ def sparsity_report(original: Program, pruned: Program, inputs: Mapping[str, np.
             "max_abs_error": float(np.max(np.abs(a - b))) if a.size else 0.0,
             "cosine": float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)),
         }
-    idx_2bit = 0
-    for op in pruned.main.walk():
-        if isinstance(op, sp.MatMul24Op):
-            idx_2bit += (g.spec_of(op.indices).numel() + 3) // 4
-    sparse_ops = (sp.MatMul24Op, sp.MatMulBitmaskOp)
     return {
         "weight_bytes_before": _live_constant_bytes(original),
         "weight_bytes_after": _live_constant_bytes(pruned),
-        "matmul_weight_bytes_before": _live_constant_bytes(original, g.MatMulOp),
-        "matmul_weight_bytes_after": _live_constant_bytes(pruned, (g.MatMulOp, *sparse_ops)),
-        "index_bytes_2bit": idx_2bit,
+        "matmul_weight_bytes_before": _live_constant_bytes(original, _is_weight_use),
+        "matmul_weight_bytes_after": _live_constant_bytes(pruned, _is_weight_use),
+        "formats": format_bytes(pruned),
         "macs_before": macs_before,
         "macs_after": macs_after,
         "macs_saved": macs_before - macs_after,
