@@ -137,11 +137,17 @@ class RunStats:
         """mmad-busy cycles / launch cycles, averaged over the launched cores."""
         return self.pipe_utilisation()["M"]
 
-    def table(self) -> str:
+    def table(self, per_core: bool = False) -> str:
+        """A text report: launch cycles and pipe busy %, optionally one line per core."""
         util = self.pipe_utilisation()
         rows = [f"kernel @{self.kernel} on {self.soc}: {self.block_dim} cores, "
-                f"{self.cycles:,.0f} cycles ({self.seconds * 1e6:,.1f} us)",
+                f"{self.cycles:,.0f} cycles ({self.seconds * 1e6:,.1f} us), "
+                f"cube utilisation {100 * self.cube_utilisation:.1f}%",
                 "pipe busy%: " + "  ".join(f"{p} {100 * u:5.1f}" for p, u in util.items())]
+        if per_core:
+            for c in self.cores:
+                rows.append(f"  core {c.core:2d}: {c.cycles:12,.0f} cycles  " + "  ".join(
+                    f"{p} {100 * c.busy[p] / c.cycles if c.cycles else 0:5.1f}" for p in PIPES))
         return "\n".join(rows)
 
 
@@ -212,6 +218,10 @@ def _mask_cols(mask: tuple[int, ...], epr: int) -> np.ndarray:
     if epr > 128:  # 8-bit data: the mask covers only the first 128 lanes
         sel = np.concatenate([sel, np.zeros(epr - 128, bool)])
     return np.nonzero(sel)[0]
+
+
+def _nth(granules: np.ndarray | slice, i: int) -> int:
+    return granules.start + i if isinstance(granules, slice) else int(granules[i])
 
 
 def _runs_to_granules(starts: np.ndarray, length: int) -> np.ndarray:
@@ -308,9 +318,16 @@ class _Core:
             self.shadows[key] = sh
         return sh, (0 if buf.space == "gm" else buf.base)
 
-    def access(self, pipe: int, buf: Buf, granules: np.ndarray, write: bool) -> None:
-        """Check one access against the shadow memory, then record it."""
-        if not self.check_races or granules.size == 0:
+    def access(self, pipe: int, buf: Buf, granules: np.ndarray | slice, write: bool) -> None:
+        """Check one access against the shadow memory, then record it. ``granules`` is a
+        slice when the access covers a contiguous granule range (cheap views) or an index
+        array otherwise."""
+        if not self.check_races:
+            return
+        if isinstance(granules, slice):
+            if granules.stop <= granules.start:
+                return
+        elif granules.size == 0:
             return
         sh, _ = self.shadow(buf)
         vcq = self.vc[pipe]
@@ -321,8 +338,9 @@ class _Core:
             bad = other & (wt > vcq[np.where(w >= 0, w, 0)])
             if bad.any():
                 i = int(np.argmax(bad))
-                raise self.race(pipe, buf, int(granules[i]), "write" if write else "read",
-                                PIPES[w[i]], int(sh.wline[granules[i]]), "written")
+                gi = _nth(granules, i)
+                raise self.race(pipe, buf, gi, "write" if write else "read",
+                                PIPES[w[i]], int(sh.wline[gi]), "written")
         if write:
             for p, rt in sh.rtick.items():
                 if p == pipe:
@@ -330,8 +348,9 @@ class _Core:
                 bad = rt[granules] > vcq[p]
                 if bad.any():
                     i = int(np.argmax(bad))
-                    raise self.race(pipe, buf, int(granules[i]), "write", PIPES[p],
-                                    int(sh.rline[p][granules[i]]), "read")
+                    gi = _nth(granules, i)
+                    raise self.race(pipe, buf, gi, "write", PIPES[p], int(sh.rline[p][gi]),
+                                    "read")
             tick = vcq[pipe]
             sh.wpipe[granules] = pipe
             sh.wtick[granules] = tick
@@ -353,14 +372,18 @@ class _Core:
                          f"or pipe_barrier ordering the two; run npu-insert-sync or add a "
                          f"flag {other}->{PIPES[pipe]}")
 
-    def runs(self, buf: Buf, off: int, rows: int, length: int, pitch: int) -> np.ndarray:
+    def runs(self, buf: Buf, off: int, rows: int, length: int, pitch: int
+             ) -> np.ndarray | slice:
+        """Granules of ``rows`` runs of ``length`` elements ``pitch`` apart; a slice when they
+        form one contiguous granule range (gaps shorter than a granule)."""
         s = buf.itemsize
         base = 0 if buf.space == "gm" else buf.base
         if rows <= 0 or length <= 0:
-            return np.zeros(0, np.int64)
-        if pitch == length or rows == 1:
-            return _runs_to_granules(np.array([base + off * s], np.int64),
-                                     ((rows - 1) * pitch + length) * s)
+            return slice(0, 0)
+        if rows == 1 or (pitch - length) * s < GRANULE:
+            start = base + off * s
+            end = start + ((rows - 1) * pitch + length) * s
+            return slice(start // GRANULE, (end - 1) // GRANULE + 1)
         starts = base + (off + np.arange(rows, dtype=np.int64) * pitch) * s
         return _runs_to_granules(starts, length * s)
 
@@ -369,10 +392,15 @@ class _Core:
         return np.unique((base + idx.ravel().astype(np.int64) * buf.itemsize) // GRANULE)
 
     # -- timing -----------------------------------------------------------------------------
+    def scalar(self, cycles: float) -> None:
+        """The scalar unit spends ``cycles`` issuing (counted as S-pipe busy time)."""
+        self.t_s += cycles
+        self.busy[_S] += cycles
+
     def issue(self, pipe: int, cost: float, name: str) -> None:
         """Issue one instruction to ``pipe`` and advance the pipe's in-order queue."""
         t_issue = self.t_s
-        self.t_s += self.soc.costs["scalar"].startup
+        self.scalar(self.soc.costs["scalar"].startup)
         start = max(t_issue, self.free[pipe])
         end = start + cost
         self.free[pipe] = end
@@ -415,7 +443,7 @@ class _Core:
                 if fn is None:
                     raise self.fail(NpuProgramError, f"unknown op {op.name}")
                 env[op.results[0]] = fn(*(env[v] for v in op.operands))
-                self.t_s += 1
+                self.scalar(1)
                 continue
             handler(self, op, env)
 
@@ -423,12 +451,12 @@ class _Core:
     def _constant(self, op: Op, env: dict[str, Any]) -> None:
         v = op.prop("value")
         env[op.results[0]] = int(v) if isinstance(v, bool | int) else v
-        self.t_s += 1
+        self.scalar(1)
 
     def _cmpi(self, op: Op, env: dict[str, Any]) -> None:
         a, b = (env[v] for v in op.operands)
         env[op.results[0]] = int(_CMPI[int(op.prop("predicate"))](a, b))
-        self.t_s += 1
+        self.scalar(1)
 
     def _for(self, op: Op, env: dict[str, Any]) -> None:
         lb, ub, step = (env[v] for v in op.operands[:3])
@@ -440,14 +468,14 @@ class _Core:
         iv = body.args[0][0]
         for i in range(lb, ub, step):
             env[iv] = i
-            self.t_s += 1
+            self.scalar(1)
             self.block(body, env)
             self.op = op
 
     def _if(self, op: Op, env: dict[str, Any]) -> None:
         if op.results:
             raise self.fail(NpuProgramError, "scf.if with results is not supported")
-        self.t_s += 1
+        self.scalar(1)
         region = op.regions[0] if env[op.operands[0]] else (op.regions[1] if len(op.regions) > 1
                                                             else [])
         for b in region:
@@ -458,11 +486,11 @@ class _Core:
 
     def _block_idx(self, op: Op, env: dict[str, Any]) -> None:
         env[op.results[0]] = self.idx
-        self.t_s += 1
+        self.scalar(1)
 
     def _block_num(self, op: Op, env: dict[str, Any]) -> None:
         env[op.results[0]] = self.kernel.block_dim
-        self.t_s += 1
+        self.scalar(1)
 
     def _alloc(self, op: Op, env: dict[str, Any]) -> None:
         t = op.result_types[0]
@@ -486,7 +514,7 @@ class _Core:
         env[op.results[0]] = Buf(t.space, t.space, off, t.size,
                                  np.dtype(dtypes.dtype(t.dtype).numpy),
                                  f"{op.results[0]} ({t.space} bytes {off}..{off + nbytes})")
-        self.t_s += 1
+        self.scalar(1)
 
     # sync -------------------------------------------------------------------------------------
     def _flag_ids(self, op: Op) -> tuple[int, int, int]:
@@ -501,14 +529,14 @@ class _Core:
     def _set_flag(self, op: Op, env: dict[str, Any]) -> None:
         s, d, e = self._flag_ids(op)
         t_issue = self.t_s
-        self.t_s += self.soc.costs["sync"].startup
+        self.scalar(self.soc.costs["sync"].startup)
         t = max(self.free[s], t_issue)
         self.flags.setdefault((s, d, e), deque()).append((t, self.vc[s].copy(), op.line))
 
     def _wait_flag(self, op: Op, env: dict[str, Any]) -> None:
         s, d, e = self._flag_ids(op)
         t_issue = self.t_s
-        self.t_s += self.soc.costs["sync"].startup
+        self.scalar(self.soc.costs["sync"].startup)
         q = self.flags.get((s, d, e))
         if not q:
             raise self.fail(NpuDeadlockError, f"wait_flag {PIPES[s]}->{PIPES[d]} event {e} has "
