@@ -1,0 +1,195 @@
+"""Machine state, operand decoding and the mnemonic -> semantics table shared by all ISA parts.
+
+Each mnemonic registers a *signature* (one letter per operand) and a *builder*. The builder runs
+once per static instruction, with its operands already decoded to register numbers, immediates
+and instruction indices, and returns a closure ``op(state) -> next_pc``; the dispatch loop then
+only calls closures. Signature letters:
+
+    x int register   f fp register   v vector register   i immediate   a memory ``off(xN)``
+    l label          m optional trailing ``v0.t``        r optional trailing rounding mode
+    t vtype list (``e32, m1, ta, ma``)                   c CSR name
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from portc.runtimes.rvvsim.errors import AsmSyntaxError
+from portc.runtimes.rvvsim.memory import Memory
+from portc.runtimes.rvvsim.parser import Instr, Operand, Program
+
+TEXT_BASE = 0x0001_0000
+RET_SENTINEL = 0x0000_0FF0  # ra at entry: a return to it ends the call
+HALT = -1
+
+XNAMES = ["zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "s0", "s1"] + [
+    f"a{i}" for i in range(8)] + [f"s{i}" for i in range(2, 12)] + [f"t{i}" for i in range(3, 7)]
+FNAMES = [f"ft{i}" for i in range(8)] + ["fs0", "fs1"] + [f"fa{i}" for i in range(8)] + [
+    f"fs{i}" for i in range(2, 12)] + [f"ft{i}" for i in range(8, 12)]
+XREG = {n: i for i, n in enumerate(XNAMES)} | {f"x{i}": i for i in range(32)} | {"fp": 8}
+FREG = {n: i for i, n in enumerate(FNAMES)} | {f"f{i}": i for i in range(32)}
+VREG = {f"v{i}": i for i in range(32)}
+ROUNDING = ("rne", "rtz", "rdn", "rup", "rmm", "dyn")
+CSRS = ("vl", "vtype", "vlenb", "frm", "fflags", "fcsr", "vstart")
+
+M64 = (1 << 64) - 1
+
+
+def s64(v: int) -> int:
+    """Wrap a Python int to a signed 64-bit register value."""
+    v &= M64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def sext(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+class State:
+    """Architectural state. x: signed Python ints; f: raw 64-bit patterns; V/P: vector bytes
+    and their per-bit "undefined" (poison) map, 32 registers of VLEN/8 bytes laid end to end."""
+
+    __slots__ = ("x", "f", "V", "P", "vorigin", "vl", "sew", "lmul", "vta", "vma", "vill",
+                 "vlen", "vlenb", "mem", "program")
+
+    def __init__(self, vlen: int, mem: Memory, program: Program) -> None:
+        self.x = [0] * 32
+        self.f = [0] * 32
+        self.vlen = vlen
+        self.vlenb = vlen // 8
+        self.V = np.zeros(32 * self.vlenb, np.uint8)
+        self.P = np.zeros(32 * self.vlenb, np.uint8)
+        self.vorigin: list[str | None] = [None] * 32
+        self.vl = 0
+        self.sew = 8
+        self.lmul = 0  # log2
+        self.vta = self.vma = False
+        self.vill = True
+        self.mem = mem
+        self.program = program
+
+    @property
+    def vtype(self) -> int:
+        if self.vill:
+            return 1 << 63
+        sew_code = {8: 0, 16: 1, 32: 2, 64: 3}[self.sew]
+        return (self.lmul & 7) | sew_code << 3 | int(self.vta) << 6 | int(self.vma) << 7
+
+
+Op = Callable[[State], int]
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a builder knows about the static instruction it compiles."""
+
+    instr: Instr
+    program: Program
+    mnemonic: str
+
+    @property
+    def nxt(self) -> int:
+        return self.instr.index + 1
+
+    @property
+    def where(self) -> str:
+        return f"line {self.instr.line} `{self.instr.text}`"
+
+
+Builder = Callable[[Ctx, list], Op]
+TABLE: dict[str, list[tuple[str, Builder]]] = {}
+
+
+def isa(names: str | list[str], sig: str) -> Callable[[Builder], Builder]:
+    """Register a builder for every mnemonic in ``names`` (space separated or a list); a
+    mnemonic registered twice gets alternative signatures (``jal label`` / ``jal rd, label``),
+    tried in registration order."""
+    names_l = names.split() if isinstance(names, str) else names
+
+    def reg(fn: Builder) -> Builder:
+        for n in names_l:
+            TABLE.setdefault(n, []).append((sig, fn))
+        return fn
+
+    return reg
+
+
+def _bad(c: Ctx, what: str) -> AsmSyntaxError:
+    return AsmSyntaxError(f"{c.program.source}:{c.instr.line}: {what} in `{c.instr.text}`")
+
+
+def decode(c: Ctx, sig: str) -> list:
+    """Check the raw operands against ``sig`` and turn them into numbers."""
+    ops: list[Operand] = list(c.instr.operands)
+    out: list = []
+    i = 0
+    for k, letter in enumerate(sig):
+        if letter == "t":
+            toks = [str(v) if kind == "name" else None for kind, v in ops[i:]]
+            if not toks or None in toks:
+                raise _bad(c, "expected vtype operands (e8..e64, m1..m8/mf2..mf8, ta/tu, ma/mu)")
+            out.append(toks)
+            i = len(ops)
+            continue
+        optional = letter in "mr"
+        if i >= len(ops):
+            if optional:
+                out.append(False if letter == "m" else "dyn")
+                continue
+            raise _bad(c, f"too few operands (expected {len(sig.replace('m', '').replace('r', ''))})")
+        kind, val = ops[i]
+        if letter == "m":
+            if kind == "name" and val == "v0.t":
+                out.append(True)
+                i += 1
+                continue
+            raise _bad(c, f"operand {k + 1} must be the mask operand v0.t")
+        if letter == "r":
+            if kind == "name" and val in ROUNDING:
+                out.append(val)
+                i += 1
+                continue
+            raise _bad(c, f"operand {k + 1} must be a rounding mode ({', '.join(ROUNDING)})")
+        i += 1
+        if letter in "xfv":
+            table = {"x": XREG, "f": FREG, "v": VREG}[letter]
+            if kind != "name" or val not in table:
+                what = {"x": "an integer", "f": "a floating-point", "v": "a vector"}[letter]
+                raise _bad(c, f"operand {k + 1} must be {what} register, got {_show(kind, val)}")
+            out.append(table[val])
+        elif letter == "i":
+            if kind != "imm":
+                raise _bad(c, f"operand {k + 1} must be an immediate, got {_show(kind, val)}")
+            out.append(val)
+        elif letter == "a":
+            if kind != "mem" or val[1] not in XREG:
+                raise _bad(c, f"operand {k + 1} must be a memory operand off(reg), "
+                              f"got {_show(kind, val)}")
+            out.append((val[0], XREG[val[1]]))
+        elif letter == "l":
+            if kind == "label":
+                out.append(val)
+            elif kind == "name" and val in c.program.labels:
+                out.append(c.program.labels[val])
+            else:
+                raise _bad(c, f"operand {k + 1}: unknown label {_show(kind, val)}")
+        elif letter == "c":
+            if kind != "name" or val not in CSRS:
+                raise _bad(c, f"operand {k + 1}: unsupported CSR {_show(kind, val)}")
+            out.append(val)
+        else:  # pragma: no cover - table error
+            raise AssertionError(letter)
+    if i < len(ops):
+        raise _bad(c, f"too many operands ({len(ops)} given)")
+    return out
+
+
+def _show(kind: str, val: object) -> str:
+    if kind == "mem":
+        off, reg = val  # type: ignore[misc]
+        return f"'{off}({reg})'"
+    return f"'{val}'"

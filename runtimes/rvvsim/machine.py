@@ -1,0 +1,172 @@
+"""``RvvMachine``: compile a ``Program`` to closures once, then run calls through a tight loop.
+
+Every static instruction becomes ``op(state) -> next_index`` (see ``core.py``); ``call`` sets up
+the LP64D argument registers, a 16-byte aligned ``sp`` at the top of the memory's stack region
+and ``ra`` = a sentinel address, then runs ``pc = ops[pc](state)`` until ``ret`` reaches the
+sentinel. A fault inside any closure is caught once here and located (function, source line,
+instruction text) before it propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from portc.runtimes.rvvsim import scalar, vector  # noqa: F401  (registers the ISA tables)
+from portc.runtimes.rvvsim.core import (
+    FNAMES,
+    HALT,
+    RET_SENTINEL,
+    TABLE,
+    XNAMES,
+    Ctx,
+    Op,
+    State,
+    decode,
+    s64,
+)
+from portc.runtimes.rvvsim.errors import (
+    AbiError,
+    AsmSyntaxError,
+    IllegalInstructionError,
+    InstructionLimitError,
+    RvvSimError,
+)
+from portc.runtimes.rvvsim.memory import Memory
+from portc.runtimes.rvvsim.parser import Program
+
+CALLEE_SAVED_X = [8, 9] + list(range(18, 28))  # s0-s11
+CALLEE_SAVED_F = [8, 9] + list(range(18, 28))  # fs0-fs11
+VLENS = (128, 256, 512, 1024)
+
+
+@dataclass
+class RunStats:
+    """What one call did: dynamic instruction counts and the return registers."""
+
+    instructions: int
+    per_mnemonic: dict[str, int] = field(default_factory=dict)
+    a0: int = 0
+    a1: int = 0
+    fa0_bits: int = 0
+
+    @property
+    def fa0_double(self) -> float:
+        return float(np.array([self.fa0_bits], np.uint64).view(np.float64)[0])
+
+    @property
+    def fa0_single(self) -> float:
+        return float(np.array([self.fa0_bits & 0xFFFFFFFF], np.uint32).view(np.float32)[0])
+
+
+def _compile(instr_index: int, program: Program) -> Op:
+    ins = program.instrs[instr_index]
+    alts = TABLE.get(ins.mnemonic)
+    if alts is None:
+        raise AsmSyntaxError(f"{program.source}:{ins.line}: unknown or unsupported mnemonic "
+                             f"'{ins.mnemonic}' in `{ins.text}`")
+    first_err: AsmSyntaxError | None = None
+    for sig, builder in alts:
+        c = Ctx(ins, program, ins.mnemonic)
+        try:
+            args = decode(c, sig)
+        except AsmSyntaxError as exc:
+            first_err = first_err or exc
+            continue
+        return builder(c, args)
+    assert first_err is not None
+    raise first_err
+
+
+class RvvMachine:
+    """An RV64IMFD + RVV 1.0 hart with VLEN ``vlen`` (ELEN=64) over a ``Memory``."""
+
+    def __init__(self, program: Program, memory: Memory, vlen: int = 256) -> None:
+        if vlen not in VLENS:
+            raise ValueError(f"VLEN must be one of {VLENS}, not {vlen}")
+        self.program = program
+        self.vlen = vlen
+        self.ops: list[Op] = [_compile(i, program) for i in range(len(program.instrs))]
+        self.state = State(vlen, memory, program)
+
+    @property
+    def memory(self) -> Memory:
+        return self.state.mem
+
+    @memory.setter
+    def memory(self, mem: Memory) -> None:
+        """Swap the address space (reuse the compiled program on fresh buffers)."""
+        self.state.mem = mem
+
+    def call(self, name: str, int_args: Sequence[int] = (), fp_args: Sequence[float] = (),
+             max_instructions: int = 100_000_000) -> RunStats:
+        """Run function ``name`` under LP64D. ``fp_args``: a ``np.float32`` is passed NaN-boxed
+        as a single, anything else as a double. Raises ``RvvSimError`` subclasses on faults."""
+        if len(int_args) > 8 or len(fp_args) > 8:
+            raise ValueError("at most 8 integer and 8 fp register arguments (no stack args)")
+        pc = self.program.entry(name)
+        st = self.state
+        x, f = st.x, st.f
+        for i in range(32):
+            x[i] = 0
+        for i, v in enumerate(int_args):
+            x[10 + i] = s64(int(v))
+        for i, v in enumerate(fp_args):
+            if isinstance(v, np.float32):
+                f[10 + i] = scalar.BOX | int(np.array([v], np.float32).view(np.uint32)[0])
+            else:
+                f[10 + i] = int(np.array([float(v)], np.float64).view(np.uint64)[0])
+        x[1] = RET_SENTINEL
+        x[2] = self.memory.stack_top & ~15
+        for r in CALLEE_SAVED_X:
+            x[r] = s64(0x5A5A_0000_0000_0000 | r)
+        for r in CALLEE_SAVED_F:
+            f[r] = 0x7FF4_0000_0000_0000 | r  # distinctive signalling-NaN patterns
+        saved_x = [x[r] for r in CALLEE_SAVED_X] + [x[2]]
+        saved_f = [f[r] for r in CALLEE_SAVED_F]
+        # vector registers are undefined at entry (caller-saved): reading one is a bug
+        st.V[:] = 0xFF
+        st.P[:] = 0xFF
+        st.vorigin[:] = ["function entry (vector registers are undefined at a call)"] * 32
+        st.vill, st.vl = True, 0
+
+        ops = self.ops
+        n = len(ops)
+        hits = [0] * n
+        count = 0
+        try:
+            with np.errstate(all="ignore"):
+                while pc >= 0:
+                    if pc >= n:
+                        raise IllegalInstructionError("execution ran past the last instruction "
+                                                      "(missing ret?)")
+                    hits[pc] += 1
+                    count += 1
+                    if count > max_instructions:
+                        raise InstructionLimitError(f"more than {max_instructions} instructions "
+                                                    f"executed (raise max_instructions or look "
+                                                    f"for an endless loop)")
+                    pc = ops[pc](st)
+        except RvvSimError as exc:
+            at = min(pc, n - 1)
+            ins = self.program.instrs[at]
+            exc.locate(self.program.function_of(at), ins.line, ins.text)
+            raise
+        assert pc == HALT
+        for r, v in zip(CALLEE_SAVED_X + [2], saved_x, strict=True):
+            if x[r] != v:
+                raise AbiError(f"function '{name}' returned with callee-saved register "
+                               f"{XNAMES[r]} changed ({v:#x} -> {x[r] & (2**64 - 1):#x}); "
+                               f"save and restore it (LP64D)")
+        for r, v in zip(CALLEE_SAVED_F, saved_f, strict=True):
+            if f[r] != v:
+                raise AbiError(f"function '{name}' returned with callee-saved register "
+                               f"{FNAMES[r]} changed; save and restore it (LP64D)")
+        per: dict[str, int] = {}
+        for i, h in enumerate(hits):
+            if h:
+                m = self.program.instrs[i].mnemonic
+                per[m] = per.get(m, 0) + h
+        return RunStats(count, per, x[10], x[11], f[10])

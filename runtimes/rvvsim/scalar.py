@@ -1,0 +1,582 @@
+"""RV64IM + F/D semantics and the common pseudo-instructions, as closure builders.
+
+Integer registers hold signed Python ints (x0 writes are dropped at build time); fp registers
+hold raw 64-bit patterns with singles NaN-boxed (upper 32 bits all ones) as the spec requires.
+Scalar fp arithmetic reuses the vector fp helpers on 1-element arrays, so scalar and vector
+rounding/NaN rules cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from portc.runtimes.rvvsim import fpu
+from portc.runtimes.rvvsim.core import (
+    HALT,
+    RET_SENTINEL,
+    TEXT_BASE,
+    Ctx,
+    Op,
+    State,
+    isa,
+    s64,
+    sext,
+)
+from portc.runtimes.rvvsim.errors import IllegalInstructionError
+
+M64 = (1 << 64) - 1
+BOX = 0xFFFFFFFF_00000000
+
+
+def _text_addr(index: int) -> int:
+    return TEXT_BASE + 4 * index
+
+
+def jump_target(st: State, addr: int) -> int:
+    """Instruction index of a code address (``jalr``/``ret``), or HALT at the return sentinel."""
+    if addr == RET_SENTINEL:
+        return HALT
+    idx, rem = divmod(addr - TEXT_BASE, 4)
+    if rem or not 0 <= idx < len(st.program.instrs):
+        raise IllegalInstructionError(f"jump to {addr:#x}, which is not an instruction address")
+    return idx
+
+
+# --- integer register-register / register-immediate ------------------------------------------
+
+def _div(a: int, b: int) -> int:
+    if b == 0:
+        return -1
+    if a == -(1 << 63) and b == -1:
+        return a
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+def _rem(a: int, b: int) -> int:
+    if b == 0:
+        return a
+    if a == -(1 << 63) and b == -1:
+        return 0
+    return a - _div(a, b) * b
+
+
+def _u(a: int) -> int:
+    return a & M64
+
+
+RRR: dict[str, Callable[[int, int], int]] = {
+    "add": lambda a, b: s64(a + b),
+    "sub": lambda a, b: s64(a - b),
+    "mul": lambda a, b: s64(a * b),
+    "mulh": lambda a, b: (a * b) >> 64,
+    "mulhu": lambda a, b: s64((_u(a) * _u(b)) >> 64),
+    "mulhsu": lambda a, b: s64((a * _u(b)) >> 64),
+    "div": _div,
+    "divu": lambda a, b: -1 if b == 0 else s64(_u(a) // _u(b)),
+    "rem": _rem,
+    "remu": lambda a, b: a if b == 0 else s64(_u(a) % _u(b)),
+    "and": lambda a, b: a & b,
+    "or": lambda a, b: a | b,
+    "xor": lambda a, b: a ^ b,
+    "sll": lambda a, b: s64(a << (b & 63)),
+    "srl": lambda a, b: s64(_u(a) >> (b & 63)),
+    "sra": lambda a, b: a >> (b & 63),
+    "slt": lambda a, b: int(a < b),
+    "sltu": lambda a, b: int(_u(a) < _u(b)),
+    "addw": lambda a, b: sext(a + b, 32),
+    "subw": lambda a, b: sext(a - b, 32),
+    "mulw": lambda a, b: sext(a * b, 32),
+    "sllw": lambda a, b: sext(a << (b & 31), 32),
+    "srlw": lambda a, b: sext((a & 0xFFFFFFFF) >> (b & 31), 32),
+    "sraw": lambda a, b: sext(a, 32) >> (b & 31),
+    "divw": lambda a, b: sext(_div(sext(a, 32), sext(b, 32)), 32),
+    "divuw": lambda a, b: -1 if b & 0xFFFFFFFF == 0 else sext((a & 0xFFFFFFFF) // (b & 0xFFFFFFFF), 32),
+    "remw": lambda a, b: sext(_rem(sext(a, 32), sext(b, 32)), 32),
+    "remuw": lambda a, b: sext(a, 32) if b & 0xFFFFFFFF == 0 else sext((a & 0xFFFFFFFF) % (b & 0xFFFFFFFF), 32),
+}
+IMM_OPS: dict[str, str] = {
+    "addi": "add", "andi": "and", "ori": "or", "xori": "xor", "slti": "slt", "sltiu": "sltu",
+    "slli": "sll", "srli": "srl", "srai": "sra", "addiw": "addw", "slliw": "sllw",
+    "srliw": "srlw", "sraiw": "sraw",
+}
+
+
+@isa(list(RRR), "xxx")
+def _b_rrr(c: Ctx, a: list) -> Op:
+    rd, rs1, rs2 = a
+    fn, nxt = RRR[c.mnemonic], c.nxt
+    if rd == 0:
+        return lambda st: nxt
+
+    def op(st: State) -> int:
+        x = st.x
+        x[rd] = fn(x[rs1], x[rs2])
+        return nxt
+    return op
+
+
+@isa(list(IMM_OPS), "xxi")
+def _b_rri(c: Ctx, a: list) -> Op:
+    rd, rs1, imm = a
+    fn, nxt = RRR[IMM_OPS[c.mnemonic]], c.nxt
+    if rd == 0:
+        return lambda st: nxt
+    if c.mnemonic == "addi":
+        def addi(st: State) -> int:
+            x = st.x
+            v = x[rs1] + imm
+            x[rd] = v if -(1 << 63) <= v < (1 << 63) else s64(v)
+            return nxt
+        return addi
+
+    def op(st: State) -> int:
+        x = st.x
+        x[rd] = fn(x[rs1], imm)
+        return nxt
+    return op
+
+
+@isa("li", "xi")
+def _b_li(c: Ctx, a: list) -> Op:
+    rd, imm = a
+    v, nxt = s64(imm), c.nxt
+
+    def op(st: State) -> int:
+        if rd:
+            st.x[rd] = v
+        return nxt
+    return op
+
+
+@isa("lui", "xi")
+def _b_lui(c: Ctx, a: list) -> Op:
+    rd, imm = a
+    v, nxt = sext(imm << 12, 32), c.nxt
+
+    def op(st: State) -> int:
+        if rd:
+            st.x[rd] = v
+        return nxt
+    return op
+
+
+UNARY: dict[str, Callable[[int], int]] = {
+    "mv": lambda a: a,
+    "neg": lambda a: s64(-a),
+    "negw": lambda a: sext(-a, 32),
+    "not": lambda a: ~a,
+    "seqz": lambda a: int(a == 0),
+    "snez": lambda a: int(a != 0),
+    "sltz": lambda a: int(a < 0),
+    "sgtz": lambda a: int(a > 0),
+    "sext.w": lambda a: sext(a, 32),
+    "zext.b": lambda a: a & 0xFF,
+}
+
+
+@isa(list(UNARY), "xx")
+def _b_unary(c: Ctx, a: list) -> Op:
+    rd, rs = a
+    fn, nxt = UNARY[c.mnemonic], c.nxt
+
+    def op(st: State) -> int:
+        if rd:
+            st.x[rd] = fn(st.x[rs])
+        return nxt
+    return op
+
+
+@isa("nop", "")
+def _b_nop(c: Ctx, a: list) -> Op:
+    nxt = c.nxt
+    return lambda st: nxt
+
+
+# --- loads / stores ---------------------------------------------------------------------------
+
+LOADS = {"ld": (8, True), "lw": (4, True), "lwu": (4, False), "lh": (2, True),
+         "lhu": (2, False), "lb": (1, True), "lbu": (1, False)}
+STORES = {"sd": 8, "sw": 4, "sh": 2, "sb": 1}
+
+
+@isa(list(LOADS), "xa")
+def _b_load(c: Ctx, a: list) -> Op:
+    rd, (off, rs1) = a
+    n, signed = LOADS[c.mnemonic]
+    nxt = c.nxt
+
+    def op(st: State) -> int:
+        v = st.mem.load_int(st.x[rs1] + off, n, signed)
+        if rd:
+            st.x[rd] = v
+        return nxt
+    return op
+
+
+@isa(list(STORES), "xa")
+def _b_store(c: Ctx, a: list) -> Op:
+    rs2, (off, rs1) = a
+    n, nxt = STORES[c.mnemonic], c.nxt
+
+    def op(st: State) -> int:
+        st.mem.store_int(st.x[rs1] + off, n, st.x[rs2])
+        return nxt
+    return op
+
+
+# --- branches and jumps -----------------------------------------------------------------------
+
+BRANCH: dict[str, Callable[[int, int], bool]] = {
+    "beq": lambda a, b: a == b, "bne": lambda a, b: a != b,
+    "blt": lambda a, b: a < b, "bge": lambda a, b: a >= b,
+    "bltu": lambda a, b: _u(a) < _u(b), "bgeu": lambda a, b: _u(a) >= _u(b),
+    "bgt": lambda a, b: a > b, "ble": lambda a, b: a <= b,
+    "bgtu": lambda a, b: _u(a) > _u(b), "bleu": lambda a, b: _u(a) <= _u(b),
+}
+BRANCH_Z: dict[str, Callable[[int], bool]] = {
+    "beqz": lambda a: a == 0, "bnez": lambda a: a != 0, "blez": lambda a: a <= 0,
+    "bgez": lambda a: a >= 0, "bltz": lambda a: a < 0, "bgtz": lambda a: a > 0,
+}
+
+
+@isa(list(BRANCH), "xxl")
+def _b_branch(c: Ctx, a: list) -> Op:
+    rs1, rs2, tgt = a
+    nxt = c.nxt
+    m = c.mnemonic
+    if m == "bne":
+        return lambda st: tgt if st.x[rs1] != st.x[rs2] else nxt
+    if m == "blt":
+        return lambda st: tgt if st.x[rs1] < st.x[rs2] else nxt
+    fn = BRANCH[m]
+    return lambda st: tgt if fn(st.x[rs1], st.x[rs2]) else nxt
+
+
+@isa(list(BRANCH_Z), "xl")
+def _b_branch_z(c: Ctx, a: list) -> Op:
+    rs, tgt = a
+    nxt = c.nxt
+    if c.mnemonic == "bnez":
+        return lambda st: tgt if st.x[rs] else nxt
+    if c.mnemonic == "beqz":
+        return lambda st: nxt if st.x[rs] else tgt
+    fn = BRANCH_Z[c.mnemonic]
+    return lambda st: tgt if fn(st.x[rs]) else nxt
+
+
+@isa("j", "l")
+def _b_j(c: Ctx, a: list) -> Op:
+    tgt = a[0]
+    return lambda st: tgt
+
+
+def _link(rd: int, ret_addr: int, tgt: int) -> Op:
+    def op(st: State) -> int:
+        if rd:
+            st.x[rd] = ret_addr
+        return tgt
+    return op
+
+
+@isa("call tail", "l")
+def _b_call(c: Ctx, a: list) -> Op:
+    rd = 1 if c.mnemonic == "call" else 0  # tail: jump without link (t1 clobber not modelled)
+    return _link(rd, _text_addr(c.nxt), a[0])
+
+
+@isa("jal", "l")
+def _b_jal1(c: Ctx, a: list) -> Op:
+    return _link(1, _text_addr(c.nxt), a[0])
+
+
+@isa("jal", "xl")
+def _b_jal2(c: Ctx, a: list) -> Op:
+    return _link(a[0], _text_addr(c.nxt), a[1])
+
+
+def _indirect(rd: int, rs: int, off: int, ret_addr: int) -> Op:
+    def op(st: State) -> int:
+        tgt = jump_target(st, (st.x[rs] + off) & ~1)
+        if rd:
+            st.x[rd] = ret_addr
+        return tgt
+    return op
+
+
+@isa("ret", "")
+def _b_ret(c: Ctx, a: list) -> Op:
+    return _indirect(0, 1, 0, 0)
+
+
+@isa("jr", "x")
+def _b_jr(c: Ctx, a: list) -> Op:
+    return _indirect(0, a[0], 0, 0)
+
+
+@isa("jalr", "x")
+def _b_jalr1(c: Ctx, a: list) -> Op:
+    return _indirect(1, a[0], 0, _text_addr(c.nxt))
+
+
+@isa("jalr", "xa")
+def _b_jalr2(c: Ctx, a: list) -> Op:
+    rd, (off, rs) = a
+    return _indirect(rd, rs, off, _text_addr(c.nxt))
+
+
+@isa("jalr", "xxi")
+def _b_jalr3(c: Ctx, a: list) -> Op:
+    rd, rs, off = a
+    return _indirect(rd, rs, off, _text_addr(c.nxt))
+
+
+# --- floating point ---------------------------------------------------------------------------
+
+def get_s(st: State, r: int) -> np.ndarray:
+    """f[r] as a float32 1-element array (an improperly NaN-boxed value reads as canonical NaN)."""
+    v = st.f[r]
+    bits = v & 0xFFFFFFFF if v >> 32 == 0xFFFFFFFF else 0x7FC00000
+    return np.array([bits], np.uint32).view(np.float32)
+
+
+def get_d(st: State, r: int) -> np.ndarray:
+    return np.array([st.f[r]], np.uint64).view(np.float64)
+
+
+def put_f(st: State, r: int, val: np.ndarray) -> None:
+    """Write a float32 (NaN-boxed) or float64 1-element array to f[r]."""
+    if val.dtype == np.float32:
+        st.f[r] = BOX | int(val.view(np.uint32)[0])
+    else:
+        st.f[r] = int(val.view(np.uint64)[0])
+
+
+GET = {"s": get_s, "d": get_d}
+FT = {"s": np.float32, "d": np.float64}
+
+
+def _sgnj(kind: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        u = fpu.UTYPE[a.dtype.itemsize * 8]
+        sign = u(1) << u(a.dtype.itemsize * 8 - 1)
+        ua, ub = a.view(u), b.view(u)
+        s = {"j": ub & sign, "n": ~ub & sign, "x": (ua ^ ub) & sign}[kind]
+        return ((ua & ~sign) | s).view(a.dtype)
+    return fn
+
+
+FBIN: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "fadd": lambda a, b: fpu.canon(a + b),
+    "fsub": lambda a, b: fpu.canon(a - b),
+    "fmul": lambda a, b: fpu.canon(a * b),
+    "fdiv": lambda a, b: fpu.canon(a / b),
+    "fmin": fpu.fmin,
+    "fmax": fpu.fmax,
+    "fsgnj": _sgnj("j"),
+    "fsgnjn": _sgnj("n"),
+    "fsgnjx": _sgnj("x"),
+}
+FMA: dict[str, tuple[float, float]] = {  # (product sign, addend sign)
+    "fmadd": (1.0, 1.0), "fmsub": (1.0, -1.0), "fnmsub": (-1.0, 1.0), "fnmadd": (-1.0, -1.0),
+}
+FCMP: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "feq": np.equal, "flt": np.less, "fle": np.less_equal,
+}
+
+
+def _rm_rne(c: Ctx, rm: str) -> None:
+    if rm not in ("rne", "dyn"):
+        raise IllegalInstructionError(f"rounding mode {rm} is only supported on conversions to "
+                                      f"integer (use rne/dyn) at {c.where}")
+
+
+def _fbuild(names: list[str], sig: str) -> Callable[[Callable], Callable]:
+    return isa([f"{n}.{k}" for n in names for k in "sd"], sig)
+
+
+@_fbuild(list(FBIN), "fffr")
+def _b_fbin(c: Ctx, a: list) -> Op:
+    rd, r1, r2, rm = a
+    _rm_rne(c, rm)
+    base, k = c.mnemonic.split(".")
+    fn, get, nxt = FBIN[base], GET[k], c.nxt
+
+    def op(st: State) -> int:
+        with np.errstate(all="ignore"):
+            put_f(st, rd, fn(get(st, r1), get(st, r2)))
+        return nxt
+    return op
+
+
+@_fbuild(["fsqrt"], "ffr")
+def _b_fsqrt(c: Ctx, a: list) -> Op:
+    rd, r1, rm = a
+    _rm_rne(c, rm)
+    get, nxt = GET[c.mnemonic[-1]], c.nxt
+
+    def op(st: State) -> int:
+        with np.errstate(all="ignore"):
+            put_f(st, rd, fpu.canon(np.sqrt(get(st, r1))))
+        return nxt
+    return op
+
+
+@_fbuild(list(FMA), "ffffr")
+def _b_fma(c: Ctx, a: list) -> Op:
+    rd, r1, r2, r3, rm = a
+    _rm_rne(c, rm)
+    base, k = c.mnemonic.split(".")
+    ps, cs = FMA[base]
+    get, nxt = GET[k], c.nxt
+    t = FT[k]
+
+    def op(st: State) -> int:
+        with np.errstate(all="ignore"):
+            put_f(st, rd, fpu.fma(get(st, r1) * t(ps), get(st, r2), get(st, r3) * t(cs)))
+        return nxt
+    return op
+
+
+FUN = {"fmv": "j", "fneg": "n", "fabs": "x"}
+
+
+@_fbuild(list(FUN), "ff")
+def _b_fmv(c: Ctx, a: list) -> Op:
+    rd, r1 = a
+    base, k = c.mnemonic.split(".")
+    fn, get, nxt = _sgnj(FUN[base]), GET[k], c.nxt
+
+    def op(st: State) -> int:
+        v = get(st, r1)
+        put_f(st, rd, fn(v, v))
+        return nxt
+    return op
+
+
+@_fbuild(list(FCMP), "xff")
+def _b_fcmp(c: Ctx, a: list) -> Op:
+    rd, r1, r2 = a
+    base, k = c.mnemonic.split(".")
+    fn, get, nxt = FCMP[base], GET[k], c.nxt
+
+    def op(st: State) -> int:
+        v = int(fn(get(st, r1), get(st, r2))[0])
+        if rd:
+            st.x[rd] = v
+        return nxt
+    return op
+
+
+@_fbuild(["fclass"], "xf")
+def _b_fclass(c: Ctx, a: list) -> Op:
+    rd, r1 = a
+    get, nxt = GET[c.mnemonic[-1]], c.nxt
+
+    def op(st: State) -> int:
+        v = int(fpu.fclass(get(st, r1))[0])
+        if rd:
+            st.x[rd] = v
+        return nxt
+    return op
+
+
+@isa("flw fld", "fa")
+def _b_fload(c: Ctx, a: list) -> Op:
+    rd, (off, rs1) = a
+    n, nxt = (4 if c.mnemonic == "flw" else 8), c.nxt
+
+    def op(st: State) -> int:
+        v = st.mem.load_int(st.x[rs1] + off, n, False)
+        st.f[rd] = BOX | v if n == 4 else v
+        return nxt
+    return op
+
+
+@isa("fsw fsd", "fa")
+def _b_fstore(c: Ctx, a: list) -> Op:
+    rs2, (off, rs1) = a
+    n, nxt = (4 if c.mnemonic == "fsw" else 8), c.nxt
+
+    def op(st: State) -> int:
+        st.mem.store_int(st.x[rs1] + off, n, st.f[rs2])
+        return nxt
+    return op
+
+
+@isa("fmv.x.w fmv.x.d", "xf")
+def _b_fmv_x(c: Ctx, a: list) -> Op:
+    rd, r1 = a
+    w, nxt = (32 if c.mnemonic.endswith("w") else 64), c.nxt
+
+    def op(st: State) -> int:
+        if rd:
+            st.x[rd] = sext(st.f[r1], w)
+        return nxt
+    return op
+
+
+@isa("fmv.w.x fmv.d.x", "fx")
+def _b_fmv_f(c: Ctx, a: list) -> Op:
+    rd, r1 = a
+    single, nxt = c.mnemonic == "fmv.w.x", c.nxt
+
+    def op(st: State) -> int:
+        v = st.x[r1]
+        st.f[rd] = BOX | (v & 0xFFFFFFFF) if single else v & M64
+        return nxt
+    return op
+
+
+INT_KINDS = {"w": (32, True), "wu": (32, False), "l": (64, True), "lu": (64, False)}
+
+
+@isa([f"fcvt.{i}.{k}" for i in INT_KINDS for k in "sd"], "xfr")
+def _b_fcvt_to_int(c: Ctx, a: list) -> Op:
+    rd, r1, rm = a
+    _, ik, fk = c.mnemonic.split(".")
+    bits, signed = INT_KINDS[ik]
+    get, nxt = GET[fk], c.nxt
+    rmode = "rne" if rm == "dyn" else rm
+
+    def op(st: State) -> int:
+        v = int(fpu.f2i(get(st, r1), bits, signed, rmode)[0])
+        if rd:
+            st.x[rd] = sext(v, bits)  # 32-bit results are sign-extended, unsigned ones too
+        return nxt
+    return op
+
+
+@isa([f"fcvt.{k}.{i}" for i in INT_KINDS for k in "sd"], "fxr")
+def _b_fcvt_from_int(c: Ctx, a: list) -> Op:
+    rd, r1, rm = a
+    _rm_rne(c, rm)
+    _, fk, ik = c.mnemonic.split(".")
+    bits, signed = INT_KINDS[ik]
+    t, nxt = FT[fk], c.nxt
+
+    def op(st: State) -> int:
+        v = st.x[r1]
+        v = sext(v, bits) if signed else v & ((1 << bits) - 1)
+        arr = np.array([v], np.int64 if signed else np.uint64)
+        put_f(st, rd, arr.astype(t))
+        return nxt
+    return op
+
+
+@isa("fcvt.s.d fcvt.d.s", "ffr")
+def _b_fcvt_ff(c: Ctx, a: list) -> Op:
+    rd, r1, rm = a
+    _rm_rne(c, rm)
+    to_single, nxt = c.mnemonic == "fcvt.s.d", c.nxt
+
+    def op(st: State) -> int:
+        with np.errstate(all="ignore"):
+            if to_single:
+                put_f(st, rd, fpu.canon(get_d(st, r1).astype(np.float32)))
+            else:
+                put_f(st, rd, fpu.canon(get_s(st, r1).astype(np.float64)))
+        return nxt
+    return op
