@@ -12,6 +12,7 @@ from xdsl.transforms.common_subexpression_elimination import CommonSubexpression
 from xdsl.transforms.dead_code_elimination import DeadCodeElimination
 
 from portc.passes import (
+    decompose_for_targets,  # noqa: F401 - registers decompose-for-targets
     fold_constants,  # noqa: F401 - registers fold-constants
     moe_routing,  # noqa: F401 - registers moe-routing
     sparsify,  # noqa: F401 - registers sparsify-2-4, sparsify

@@ -1,0 +1,290 @@
+"""``decompose-for-targets``: rewrite what the model-changing passes add beyond the core
+``graph`` dialect into core ``graph`` ops over dtypes every target has.
+
+Hardware targets implement the closed core op set over float64/32/16, bfloat16, (u)int8..64 and
+bool. Quantization, pruning and MoE add more: compressed weights (``sparse.assemble`` /
+``sparse.matmul`` in any encoding), int4/int2 and fp8 storage, run-time fp8 casts of
+activations, and ``moe.moe``. A target puts this pass at the start of its graph pipeline; until
+it has native sparse, int4 or fp8 units it then compiles every changed model through the core
+ops, with results *bit-identical* to the reference interpreter of the changed model:
+
+* ``moe.moe`` -> the ``moe-routing`` lowering (counting-sort dispatch, grouped GEMM, combine).
+* ``sparse.assemble`` of constants -> the dense constant it decodes to (compile-time work; the
+  reference kernel decodes the same way, so values are equal), ``sparse.matmul`` ->
+  ``graph.matmul`` (the sparse kernel *is* the dense matmul on the decoded weight).
+* a constant of a narrow dtype -> the same values in a core storage dtype (``STORAGE``): int4 and
+  int2 unpack to int8, uint4/uint2 to uint8, fp8/fp4 convert exactly to float16 (every e4m3,
+  e5m2 and e2m1 value is a float16), e8m0 to float32. Its readers must be ``graph.cast`` ops,
+  which then cast the same values from the storage dtype.
+* a ``graph.cast`` *to* an fp8 type (the fp8 pass quantizing activations) -> the value it
+  produces, computed in the source float type by core ops: round to the format's mantissa at
+  the value's binade (``round(x / step) * step`` with ``step`` picked by comparisons against the
+  binade thresholds, exact power-of-two scaling, round-half-even like the cast), then the
+  cast's overflow rule (saturate to +-max, else NaN for e4m3fn / +-inf for e5m2).
+
+Anything else outside the core set (a non-constant compressed weight, an op reading a narrow
+dtype other than a cast, a ``moe.moe`` with a dynamic token count, a fnuz fp8 run-time cast) is
+refused with ``DecompositionError`` naming the op, rather than handed to a target that would
+miscompile it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from portc.compiler.builder import ssa_hint
+from portc.compiler.errors import IRError
+from portc.compiler.program import weights_of
+from portc.compiler.weights import WeightStore
+from portc.dialects import dtypes, moe
+from portc.dialects import graph as g
+from portc.dialects import sparse as sp
+from portc.passes.registry import register_pass
+from portc.runtimes.reference.sparse_kernels import decode
+
+
+class DecompositionError(IRError):
+    """An op or dtype outside the core set that ``decompose-for-targets`` cannot express in
+    core ops (the message names the op and its result)."""
+
+
+#: dtypes every target implements
+CORE_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "int8", "int16", "int32",
+                         "int64", "uint8", "uint16", "uint32", "uint64", "bool"})
+
+#: non-core dtype -> core dtype that holds every one of its values exactly
+STORAGE: dict[str, str] = {
+    "int4": "int8", "int2": "int8", "uint4": "uint8", "uint2": "uint8",
+    "float8_e4m3fn": "float16", "float8_e4m3fnuz": "float16", "float8_e5m2": "float16",
+    "float8_e5m2fnuz": "float16", "float4_e2m1fn": "float16", "float8_e8m0fnu": "float32",
+}
+
+
+@dataclass(frozen=True)
+class Fp8Format:
+    """What a run-time cast to an fp8 type does to a value: ``mantissa`` bits, smallest normal
+    and largest binade exponents, largest finite value, and what overflow gives without
+    ``saturate``."""
+
+    mantissa: int
+    emin: int
+    emax: int
+    max: float
+    overflow: str  # "nan" | "inf"
+
+
+FP8_CASTS: dict[str, Fp8Format] = {
+    "float8_e4m3fn": Fp8Format(3, -6, 8, 448.0, "nan"),
+    "float8_e5m2": Fp8Format(2, -14, 15, 57344.0, "inf"),
+}
+
+
+def _where(op: Operation) -> str:
+    hints = [r.name_hint for r in op.results if r.name_hint]
+    return f"'{op.name}' (result %{hints[0]})" if hints else f"'{op.name}'"
+
+
+def _dtype_of(v: SSAValue) -> str | None:
+    try:
+        return g.spec_of(v).dtype
+    except Exception:  # noqa: BLE001 - a non-tensor value has no portc dtype
+        return None
+
+
+class _Emit:
+    """Builds core graph ops before an anchor, inferring result types."""
+
+    def __init__(self, rewriter: Rewriter, anchor: Operation, weights: WeightStore,
+                 hint: str) -> None:
+        self.rewriter, self.anchor, self.weights, self.hint = rewriter, anchor, weights, hint
+
+    def insert(self, op: Operation) -> None:
+        self.rewriter.insert_op(op, InsertPoint.before(self.anchor))
+
+    def op(self, cls: type[g.GraphOp], operands: list[SSAValue], props: g.Props) -> SSAValue:
+        new = cls.build_op(operands, cls.infer([g.spec_of(v) for v in operands], props), props)
+        self.insert(new)
+        return new.results[0]
+
+    def const(self, arr: np.ndarray, suffix: str) -> SSAValue:
+        arr = np.ascontiguousarray(arr)  # (0-d arrays become [1]; they broadcast alike)
+        name = self.weights.add(arr, f"{self.hint}.{suffix}")
+        spec = g.TensorSpec(tuple(arr.shape), dtypes.from_numpy(arr.dtype).name)
+        c = g.ConstantOp.build_op([], [spec], {"resource": name})
+        c.results[0].name_hint = ssa_hint(name)
+        self.insert(c)
+        return c.results[0]
+
+    def scalar(self, value: float, dtype: str, suffix: str) -> SSAValue:
+        return self.const(np.array(value, dtypes.dtype(dtype).numpy), suffix)
+
+
+def emulate_fp8_cast(e: _Emit, x: SSAValue, fmt: Fp8Format, saturate: bool) -> SSAValue:
+    """Core ops computing the values of ``cast(x -> fp8)`` in x's float dtype (module doc)."""
+    dt = g.spec_of(x).dtype
+    a = e.op(g.UnaryOp, [x], {"fn": "abs"})
+    step = e.scalar(2.0 ** (fmt.emin - fmt.mantissa), dt, "fp8_step")
+    for k in range(fmt.emin + 1, fmt.emax + 1):  # binade thresholds 2^k, step 2^(k - m)
+        ge = e.op(g.BinaryOp, [a, e.scalar(2.0 ** k, dt, "fp8_binade")], {"fn": "ge"})
+        step = e.op(g.WhereOp, [ge, e.scalar(2.0 ** (k - fmt.mantissa), dt, "fp8_step"), step],
+                    {})
+    q = e.op(g.UnaryOp, [e.op(g.BinaryOp, [x, step], {"fn": "div"})], {"fn": "round"})
+    q = e.op(g.BinaryOp, [q, step], {"fn": "mul"})
+    if saturate:  # the cast clamps first; rounding a clamped value never exceeds max
+        q = e.op(g.BinaryOp, [q, e.scalar(-fmt.max, dt, "fp8_min")], {"fn": "max"})
+        return e.op(g.BinaryOp, [q, e.scalar(fmt.max, dt, "fp8_max")], {"fn": "min"})
+    big = e.op(g.BinaryOp, [e.op(g.UnaryOp, [q], {"fn": "abs"}),
+                            e.scalar(fmt.max, dt, "fp8_max")], {"fn": "gt"})
+    if fmt.overflow == "nan":
+        return e.op(g.WhereOp, [big, e.scalar(np.nan, dt, "nan"), q], {})
+    inf = e.op(g.BinaryOp, [e.scalar(np.inf, dt, "inf"), e.op(g.UnaryOp, [q], {"fn": "sign"})],
+               {"fn": "mul"})
+    return e.op(g.WhereOp, [big, inf, q], {})
+
+
+class _Decomposer:
+    """One walk over ``@main`` in program order; each handler rewrites one kind of op."""
+
+    def __init__(self, weights: WeightStore) -> None:
+        self.weights = weights
+        self.rewriter = Rewriter()
+        self.handlers: dict[type[Operation], Callable[[Operation], None]] = {
+            sp.AssembleOp: self.assemble,
+            sp.MatMulOp: self.sparse_matmul,
+            g.ConstantOp: self.constant,
+            g.CastOp: self.cast,
+        }
+
+    def run(self, main: func.FuncOp) -> None:
+        for arg in main.args:
+            if _dtype_of(arg) not in CORE_DTYPES:
+                raise DecompositionError(f"decompose-for-targets: @main takes a {_dtype_of(arg)}"
+                                         " input; targets take only core dtypes")
+        for op in list(main.body.block.ops):
+            handler = self.handlers.get(type(op))
+            if handler is not None:
+                handler(op)
+            else:
+                self.check_core(op)
+
+    # ---------------------------------------------------------------------------- handlers
+
+    def check_core(self, op: Operation) -> None:
+        if isinstance(op, func.ReturnOp):
+            bad = [d for v in op.operands if (d := _dtype_of(v)) not in CORE_DTYPES]
+            if bad:
+                raise DecompositionError(f"decompose-for-targets: @main returns {bad[0]}; "
+                                         "targets return only core dtypes")
+            return
+        if not op.name.startswith("graph."):
+            hint = (" (its token count is not static, so moe-routing could not lower it)"
+                    if isinstance(op, moe.MoEOp) else "")
+            raise DecompositionError(f"decompose-for-targets: {_where(op)} is outside the core "
+                                     f"graph dialect and has no decomposition{hint}")
+        for v in (*op.operands, *op.results):
+            if (d := _dtype_of(v)) not in CORE_DTYPES:
+                raise DecompositionError(f"decompose-for-targets: {_where(op)} computes on {d}, "
+                                         "which targets lack; only casts from narrow storage "
+                                         "types are decomposed")
+            if sp.encoding_of(v.type) is not None:
+                raise DecompositionError(f"decompose-for-targets: {_where(op)} reads a "
+                                         "compressed weight; only sparse.matmul may")
+
+    def assemble(self, op: Operation) -> None:
+        assert isinstance(op, sp.AssembleOp)
+        owners = [v.owner for v in op.operands]
+        if not all(isinstance(o, g.ConstantOp) for o in owners):
+            raise DecompositionError(f"decompose-for-targets: {_where(op)} assembles a "
+                                     "compressed weight from run-time values; only constant "
+                                     "weights are decompressed at compile time")
+        spec = g.spec_of(op.result)
+        k, n = (int(d) for d in spec.shape)  # type: ignore[arg-type]
+        arrays = [self.weights[o.resource.data] for o in owners]  # type: ignore[union-attr]
+        dense = decode(arrays, op.encoding, k, n)
+        e = _Emit(self.rewriter, op, self.weights, op.result.name_hint or "sparse")
+        self.rewriter.replace_op(op, [], [e.const(dense, "dense")])
+        for o in owners:
+            if isinstance(o, g.ConstantOp) and not o.results[0].uses:
+                self.rewriter.erase_op(o)
+
+    def sparse_matmul(self, op: Operation) -> None:
+        assert isinstance(op, sp.MatMulOp)
+        mm = g.MatMulOp.build_op([op.x, op.weight], op.result_specs(), {})
+        mm.results[0].name_hint = op.result.name_hint
+        self.rewriter.replace_op(op, mm)
+
+    def _retype(self, op: Operation, new: SSAValue) -> None:
+        """Replace ``op``'s narrow result by ``new`` (same values, core dtype); every reader
+        must be a cast, which then reads the core dtype."""
+        old = op.results[0]
+        for use in old.uses:
+            if not isinstance(use.operation, g.CastOp):
+                raise DecompositionError(
+                    f"decompose-for-targets: {_where(use.operation)} reads the "
+                    f"{g.spec_of(old).dtype} value of {_where(op)}; only casts from narrow "
+                    "storage types are decomposed")
+        new.name_hint = old.name_hint
+        self.rewriter.replace_op(op, [], [new])
+
+    def constant(self, op: Operation) -> None:
+        assert isinstance(op, g.ConstantOp)
+        src = g.spec_of(op.result).dtype
+        if src in CORE_DTYPES:
+            return
+        if src not in STORAGE:
+            raise DecompositionError(f"decompose-for-targets: {_where(op)} holds {src}, which "
+                                     "has no exact core storage type")
+        arr = self.weights[op.resource.data]
+        wide = arr.astype(dtypes.dtype(STORAGE[src]).numpy)
+        # exactness is the contract: every value must survive the round trip
+        back = wide.astype(arr.dtype)
+        if not np.array_equal(back, arr, equal_nan=dtypes.is_float(src)):
+            raise DecompositionError(f"decompose-for-targets: {_where(op)}: {src} -> "
+                                     f"{STORAGE[src]} is not exact")
+        e = _Emit(self.rewriter, op, self.weights, op.resource.data)
+        self._retype(op, e.const(wide, STORAGE[src]))
+
+    def cast(self, op: Operation) -> None:
+        assert isinstance(op, g.CastOp)
+        to = g.spec_of(op.result).dtype
+        src = g.spec_of(op.x).dtype
+        if to in CORE_DTYPES:
+            if src not in CORE_DTYPES:  # its producer was not decomposed (a run-time narrow value)
+                raise DecompositionError(f"decompose-for-targets: {_where(op)} casts a run-time "
+                                         f"{src} value, which targets cannot hold")
+            return
+        fmt = FP8_CASTS.get(to)
+        if fmt is None or not dtypes.is_float(src):
+            raise DecompositionError(f"decompose-for-targets: {_where(op)} casts {src} to {to} "
+                                     "at run time; only float -> float8_e4m3fn/e5m2 casts are "
+                                     "decomposed")
+        e = _Emit(self.rewriter, op, self.weights, op.result.name_hint or "fp8")
+        self._retype(op, emulate_fp8_cast(e, op.x, fmt, bool(op.props().get("saturate", True))))
+
+
+@register_pass
+@dataclass(frozen=True)
+class DecomposeForTargetsPass(ModulePass):
+    """Rewrite sparse, narrow-dtype (int4/int2/fp8) and MoE ops into core graph ops over core
+    dtypes, bit-identical to the reference of the changed model."""
+
+    name = "decompose-for-targets"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        from portc.passes.moe_routing import MoERoutingPass
+
+        if any(isinstance(o, moe.MoEOp) for o in op.walk()):
+            MoERoutingPass().apply(ctx, op)
+        decomposer = _Decomposer(weights_of(ctx))
+        for f in op.ops:
+            if isinstance(f, func.FuncOp):
+                decomposer.run(f)

@@ -1,0 +1,193 @@
+"""``decompose-for-targets``: after it, a changed model holds only core ``graph`` ops over core
+dtypes, and the reference interpreter gives bit-identical outputs before and after, for int8,
+w4, w2, fp8, 2:4, bitmask, CSR and MoE models. The fp8 activation cast it emulates is checked
+against ml_dtypes' own conversion on the values where rounding is delicate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from portc.compiler.api import random_inputs
+from portc.compiler.builder import GraphBuilder
+from portc.compiler.pipeline import parse_pipeline, run_passes
+from portc.compiler.program import Program
+from portc.dialects import graph as g
+from portc.dialects import moe
+from portc.dialects import sparse as sp
+from portc.dialects.graph import TensorSpec
+from portc.passes.calibration import calibrate
+from portc.passes.decompose_for_targets import (
+    CORE_DTYPES,
+    DecompositionError,
+)
+from portc.passes.moe_routing import MoERoutingPass
+from portc.passes.quantize import (
+    QuantizeFP8Pass,
+    QuantizeInt8Pass,
+    QuantizeW2Pass,
+    QuantizeW4Pass,
+    quantize,
+)
+from portc.passes.sparsify import Sparsify24Pass, SparsifyPass
+from portc.runtimes.reference.interpreter import run_program
+
+
+def _mlp(rng: np.random.Generator, k: int = 64, h: int = 128, n: int = 16) -> Program:
+    b = GraphBuilder()
+    x = b.add_input("x", TensorSpec((8, k), "float32"))
+    w1 = b.const((rng.standard_normal((k, h)) / np.sqrt(k)).astype(np.float32), hint="w1")
+    b1 = b.const(rng.standard_normal(h).astype(np.float32) * 0.1, hint="b1")
+    w2 = b.const((rng.standard_normal((h, n)) / np.sqrt(h)).astype(np.float32), hint="w2")
+    y = b.unary("relu", b.binary("add", b.matmul(x, w1), b1))
+    return b.finish([("y", b.matmul(y, w2))])
+
+
+def _batches(p: Program) -> Iterator[dict[str, np.ndarray]]:
+    return (random_inputs(p, 100 + i) for i in range(4))
+
+
+def _copy(p: Program) -> Program:
+    return Program(p.module.clone(), p.weights.subset(set(p.weights)))
+
+
+def _sparsified(pass_: object) -> Callable[[Program], Program]:
+    return lambda p: run_passes(_copy(p), [pass_])  # type: ignore[list-item]
+
+
+def _moe_program(rng: np.random.Generator) -> Program:
+    t, hdim, e, f = 9, 8, 4, 16
+    b = GraphBuilder()
+    x = b.add_input("x", TensorSpec((t, hdim), "float32"))
+    ws = [b.const(rng.standard_normal(s).astype(np.float32), hint=n) for s, n in
+          zip([(hdim, e), (e, hdim, f), (e, hdim, f), (e, f, hdim)],
+              ["router", "w_gate", "w_up", "w_down"], strict=True)]
+    return b.finish([("y", b.one(moe.MoEOp, [x, *ws], moe.moe_props(2, True), hint="moe"))])
+
+
+CHANGES: dict[str, Callable[[Program], Program]] = {
+    "int8": lambda p: quantize(p, QuantizeInt8Pass(), calibrate(p, _batches(p))),
+    "w4": lambda p: quantize(p, QuantizeW4Pass(group_size=32)),
+    "w2": lambda p: quantize(p, QuantizeW2Pass(group_size=32)),
+    "fp8": lambda p: quantize(p, QuantizeFP8Pass(), calibrate(p, _batches(p))),
+    "2:4": _sparsified(Sparsify24Pass()),
+    "bitmask": _sparsified(SparsifyPass(fraction=0.6, format="bitmask")),
+    "csr": _sparsified(SparsifyPass(fraction=0.97, format="csr")),
+}
+
+
+def _assert_core(p: Program) -> None:
+    for op in p.main.body.block.ops:
+        assert op.name.startswith("graph.") or op.name == "func.return", op.name
+        for v in (*op.operands, *op.results):
+            assert g.spec_of(v).dtype in CORE_DTYPES, (op.name, g.spec_of(v))
+            assert sp.encoding_of(v.type) is None, op.name
+
+
+def _decompose(p: Program) -> Program:
+    return run_passes(_copy(p), parse_pipeline("decompose-for-targets"))
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_changed_model_becomes_core_ops_with_identical_outputs(rng, change):
+    changed = CHANGES[change](_mlp(rng))
+    noncore = {op.name for op in changed.main.walk()
+               if not op.name.startswith(("graph.", "func."))} | {
+        g.spec_of(r).dtype for op in changed.main.walk() for r in op.results
+        if g.spec_of(r).dtype not in CORE_DTYPES}
+    if change != "int8":  # int8 is already core: the pass must leave it as it is
+        assert noncore, "the change should have produced something to decompose"
+    out = _decompose(changed)
+    _assert_core(out)
+    x = random_inputs(changed, seed=9)
+    x["x"][0, :4] = [1e4, -1e4, 0.0, -0.0]  # saturating / signed-zero activations for fp8
+    want, got = run_program(changed, x)["y"], run_program(out, x)["y"]
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == want.dtype
+    if change == "int8":
+        assert out.to_text() == changed.to_text()
+
+
+def test_moe_after_routing_and_moe_op_itself_decompose(rng):
+    program = _moe_program(rng)
+    routed = run_passes(_copy(program), [MoERoutingPass()])
+    x = {"x": rng.standard_normal((9, 8)).astype(np.float32)}
+    for source in (routed, program):  # the pass routes a moe.moe it still finds
+        out = _decompose(source)
+        _assert_core(out)
+        np.testing.assert_array_equal(run_program(out, x)["y"], run_program(routed, x)["y"])
+
+
+def test_decomposed_constants_are_core_and_small(rng):
+    """int4 unpacks to int8 (same values), fp8 converts exactly to float16, compressed weights
+    become their dense matrix."""
+    w4 = CHANGES["w4"](_mlp(rng))
+    q = next(a for a in w4.weights._arrays.values() if a.dtype == ml_dtypes.int4)
+    out = _decompose(w4)
+    int8 = [out.weights[o.resource.data] for o in out.main.walk()
+            if isinstance(o, g.ConstantOp) and g.spec_of(o.result).dtype == "int8"]
+    assert any(a.shape == q.shape and np.array_equal(a, q.astype(np.int8)) for a in int8)
+    fp8 = CHANGES["fp8"](_mlp(rng))
+    f8 = [a for a in fp8.weights._arrays.values() if a.dtype == ml_dtypes.float8_e4m3fn]
+    f16 = [out.weights[o.resource.data] for out in [_decompose(fp8)]
+           for o in out.main.walk() if isinstance(o, g.ConstantOp)
+           and g.spec_of(o.result).dtype == "float16"]
+    assert f8 and any(np.array_equal(a.astype(np.float32), b.astype(np.float32))
+                      for a in f8 for b in f16)
+
+
+def _cast_program(to: str, saturate: bool, n: int) -> Program:
+    b = GraphBuilder(fold=False)
+    x = b.add_input("x", TensorSpec((n,), "float32"))
+    return b.finish([("y", b.cast(b.cast(x, to, saturate=saturate), "float32"))])
+
+
+@pytest.mark.parametrize("to", ["float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("saturate", [True, False])
+def test_fp8_cast_emulation_matches_ml_dtypes(rng, to, saturate):
+    fmt = getattr(ml_dtypes, to)
+    grid = np.array([float(v) for v in np.arange(256, dtype=np.uint8).view(fmt)
+                     if np.isfinite(float(v))], np.float64)
+    grid = np.unique(grid)
+    mids = (grid[1:] + grid[:-1]) / 2  # exact ties: round-half-even decides
+    fmax = float(ml_dtypes.finfo(fmt).max)
+    special = [np.nan, np.inf, -np.inf, fmax * 1.03, fmax * 1.1, -fmax * 1.2, 1e-30, -1e-30,
+               float(ml_dtypes.finfo(fmt).smallest_subnormal) / 2, 0.0, -0.0]
+    x = np.concatenate([grid, mids, np.nextafter(mids.astype(np.float32), np.float32(np.inf)),
+                        np.nextafter(mids.astype(np.float32), np.float32(-np.inf)),
+                        rng.standard_normal(2000) * 30, special]).astype(np.float32)
+    p = _cast_program(to, saturate, x.size)
+    out = _decompose(p)
+    _assert_core(out)
+    got = run_program(out, {"x": x})["y"]
+    x64 = x.astype(np.float64)
+    if saturate:
+        x64 = np.clip(x64, -fmax, fmax)
+    with np.errstate(all="ignore"):
+        want = x64.astype(fmt).astype(np.float32)  # ml_dtypes: the independent oracle
+    np.testing.assert_array_equal(got, want)
+    num = ~np.isnan(want)  # signed zeros keep their sign (a NaN's sign bit is no value)
+    assert np.array_equal(np.signbit(got[num]), np.signbit(want[num]))
+    np.testing.assert_array_equal(got, run_program(p, {"x": x})["y"])
+
+
+def test_unsupported_inputs_are_refused_naming_the_op(rng):
+    b = GraphBuilder(fold=False)
+    x = b.add_input("x", TensorSpec((2, 8), "float32"))
+    v = b.binary("mul", b.const(np.ones((4, 3), np.float32)), b.const(np.float32(2)))
+    i = b.const(np.zeros((4, 1), np.uint8))
+    asm = sp.AssembleOp.make([v, i], 8, 3, "float32", sp.NMEncoding(2, 4))
+    prog = b.finish([("y", x)])
+    block = prog.main.body.block
+    block.insert_op_before(asm, block.last_op)
+    mm = sp.MatMulOp.build_op([x, asm.result], [TensorSpec((2, 3), "float32")], {})
+    block.insert_op_before(mm, block.last_op)
+    with pytest.raises(DecompositionError, match="sparse.assemble.*run-time values"):
+        _decompose(prog)
+
+    narrow = _cast_program("int4", True, 4)
+    with pytest.raises(DecompositionError, match="'graph.cast'.*float32 to int4"):
+        _decompose(narrow)
