@@ -136,7 +136,7 @@ def _exact_fma64(a: float, b: float, c: float) -> float:
     try:
         return float(n << e) if e >= 0 else n / (1 << -e)  # int true division rounds once
     except OverflowError:
-        return math.copysign(math.inf, n)
+        return math.inf if n > 0 else -math.inf
 
 
 def fma64(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -118,13 +118,18 @@ def _b_rrr(c: Ctx, a: list) -> Op:
     return op
 
 
-@isa(list(IMM_OPS), "xxi")
+# GNU as also accepts the register form with an immediate (``add a3, a3, 76``)
+IMM_ALIASES = ["add", "and", "or", "xor", "sll", "srl", "sra", "slt", "sltu", "addw", "sllw",
+               "srlw", "sraw"]
+
+
+@isa(list(IMM_OPS) + IMM_ALIASES, "xxi")
 def _b_rri(c: Ctx, a: list) -> Op:
     rd, rs1, imm = a
-    fn, nxt = RRR[IMM_OPS[c.mnemonic]], c.nxt
+    fn, nxt = RRR[IMM_OPS.get(c.mnemonic, c.mnemonic)], c.nxt
     if rd == 0:
         return lambda st: nxt
-    if c.mnemonic == "addi":
+    if c.mnemonic in ("addi", "add"):
         def addi(st: State) -> int:
             x = st.x
             v = x[rs1] + imm

@@ -174,8 +174,9 @@ def raise_poison(st: State, pois: np.ndarray | None, reg: int, bits: int, what: 
     k = int(elems[pos]) if elems is not None else pos
     origin = st.vorigin[min(31, reg + k * bits // st.vlen)]
     src = f"; it was left undefined by {origin}" if origin else ""
-    raise TailRelianceError(f"{what} reads element {k}, which is undefined{src}. Code must not "
-                            f"rely on tail or masked-off (agnostic) element values", element=k)
+    raise TailRelianceError(f"{what}: element {k} (register v{min(31, reg + k * bits // st.vlen)})"
+                            f" is undefined{src}. Code must not rely on tail or masked-off "
+                            f"(agnostic) element values", element=k)
 
 
 # --- scalar operands ---------------------------------------------------------------------------
@@ -681,7 +682,7 @@ def _b_vmv_x_s(c: Ctx, a: list) -> Op:
         u = UTYPE[eew]
         base = vs2 * st.vlenb
         v = int(st.V[base:base + eew // 8].view(u)[0])
-        raise_poison(st, st.P[base:base + eew // 8].view(u)[:1] != 0, vs2, eew, me)
+        raise_poison(st, st.P[base:base + eew // 8].view(u)[:1] != 0, vs2, eew, "element 0 of vs2")
         if rd:
             st.x[rd] = sext(v, eew)
         return nxt
@@ -700,7 +701,7 @@ def _b_vfmv_f_s(c: Ctx, a: list) -> Op:
             raise IllegalInstructionError(f"vfmv.f.s needs SEW 32 or 64, not {eew}")
         u = UTYPE[eew]
         base = vs2 * st.vlenb
-        raise_poison(st, st.P[base:base + eew // 8].view(u)[:1] != 0, vs2, eew, me)
+        raise_poison(st, st.P[base:base + eew // 8].view(u)[:1] != 0, vs2, eew, "element 0 of vs2")
         put_f(st, rd, st.V[base:base + eew // 8].view(FTYPE[eew])[:1].copy())
         return nxt
     return op
@@ -853,10 +854,10 @@ def _active_bits(st: State, vs2: int, vl: int, masked: bool, me: str) -> np.ndar
     bits, pois = mask_bits(st, vs2, vl)
     if masked:
         m, mp = mask_bits(st, 0, vl)
-        raise_poison(st, mp, 0, 1, me + " (mask v0)")
+        raise_poison(st, mp, 0, 1, "mask v0")
         bits = bits & m
         pois = pois & m if pois is not None else None
-    raise_poison(st, pois, vs2, 1, me)
+    raise_poison(st, pois, vs2, 1, "mask operand vs2")
     return bits
 
 
@@ -1138,14 +1139,14 @@ def _build_reduce(stem: str) -> Callable[[Ctx, list], Op]:
             elems = None
             if masked:
                 m, mp = mask_bits(st, 0, vl)
-                raise_poison(st, mp, 0, 1, me + " (mask v0)")
+                raise_poison(st, mp, 0, 1, "mask v0")
                 elems = np.nonzero(m)[0]
                 vals, pois = vals[m], pois[m]
-            raise_poison(st, pois, vs2, eew, me, elems)
+            raise_poison(st, pois, vs2, eew, "reduced operand vs2", elems)
             base = vs1 * st.vlenb
             u = UTYPE[aeew]
             raise_poison(st, st.P[base:base + aeew // 8].view(u)[:1] != 0, vs1, aeew,
-                         me + " (scalar operand vs1[0])")
+                         "scalar operand vs1[0]")
             acc = st.V[base:base + aeew // 8].view(KIND_T[kind][aeew])[:1].copy()
             with np.errstate(all="ignore"):
                 res = np.asarray(fn(acc, vals)).astype(acc.dtype)
@@ -1279,7 +1280,7 @@ def _b_vcompress(c: Ctx, a: list) -> Op:
             return nxt
         sew = st.sew
         bits, mp = mask_bits(st, vs1, vl)
-        raise_poison(st, mp, vs1, 1, me + " (selector mask)")
+        raise_poison(st, mp, vs1, 1, "selector mask vs1")
         src, spois = vget(st, vs2, sew, vl, "u")
         packed, ppois = src[bits].copy(), spois[bits].copy()
         n = packed.size
@@ -1363,9 +1364,9 @@ def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, bas
     active = None
     if masked:
         active, mp = mask_bits(st, 0, n)
-        raise_poison(st, mp, 0, 1, me + " (mask v0)")
+        raise_poison(st, mp, 0, 1, "mask v0")
         pois = pois & active
-    raise_poison(st, pois, vs3, eew, me)
+    raise_poison(st, pois, vs3, eew, "stored value")
     if addrs is None:
         view = st.mem.contiguous(base, n * nb)
         if view is not None:
@@ -1426,7 +1427,7 @@ def _build_indexed(ieew: int, store: bool) -> Callable[[Ctx, list], Op]:
             idx, ipois = vget(st, vs2, ieew, vl, "u")
             mask = mask_bits(st, 0, vl) if masked else None
             raise_poison(st, ipois & mask[0] if mask is not None else ipois, vs2, ieew,
-                         me + " (index operand)")
+                         "index operand")
             addrs = np.uint64(st.x[rs1] & ((1 << 64) - 1)) + idx.astype(np.uint64)
             if store:
                 _store(st, me, vreg, sew, addrs, 0, vl, masked)
