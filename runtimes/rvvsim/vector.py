@@ -1470,13 +1470,22 @@ def _build_mask_mem(store: bool) -> Callable[[Ctx, list], Op]:
             n = (vl + 7) // 8
             if n == 0:
                 return nxt
+            if store:
+                # only bits below vl must be defined: the rest of the last byte is the mask's
+                # tail, which software storing a mask legitimately ignores
+                raise_poison(st, mask_bits(st, vreg, vl)[1], vreg, 1, "stored mask bit")
+                data = st.V[vreg * st.vlenb:vreg * st.vlenb + n]
+                view = st.mem.contiguous(st.x[rs1], n)
+                if view is None:
+                    st.mem.scatter(_elem_addrs(st, st.x[rs1], n, 1), data.reshape(n, 1),
+                                   np.arange(n))
+                else:
+                    view[:] = data
+                return nxt
             saved = (st.vl, st.sew, st.lmul)
             st.vl, st.sew, st.lmul = n, 8, 0
             try:
-                if store:
-                    _store(st, me, vreg, 8, None, st.x[rs1], n, False)
-                else:
-                    _load(st, me, vreg, 8, None, st.x[rs1], n, None, False)
+                _load(st, me, vreg, 8, None, st.x[rs1], n, None, False)
             finally:
                 st.vl, st.sew, st.lmul = saved
             return nxt
