@@ -24,10 +24,17 @@ from portc.runtimes.rvvsim.core import (
     s64,
     sext,
 )
-from portc.runtimes.rvvsim.errors import IllegalInstructionError
+from portc.runtimes.rvvsim.errors import AsmSyntaxError, IllegalInstructionError
 
 M64 = (1 << 64) - 1
 BOX = 0xFFFFFFFF_00000000
+
+
+def _imm_range(c: Ctx, imm: int, lo: int, hi: int) -> None:
+    """The assembler's encoding limits (12-bit signed, shift amounts, 20-bit upper)."""
+    if not lo <= imm <= hi:
+        raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: immediate {imm} out of range "
+                             f"{lo}..{hi} in `{c.instr.text}`")
 
 
 def _text_addr(index: int) -> int:
@@ -126,6 +133,10 @@ IMM_ALIASES = ["add", "and", "or", "xor", "sll", "srl", "sra", "slt", "sltu", "a
 @isa(list(IMM_OPS) + IMM_ALIASES, "xxi")
 def _b_rri(c: Ctx, a: list) -> Op:
     rd, rs1, imm = a
+    m = c.mnemonic
+    lo, hi = (0, 31) if m in ("slliw", "srliw", "sraiw", "sllw", "srlw", "sraw") else \
+        (0, 63) if m in ("slli", "srli", "srai", "sll", "srl", "sra") else (-2048, 2047)
+    _imm_range(c, imm, lo, hi)
     fn, nxt = RRR[IMM_OPS.get(c.mnemonic, c.mnemonic)], c.nxt
     if rd == 0:
         return lambda st: nxt
@@ -159,6 +170,7 @@ def _b_li(c: Ctx, a: list) -> Op:
 @isa("lui", "xi")
 def _b_lui(c: Ctx, a: list) -> Op:
     rd, imm = a
+    _imm_range(c, imm, 0, 0xFFFFF)
     v, nxt = sext(imm << 12, 32), c.nxt
 
     def op(st: State) -> int:
@@ -210,6 +222,7 @@ STORES = {"sd": 8, "sw": 4, "sh": 2, "sb": 1}
 @isa(list(LOADS), "xa")
 def _b_load(c: Ctx, a: list) -> Op:
     rd, (off, rs1) = a
+    _imm_range(c, off, -2048, 2047)
     n, signed = LOADS[c.mnemonic]
     nxt = c.nxt
 
@@ -224,6 +237,7 @@ def _b_load(c: Ctx, a: list) -> Op:
 @isa(list(STORES), "xa")
 def _b_store(c: Ctx, a: list) -> Op:
     rs2, (off, rs1) = a
+    _imm_range(c, off, -2048, 2047)
     n, nxt = STORES[c.mnemonic], c.nxt
 
     def op(st: State) -> int:
@@ -491,6 +505,7 @@ def _b_fclass(c: Ctx, a: list) -> Op:
 @isa("flw fld", "fa")
 def _b_fload(c: Ctx, a: list) -> Op:
     rd, (off, rs1) = a
+    _imm_range(c, off, -2048, 2047)
     n, nxt = (4 if c.mnemonic == "flw" else 8), c.nxt
 
     def op(st: State) -> int:
@@ -503,6 +518,7 @@ def _b_fload(c: Ctx, a: list) -> Op:
 @isa("fsw fsd", "fa")
 def _b_fstore(c: Ctx, a: list) -> Op:
     rs2, (off, rs1) = a
+    _imm_range(c, off, -2048, 2047)
     n, nxt = (4 if c.mnemonic == "fsw" else 8), c.nxt
 
     def op(st: State) -> int:

@@ -674,7 +674,7 @@ isa("vfmerge.vfm", "vvfv")(_build_merge("f"))
 @isa("vmv.x.s", "xv")
 def _b_vmv_x_s(c: Ctx, a: list) -> Op:
     rd, vs2 = a
-    nxt, me = c.nxt, _me(c)
+    nxt = c.nxt
 
     def op(st: State) -> int:
         ready(st)
@@ -692,7 +692,7 @@ def _b_vmv_x_s(c: Ctx, a: list) -> Op:
 @isa("vfmv.f.s", "fv")
 def _b_vfmv_f_s(c: Ctx, a: list) -> Op:
     rd, vs2 = a
-    nxt, me = c.nxt, _me(c)
+    nxt = c.nxt
 
     def op(st: State) -> int:
         ready(st)

@@ -68,7 +68,7 @@ def _arith_cases(rng: np.random.Generator) -> list[Case]:
         cases.append(Case(f"{name.replace('.', '_')}_e{w}_{len(cases)}", body, inputs, out, n, k))
 
     for w in (32, 64):
-        for rep in range(2):
+        for _rep in range(2):
             for stem, forms in BIN.items():
                 for form in forms.split():
                     lmul = LMULS[w][rng.integers(len(LMULS[w]))]
