@@ -51,10 +51,11 @@ def sext(v: int, bits: int) -> int:
 
 class State:
     """Architectural state. x: signed Python ints; f: raw 64-bit patterns; V/P: vector bytes
-    and their per-bit "undefined" (poison) map, 32 registers of VLEN/8 bytes laid end to end."""
+    and their per-bit "undefined" (poison) map, 32 registers of VLEN/8 bytes laid end to end;
+    O: per byte, the id of the instruction that made it undefined (for error messages)."""
 
-    __slots__ = ("x", "f", "V", "P", "vorigin", "vl", "sew", "lmul", "vta", "vma", "vill",
-                 "vlen", "vlenb", "mem", "program")
+    __slots__ = ("x", "f", "V", "P", "O", "origins", "origin_ids", "vl", "sew", "lmul", "vta",
+                 "vma", "vill", "vlen", "vlenb", "mem", "program")
 
     def __init__(self, vlen: int, mem: Memory, program: Program) -> None:
         self.x = [0] * 32
@@ -63,7 +64,10 @@ class State:
         self.vlenb = vlen // 8
         self.V = np.zeros(32 * self.vlenb, np.uint8)
         self.P = np.zeros(32 * self.vlenb, np.uint8)
-        self.vorigin: list[str | None] = [None] * 32
+        # O: per byte, which event left it undefined (index into origins; read only where P != 0)
+        self.O = np.zeros(32 * self.vlenb, np.int32)
+        self.origins: list[str] = [""]
+        self.origin_ids: dict[str, int] = {}
         self.vl = 0
         self.sew = 8
         self.lmul = 0  # log2
@@ -71,6 +75,14 @@ class State:
         self.vill = True
         self.mem = mem
         self.program = program
+
+    def origin_id(self, text: str) -> int:
+        """Intern the description of an event that makes elements undefined."""
+        i = self.origin_ids.get(text)
+        if i is None:
+            i = self.origin_ids[text] = len(self.origins)
+            self.origins.append(text)
+        return i
 
     @property
     def vtype(self) -> int:

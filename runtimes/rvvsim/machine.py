@@ -129,7 +129,7 @@ class RvvMachine:
         # vector registers are undefined at entry (caller-saved): reading one is a bug
         st.V[:] = 0xFF
         st.P[:] = 0xFF
-        st.vorigin[:] = ["function entry (vector registers are undefined at a call)"] * 32
+        st.O[:] = st.origin_id("function entry (vector registers are undefined at a call)")
         st.vill, st.vl = True, 0
 
         ops = self.ops

@@ -96,86 +96,124 @@ def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return a if b is None else a | b
 
 
+def elem_org(st: State, reg: int, eew: int, n: int) -> np.ndarray:
+    """Origin ids of the first ``n`` elements (any undefined byte of an element counts)."""
+    a, b = span(st, reg, eew)
+    return st.O[a:b].reshape(-1, eew // 8)[:n].max(axis=1)
+
+
+def mask_org(st: State, reg: int, n: int) -> np.ndarray:
+    a = reg * st.vlenb
+    return np.repeat(st.O[a:a + st.vlenb], 8)[:n]
+
+
+def _merge_org(pa: np.ndarray | None, oa: np.ndarray | None, pb: np.ndarray | None,
+               ob: np.ndarray | None) -> np.ndarray | None:
+    """Origin of a result poisoned by a or b: a's where a is poisoned, else b's."""
+    if pa is None:
+        return ob
+    if pb is None:
+        return oa
+    return np.where(pa, oa, ob)
+
+
 def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndarray | None,
-           mask: tuple[np.ndarray, np.ndarray | None] | None, origin: str | None) -> None:
-    """Write the body [0, vl) with mask policy, then the tail with tail policy; track poison."""
+           mask: tuple[np.ndarray, np.ndarray | None] | None,
+           origin: np.ndarray | None) -> None:
+    """Write the body [0, vl) with mask policy, then the tail with tail policy; track poison.
+    ``pois``/``origin``: which result elements are undefined and which event caused it."""
     vl = st.vl
     a, b = span(st, vd, eew)
     u, ones = UTYPE[eew], ONES[eew]
     d = st.V[a:b].view(u)
     p = st.P[a:b].view(u)
     res = np.broadcast_to(res, (vl,))
-    agn = ""
     if mask is not None:
         active, mp = mask
-        pois = _or(pois, mp)
+        if mp is not None:
+            origin = _merge_org(pois, origin, mp, mask_org(st, 0, vl))
+            pois = _or(pois, mp)
         if st.vma:
             res = np.where(active, res, ones)
             inactive = ~active
             if inactive.any():
+                mid = st.origin_id(f"{me}: masked-off elements (mask agnostic)")
+                origin = np.where(inactive, mid, origin if origin is not None else 0)
                 pois = _or(pois, inactive)
-                agn = "masked-off elements (mask agnostic)"
         else:
             res = np.where(active, res, d[:vl])
             old = p[:vl] != 0
-            pois = np.where(active, pois, old) if pois is not None else old & ~active
+            if old.any() or pois is not None:
+                oorg = elem_org(st, vd, eew, vl)
+                origin = np.where(active, origin if origin is not None else 0, oorg)
+                pois = np.where(active, pois if pois is not None else False, old)
     d[:vl] = res
-    p[:vl] = 0 if pois is None else np.where(pois, ones, u(0))
+    if pois is None or not pois.any():
+        p[:vl] = 0
+    else:
+        p[:vl] = np.where(pois, ones, u(0))
+        st.O[a:b].reshape(-1, eew // 8)[:vl][pois] = origin[pois][:, None]
     if st.vta and vl < d.size:
         d[vl:] = ones
         p[vl:] = ones
-        agn = f"tail elements {vl}.. (tail agnostic, vl={vl})"
-    tag = f"{me}: {agn}" if agn else (origin if pois is not None and pois.any() else None)
-    if tag is not None:
-        for r in range(vd, vd + (b - a) // st.vlenb):
-            st.vorigin[r] = tag
+        st.O[a:b].reshape(-1, eew // 8)[vl:] = st.origin_id(
+            f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})")
 
 
 def mwrite(st: State, me: str, vd: int, bits: np.ndarray, pois: np.ndarray | None,
-           mask: tuple[np.ndarray, np.ndarray | None] | None, origin: str | None) -> None:
+           mask: tuple[np.ndarray, np.ndarray | None] | None,
+           origin: np.ndarray | None) -> None:
     """Write mask bits [0, vl); the rest of the register is tail (always agnostic)."""
     vl, vlenb = st.vl, st.vlenb
     a = vd * vlenb
     full = np.unpackbits(st.V[a:a + vlenb], bitorder="little").view(bool)
     fullp = np.unpackbits(st.P[a:a + vlenb], bitorder="little").view(bool)
-    agn = ""
     if mask is not None:
         active, mp = mask
-        pois = _or(pois, mp)
+        if mp is not None:
+            origin = _merge_org(pois, origin, mp, mask_org(st, 0, vl))
+            pois = _or(pois, mp)
         if st.vma:
             bits = bits | ~active
             if not active.all():
+                mid = st.origin_id(f"{me}: masked-off mask bits (mask agnostic)")
+                origin = np.where(~active, mid, origin if origin is not None else 0)
                 pois = _or(pois, ~active)
-                agn = "masked-off mask bits (mask agnostic)"
         else:
             bits = np.where(active, bits, full[:vl])
-            pois = np.where(active, pois if pois is not None else False, fullp[:vl])
+            if fullp[:vl].any() or pois is not None:
+                origin = np.where(active, origin if origin is not None else 0,
+                                  mask_org(st, vd, vl))
+                pois = np.where(active, pois if pois is not None else False, fullp[:vl])
+    borg = np.zeros(st.vlen, np.int32)
     full[:vl] = bits
     fullp[:vl] = False if pois is None else pois
+    if pois is not None:
+        borg[:vl] = np.where(pois, origin, 0)
     if vl < st.vlen:
         full[vl:] = True
         fullp[vl:] = True
-        agn = agn or f"mask tail bits {vl}.. (always agnostic)"
+        borg[vl:] = st.origin_id(f"{me}: mask tail bits {vl}.. (always agnostic)")
     st.V[a:a + vlenb] = np.packbits(full, bitorder="little")
     st.P[a:a + vlenb] = np.packbits(fullp, bitorder="little")
-    tag = f"{me}: {agn}" if agn else (origin if pois is not None and pois.any() else None)
-    if tag is not None:
-        st.vorigin[vd] = tag
+    st.O[a:a + vlenb] = borg.reshape(vlenb, 8).max(axis=1)
 
 
 def raise_poison(st: State, pois: np.ndarray | None, reg: int, bits: int, what: str,
                  elems: np.ndarray | None = None) -> None:
     """Raise ``TailRelianceError`` at the first poisoned element (if any); ``bits`` is the
-    element width (1 for mask bits) to find the register that holds it, ``elems`` maps
+    element width (1 for mask bits) to find the bytes that hold it, ``elems`` maps
     positions of ``pois`` back to element indices when it was filtered."""
     if pois is None or not pois.any():
         return
     pos = int(np.argmax(pois))
     k = int(elems[pos]) if elems is not None else pos
-    origin = st.vorigin[min(31, reg + k * bits // st.vlen)]
+    byte = reg * st.vlenb + k * bits // 8
+    oid = int(st.O[byte:byte + max(1, bits // 8)].max())
+    origin = st.origins[oid] if 0 < oid < len(st.origins) else ""
     src = f"; it was left undefined by {origin}" if origin else ""
-    raise TailRelianceError(f"{what}: element {k} (register v{min(31, reg + k * bits // st.vlen)})"
-                            f" is undefined{src}. Code must not rely on tail or masked-off "
+    raise TailRelianceError(f"{what}: element {k} (register v{min(31, byte // st.vlenb)}) is "
+                            f"undefined{src}. Code must not rely on tail or masked-off "
                             f"(agnostic) element values", element=k)
 
 
@@ -197,12 +235,16 @@ def fscalar(st: State, r: int, eew: int) -> np.ndarray:
 Src = tuple[str, int, int, str]  # (operand kind v/x/f/i, reg or imm, width log2 vs SEW, numeric)
 
 
-def _fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+def _fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None,
+                                                 np.ndarray | None]:
+    """Operand values plus, when any is undefined, the poison flags and their origins."""
     kind, val, wl, nk = s
     eew = width(st, wl)
     if kind == "v":
         vals, pois = vget(st, val, eew, vl, nk)
-        return vals, (pois if pois.any() else None), st.vorigin[val]
+        if pois.any():
+            return vals, pois, elem_org(st, val, eew, vl)
+        return vals, None, None
     if kind == "x":
         return xscalar(st.x[val], eew, nk), None, None
     if kind == "i":
@@ -219,14 +261,14 @@ def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Sr
     args: list[np.ndarray] = []
     pois = origin = None
     if sel:  # vmerge/vfmerge: v0 selects, it does not mask
-        bits, mp = mask_bits(st, 0, vl)
+        bits, pois = mask_bits(st, 0, vl)
         args.append(bits)
-        pois, origin = mp, st.vorigin[0] if mp is not None else None
+        origin = mask_org(st, 0, vl) if pois is not None else None
     for s in srcs:
         v, p, o = _fetch(st, s, vl)
         args.append(v)
         if p is not None:
-            pois, origin = _or(pois, p), origin or o
+            origin, pois = _merge_org(pois, origin, p, o), _or(pois, p)
     deew = width(st, dwl)
     with np.errstate(all="ignore"):
         res = np.asarray(fn(*args))
@@ -247,7 +289,7 @@ def compare(st: State, me: str, vd: int, srcs: list[Src], fn: Callable[..., np.n
         v, p, o = _fetch(st, s, vl)
         args.append(v)
         if p is not None:
-            pois, origin = _or(pois, p), origin or o
+            origin, pois = _merge_org(pois, origin, p, o), _or(pois, p)
     bits = np.broadcast_to(np.asarray(fn(*args), bool), (vl,))
     mwrite(st, me, vd, bits, pois, mask_bits(st, 0, vl) if masked else None, origin)
 
@@ -747,7 +789,7 @@ def _build_whole_mv(n: int) -> Callable[[Ctx, list], Op]:
             b = st.vlenb
             st.V[vd * b:(vd + n) * b] = st.V[vs2 * b:(vs2 + n) * b]
             st.P[vd * b:(vd + n) * b] = st.P[vs2 * b:(vs2 + n) * b]
-            st.vorigin[vd:vd + n] = st.vorigin[vs2:vs2 + n]
+            st.O[vd * b:(vd + n) * b] = st.O[vs2 * b:(vs2 + n) * b]
             return nxt
         return op
     return build
@@ -834,9 +876,9 @@ def _mask_logic(fn: Callable, unary: bool) -> Callable[[Ctx, list], Op]:
                 return nxt
             a2, p2 = mask_bits(st, vs2, vl)
             a1, p1 = mask_bits(st, vs1, vl)
-            pois = _or(p2, p1)
-            origin = st.vorigin[vs2] if p2 is not None else st.vorigin[vs1]
-            mwrite(st, me, vd, fn(a2, a1), pois, None, origin)
+            origin = _merge_org(p2, None if p2 is None else mask_org(st, vs2, vl),
+                                p1, None if p1 is None else mask_org(st, vs1, vl))
+            mwrite(st, me, vd, fn(a2, a1), _or(p2, p1), None, origin)
             return nxt
         return op
     return build
@@ -919,9 +961,13 @@ def _b_viota(c: Ctx, a: list) -> Op:
             bits = bits & mask[0]
         csum = np.cumsum(bits) - bits
         # an element's count depends on every earlier source bit: poison spreads forward
+        origin = None
         if pois is not None:
+            org = mask_org(st, vs2, vl)
+            first = int(np.argmax(pois))
             pois = np.cumsum(pois) > 0
-        vwrite(st, me, vd, st.sew, csum.astype(UTYPE[st.sew]), pois, mask, st.vorigin[vs2])
+            origin = np.full(vl, org[first], np.int32)
+        vwrite(st, me, vd, st.sew, csum.astype(UTYPE[st.sew]), pois, mask, origin)
         return nxt
     return op
 
@@ -1189,9 +1235,12 @@ def _build_slide(kind: str, form: str) -> Callable[[Ctx, list], Op]:
             u = UTYPE[sew]
             src, spois = vget(st, vs2, sew, vlmax, "u")
             src, spois = src.copy(), spois.copy()
+            sorg = elem_org(st, vs2, sew, vlmax) if spois.any() else np.zeros(vlmax, np.int32)
             old, opois = vget(st, vd, sew, vl, "u")
+            oorg = elem_org(st, vd, sew, vl) if opois.any() else np.zeros(vl, np.int32)
             res = np.empty(vl, u)
             pois = np.zeros(vl, bool)
+            org = np.zeros(vl, np.int32)
             idx = np.arange(vl)
             if kind in ("up", "down"):
                 off = (st.x[s1] & ((1 << 64) - 1)) if form == "vx" else s1
@@ -1200,23 +1249,26 @@ def _build_slide(kind: str, form: str) -> Callable[[Ctx, list], Op]:
                     j = np.maximum(idx - min(off, vl), 0)
                     res = np.where(keep, old, src[j])
                     pois = np.where(keep, opois, spois[j])
+                    org = np.where(keep, oorg, sorg[j])
                 else:
                     j = idx + off if off < vlmax else np.full(vl, vlmax)
                     inside = j < vlmax
                     jj = np.minimum(j, vlmax - 1)
                     res = np.where(inside, src[jj], u(0))
                     pois = np.where(inside, spois[jj], False)
+                    org = sorg[jj]
             else:
                 scal = xscalar(st.x[s1], sew, "u") if form == "vx" else \
                     fscalar(st, s1, sew).view(u)
                 if kind == "1up":
-                    res[1:], pois[1:] = src[:vl - 1], spois[:vl - 1]
+                    res[1:], pois[1:], org[1:] = src[:vl - 1], spois[:vl - 1], sorg[:vl - 1]
                     res[0], pois[0] = scal[0], False
                 else:
-                    res[:vl - 1], pois[:vl - 1] = src[1:vl], spois[1:vl]
+                    res[:vl - 1], pois[:vl - 1], org[:vl - 1] = src[1:vl], spois[1:vl], \
+                        sorg[1:vl]
                     res[vl - 1], pois[vl - 1] = scal[0], False
             mask = mask_bits(st, 0, vl) if masked else None
-            vwrite(st, me, vd, sew, res, pois if pois.any() else None, mask, st.vorigin[vs2])
+            vwrite(st, me, vd, sew, res, pois if pois.any() else None, mask, org)
             return nxt
         return op
     return build
@@ -1243,21 +1295,25 @@ def _build_gather(form: str, ei16: bool = False) -> Callable[[Ctx, list], Op]:
                 return nxt
             sew, vlmax = st.sew, _vlmax(st)
             src, spois = vget(st, vs2, sew, vlmax, "u")
-            ipois = None
+            ipois = iorg = None
             if form == "vv":
-                iv, ip = vget(st, s1, 16 if ei16 else sew, vl, "u")
+                ieew = 16 if ei16 else sew
+                iv, ip = vget(st, s1, ieew, vl, "u")
                 idx = iv.astype(np.uint64)
-                ipois = ip if ip.any() else None
+                if ip.any():
+                    ipois, iorg = ip, elem_org(st, s1, ieew, vl)
             else:
                 v = (st.x[s1] & ((1 << 64) - 1)) if form == "vx" else s1
                 idx = np.full(vl, v, np.uint64)
             inside = idx < np.uint64(vlmax)
             j = np.where(inside, idx, 0).astype(np.int64)
             res = np.where(inside, src[j], UTYPE[sew](0))
-            pois = _or(np.where(inside, spois[j], False), ipois)
+            gp = np.where(inside, spois[j], False)
+            gorg = elem_org(st, vs2, sew, vlmax)[j] if gp.any() else None
+            origin = _merge_org(ipois, iorg, gp, gorg)
+            pois = _or(ipois, gp)
             mask = mask_bits(st, 0, vl) if masked else None
-            vwrite(st, me, vd, sew, res, pois if pois is not None and pois.any() else None,
-                   mask, st.vorigin[vs2])
+            vwrite(st, me, vd, sew, res, pois if pois.any() else None, mask, origin)
             return nxt
         return op
     return build
@@ -1283,21 +1339,11 @@ def _b_vcompress(c: Ctx, a: list) -> Op:
         raise_poison(st, mp, vs1, 1, "selector mask vs1")
         src, spois = vget(st, vs2, sew, vl, "u")
         packed, ppois = src[bits].copy(), spois[bits].copy()
-        n = packed.size
-        a0, b0 = span(st, vd, sew)
-        d = st.V[a0:b0].view(UTYPE[sew])
-        p = st.P[a0:b0].view(UTYPE[sew])
+        porg = elem_org(st, vs2, sew, vl)[bits] if ppois.any() else None
         saved = st.vl
-        st.vl = n  # elements past the packed count are tail
+        st.vl = packed.size  # elements past the packed count are tail
         try:
-            if n:
-                vwrite(st, me, vd, sew, packed, ppois if ppois.any() else None, None,
-                       st.vorigin[vs2])
-            elif st.vta:
-                d[:] = ONES[sew]
-                p[:] = ONES[sew]
-                for r in range(vd, vd + (b0 - a0) // st.vlenb):
-                    st.vorigin[r] = f"{me}: tail elements 0.. (tail agnostic)"
+            vwrite(st, me, vd, sew, packed, ppois if ppois.any() else None, None, porg)
         finally:
             st.vl = saved
         return nxt
@@ -1344,8 +1390,6 @@ def _load(st: State, me: str, vd: int, eew: int, addrs: np.ndarray | None, base:
         a = vd * st.vlenb
         st.V[a:a + n * nb] = res.view(np.uint8)
         st.P[a:a + n * nb] = 0
-        for r in range(vd, vd + n * nb // st.vlenb):
-            st.vorigin[r] = None
         return
     vwrite(st, me, vd, eew, res, None, mask, None)
 
