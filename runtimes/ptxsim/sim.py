@@ -440,7 +440,7 @@ class _Launch:
         wt, we = self.w_tid[fb], self.w_ep[fb]
         conflict = (we == ep) & (wt != t) & (wt >= 0)
         if conflict.any():
-            self._race(ins, lanes, fb, conflict, self.w_tid, self.w_ins, "written", write, writer_ins)
+            self._race(ins, lanes, fb, conflict, self.w_tid, self.w_ins, "wrote", write, writer_ins)
         if write:
             rt, re = self.r_tid[fb], self.r_ep[fb]
             war = (re == ep) & (rt != t) & (rt != -1)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from portc.runtimes.ptxsim import GlobalMemory, PtxSim, parse_module
+
 from .kernels import ALL
 
 

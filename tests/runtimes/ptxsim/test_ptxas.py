@@ -1,0 +1,22 @@
+"""Every hand-written test kernel is real PTX: ptxas (CUDA) assembles it for sm_80."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from ...conftest import need
+from .kernels import ALL
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_kernel_assembles_with_ptxas(name, tmp_path):
+    need(shutil.which("ptxas") is not None, "ptxas")
+    src = tmp_path / f"{name}.ptx"
+    src.write_text(ALL[name])
+    r = subprocess.run(["ptxas", "-arch=sm_80", str(src), "-o", str(tmp_path / f"{name}.cubin")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
