@@ -69,25 +69,38 @@ def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Single-rounding a*b + c for float32 arrays (see module docstring)."""
     a64, b64, c64 = (np.asarray(v, np.float64) for v in (a, b, c))
     p = a64 * b64  # exact: 24+24 bit significands, exponents well inside float64
-    s, e = _two_sum(p, c64)
+    s = p + c64
     r = s.astype(np.float32)
-    fix = (e != 0) & np.isfinite(s) & np.isfinite(e)
-    if fix.any():
-        r = r.copy()
-        idx = np.nonzero(fix)[0]
-        sv, ev, rv = s[idx], e[idx], r[idx]
-        toward = np.where(sv > rv.astype(np.float64), np.float32(np.inf), np.float32(-np.inf))
-        other = np.nextafter(rv, toward)
-        lo64 = np.where(np.isinf(rv), np.copysign(2.0**128, rv.astype(np.float64)), rv)
-        hi64 = np.where(np.isinf(other), np.copysign(2.0**128, other.astype(np.float64)), other)
-        mid = (lo64.astype(np.float64) + hi64.astype(np.float64)) * 0.5
-        on_mid = (mid == sv) & (rv.astype(np.float64) != sv)
-        # the exact value lies on the side of the midpoint given by the error's sign
-        up = ev > 0
-        big = np.where(rv > other, rv, other)
-        small = np.where(rv > other, other, rv)
-        r[idx] = np.where(on_mid, np.where(up, big, small), rv)
+    # rounding s again is only wrong when s sits exactly on a float32 midpoint (low 29 bits
+    # of the float64 significand = 1000...0) or in float32's subnormal range
+    bits = s.view(np.uint64)
+    mag = np.abs(s)
+    risky = ((bits & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000)) | (
+        (mag < 2.0**-125) & (mag > 0))
+    if risky.any():
+        idx = np.nonzero(risky & np.isfinite(s))[0]
+        r = _fix_midpoints(r.copy(), idx, np.broadcast_to(p, s.shape)[idx],
+                           np.broadcast_to(c64, s.shape)[idx], s[idx])
     return canon(r)
+
+
+def _fix_midpoints(r: np.ndarray, idx: np.ndarray, p: np.ndarray, c: np.ndarray,
+                   s: np.ndarray) -> np.ndarray:
+    """Round p + c (float64 sum s, error e from TwoSum) to float32 exactly at ``idx``."""
+    bb = s - p
+    e = (p - (s - bb)) + (c - bb)
+    rv = r[idx]
+    toward = np.where(s > rv.astype(np.float64), np.float32(np.inf), np.float32(-np.inf))
+    other = np.nextafter(rv, toward)
+    lo64 = np.where(np.isinf(rv), np.copysign(2.0**128, rv.astype(np.float64)), rv)
+    hi64 = np.where(np.isinf(other), np.copysign(2.0**128, other.astype(np.float64)), other)
+    mid = (lo64.astype(np.float64) + hi64.astype(np.float64)) * 0.5
+    on_mid = (mid == s) & (rv.astype(np.float64) != s) & (e != 0)
+    # the exact value lies on the side of the midpoint given by the error's sign
+    big = np.where(rv > other, rv, other)
+    small = np.where(rv > other, other, rv)
+    r[idx] = np.where(on_mid, np.where(e > 0, big, small), rv)
+    return r
 
 
 _SPLIT = 134217729.0  # 2**27 + 1 (Veltkamp)

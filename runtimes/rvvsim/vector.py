@@ -127,7 +127,6 @@ def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndar
     u, ones = UTYPE[eew], ONES[eew]
     d = st.V[a:b].view(u)
     p = st.P[a:b].view(u)
-    res = np.broadcast_to(res, (vl,))
     if mask is not None:
         active, mp = mask
         if mp is not None:
@@ -241,10 +240,14 @@ def _fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None,
     kind, val, wl, nk = s
     eew = width(st, wl)
     if kind == "v":
-        vals, pois = vget(st, val, eew, vl, nk)
-        if pois.any():
-            return vals, pois, elem_org(st, val, eew, vl)
-        return vals, None, None
+        a, b = span(st, val, eew)
+        u = UTYPE[eew]
+        vals = st.V[a:b].view(u)[:vl]
+        if nk != "u":
+            vals = vals.view(KIND_T[nk][eew])
+        if not st.P[a:a + vl * (eew >> 3)].any():  # common case: one check, no flag array
+            return vals, None, None
+        return vals, st.P[a:b].view(u)[:vl] != 0, elem_org(st, val, eew, vl)
     if kind == "x":
         return xscalar(st.x[val], eew, nk), None, None
     if kind == "i":
@@ -270,8 +273,7 @@ def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Sr
         if p is not None:
             origin, pois = _merge_org(pois, origin, p, o), _or(pois, p)
     deew = width(st, dwl)
-    with np.errstate(all="ignore"):
-        res = np.asarray(fn(*args))
+    res = np.asarray(fn(*args))  # fp exceptions are silenced by RvvMachine.call
     t = KIND_T[dkind][deew]
     if res.dtype != t:
         res = res.astype(t)
@@ -290,7 +292,9 @@ def compare(st: State, me: str, vd: int, srcs: list[Src], fn: Callable[..., np.n
         args.append(v)
         if p is not None:
             origin, pois = _merge_org(pois, origin, p, o), _or(pois, p)
-    bits = np.broadcast_to(np.asarray(fn(*args), bool), (vl,))
+    bits = np.asarray(fn(*args), bool)
+    if bits.shape != (vl,):
+        bits = np.full(vl, bits.reshape(-1)[0])
     mwrite(st, me, vd, bits, pois, mask_bits(st, 0, vl) if masked else None, origin)
 
 
