@@ -247,12 +247,9 @@ class _Launch:
         self.smem = np.zeros(self.B * self.S_pad, np.uint8)
         if self.S:
             n = self.B * self.S_pad
-            self.w_tid = np.full(n, -1, np.int32)
-            self.w_ep = np.full(n, -1, np.int32)
-            self.w_ins = np.zeros(n, np.int32)
-            self.r_tid = np.full(n, -1, np.int32)
-            self.r_ep = np.full(n, -1, np.int32)
-            self.r_ins = np.zeros(n, np.int32)
+            none = int(self._pack_state(np.array(-1), 0, np.array(-1)))
+            self.w_state = np.full(n, none, np.int64)
+            self.r_state = np.full(n, none, np.int64)
         self.epoch = np.zeros(self.B, np.int32)
         self.cp_pending: list[tuple] = []
         self.cp_groups: list[list[tuple]] = []
@@ -429,55 +426,71 @@ class _Launch:
                              f"{what} of {size} bytes at shared offset {int(a[i])} "
                              f"({self._shared_var_at(int(a[i]))}) is not {size}-byte aligned")
 
+    # Per shared byte, the last writer and the last reader(s) are packed in one int64 each:
+    # epoch << 32 | instruction index << 11 | (thread + 2), thread -1 = none, -2 = several
+    # readers; one gather and one scatter per access keep the sanitizer cheap.
+    _TID_BITS = 11
+    _INS_MASK = (1 << 21) - 1
+
+    def _pack_state(self, ep: np.ndarray, ins_index: int, t: np.ndarray) -> np.ndarray:
+        return (np.asarray(ep, np.int64) << 32) | (ins_index << self._TID_BITS) | \
+            (np.asarray(t, np.int64) + 2)
+
+    @classmethod
+    def _state_tid(cls, st: np.ndarray) -> np.ndarray:
+        return (st & ((1 << cls._TID_BITS) - 1)) - 2
+
+    @classmethod
+    def _state_ins(cls, st: np.ndarray | int) -> np.ndarray | int:
+        return (st >> cls._TID_BITS) & cls._INS_MASK
+
     def _track(self, ins: Instr, lanes: np.ndarray, fb: np.ndarray, write: bool,
                writer_ins: int | None = None) -> None:
         """Race bookkeeping for shared bytes ``fb`` ([n, k] flat indices) touched by ``lanes``."""
         if not lanes.size:
             return
-        t = self.tid[lanes][:, None]
-        blk = self.block_of[lanes]
-        ep = self.epoch[blk][:, None]
-        wt, we = self.w_tid[fb], self.w_ep[fb]
-        conflict = (we == ep) & (wt != t) & (wt >= 0)
+        t = self.tid[lanes].astype(np.int64)[:, None]
+        ep = self.epoch[self.block_of[lanes]].astype(np.int64)[:, None]
+        key_mask = np.int64(~(self._INS_MASK << self._TID_BITS))
+        key = (ep << 32) | (t + 2)  # epoch and thread, instruction bits cleared
+        w = self.w_state[fb]
+        # the writer is another thread in this epoch (state "none" carries epoch -1)
+        conflict = ((w >> 32) == ep) & ((w & key_mask) != key)
         if conflict.any():
-            self._race(ins, lanes, fb, conflict, self.w_tid, self.w_ins, "wrote", write, writer_ins)
+            self._race(ins, lanes, fb, conflict, self.w_state, "wrote", write, writer_ins)
+        r = self.r_state[fb]
+        seen = ((r >> 32) == ep) & ((r & key_mask) != key)
+        idx = ins.index if writer_ins is None else writer_ins
+        mine = np.broadcast_to(key | (idx << self._TID_BITS), fb.shape)
         if write:
-            rt, re = self.r_tid[fb], self.r_ep[fb]
-            war = (re == ep) & (rt != t) & (rt != -1)
-            if war.any():
-                self._race(ins, lanes, fb, war, self.r_tid, self.r_ins, "read", write, writer_ins)
-            tt = np.broadcast_to(t, fb.shape)
-            self.w_tid[fb] = tt
-            dup = self.w_tid[fb] != tt
+            if seen.any():
+                self._race(ins, lanes, fb, seen, self.r_state, "read", write, writer_ins)
+            self.w_state[fb] = mine
+            dup = self.w_state[fb] != mine
             if dup.any():
                 i, j = (int(x[0]) for x in np.nonzero(dup))
-                other = int(self.w_tid[fb[i, j]])
+                other = int(self._state_tid(self.w_state[fb[i, j]]))
                 raise self.fault(SharedMemoryRaceError, ins, int(lanes[i]),
                                  f"writes shared byte {self._shared_var_at(self._byte_off(fb[i, j]))} "
                                  f"that {self._thread_in_block(0, other)} writes in the same "
                                  "instruction")
-            self.w_ep[fb] = np.broadcast_to(ep, fb.shape)
-            self.w_ins[fb] = ins.index if writer_ins is None else writer_ins
         else:
-            rt, re = self.r_tid[fb], self.r_ep[fb]
-            many = (re == ep) & (rt != t) & (rt != -1)
-            tt = np.broadcast_to(t, fb.shape)
-            self.r_tid[fb] = tt
-            dup = self.r_tid[fb] != tt
-            self.r_tid[fb[many]] = -2
-            self.r_tid[fb[dup]] = -2
-            self.r_ep[fb] = np.broadcast_to(ep, fb.shape)
-            self.r_ins[fb] = ins.index
+            self.r_state[fb] = mine
+            several = (self.r_state[fb] != mine) | seen
+            if several.any():
+                sel = fb[several]
+                # thread field 0 encodes -2: several readers in this epoch
+                self.r_state[sel] = self.r_state[sel] & ~np.int64((1 << self._TID_BITS) - 1)
 
     def _byte_off(self, flat: int) -> int:
         return int(flat) % self.S_pad
 
     def _race(self, ins: Instr, lanes: np.ndarray, fb: np.ndarray, bad: np.ndarray,
-              who: np.ndarray, which: np.ndarray, how: str, write: bool, writer_ins: int | None) -> None:
+              state: np.ndarray, how: str, write: bool, writer_ins: int | None) -> None:
         i, j = (int(x[0]) for x in np.nonzero(bad))
         flat = int(fb[i, j])
-        other_tid = int(who[flat])
-        other = self.entry.instrs[int(which[flat])]
+        other_tid = int(self._state_tid(state[flat]))
+        other = self.entry.instrs[int(self._state_ins(state[flat]))]
         blk = int(self.block_of[lanes[i]])
         other_desc = self._thread_in_block(blk, other_tid) if other_tid >= 0 else "other threads"
         verb = "writes" if write else "reads"
