@@ -249,7 +249,7 @@ def _entry(tree: lark.Tree, lines: list[str], source: str, module_shared: list) 
     for c in rest:
         if isinstance(c, lark.Tree) and c.data == "param":
             toks = [t for t in c.children if t is not None]
-            ty = str(toks[0])[1:]
+            ty = str(next(t for t in toks if t.type == "TYPE"))[1:]
             align = TYPE_BITS.get(ty, 8) // 8 or 1
             ints = [t for t in toks if t.type == "INT"]
             names = [t for t in toks if t.type == "IDENT"]

@@ -829,6 +829,60 @@ MISALIGNED_V4 = HEADER + """
 }
 """
 
+SHFL_PARTIAL = HEADER + """
+.visible .entry shfl_partial(
+    .param .u64 pout
+)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<6>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r1, %tid.x;
+    setp.lt.u32 %p1, %r1, 16;
+    @%p1 shfl.sync.bfly.b32 %r2, %r1, 16, 31, 65535;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r2;
+    ret;
+}
+"""
+
+SHARED_OOB = HEADER + """
+.visible .entry shared_oob()
+{
+    .reg .b32 %r<4>;
+    .shared .align 4 .b8 tile[128];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 2;
+    mov.u32 %r3, tile;
+    add.s32 %r3, %r3, %r2;
+    st.shared.u32 [%r3], %r1;
+    ret;
+}
+"""
+
+# parameter layout (.align'ed byte-array struct) and module-scope dynamic shared memory
+PARAMS_AND_EXTERN = HEADER + """
+/* a block comment
+   spanning lines */
+.extern .shared .align 16 .b8 dyn[];
+
+.visible .entry k(
+    .param .u32 a,
+    .param .align 8 .b8 s[12],
+    .param .f32 f,
+    .param .u64 p
+)
+.maxntid 128, 1, 1
+{
+    .reg .b32 %r<3>;
+    .shared .align 4 .b8 small[6];
+    ld.param.u32 %r1, [s+4];   // byte 4 of the struct parameter
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -853,4 +907,7 @@ ALL = {
     "int_to_float": INT_TO_FLOAT,
     "half2": HALF2,
     "misaligned": MISALIGNED_V4,
+    "shfl_partial": SHFL_PARTIAL,
+    "shared_oob": SHARED_OOB,
+    "params_and_extern": PARAMS_AND_EXTERN,
 }

@@ -19,7 +19,7 @@ from portc.runtimes.ptxsim import (
     parse_module,
 )
 
-from .kernels import ALL, HEADER
+from .kernels import ALL
 
 
 def sim(name: str, text: str | None = None) -> tuple[PtxSim, GlobalMemory]:
@@ -97,28 +97,10 @@ def test_runaway_loop_hits_the_instruction_limit():
         s.launch("spin", grid=(1,), block=(32,), max_instructions=1000)
 
 
-SHFL_PARTIAL = HEADER + """
-.visible .entry shfl_partial(
-    .param .u64 pout
-)
-{
-    .reg .pred %p<2>;
-    .reg .b32 %r<6>;
-    .reg .b64 %rd<4>;
-    ld.param.u64 %rd1, [pout];
-    mov.u32 %r1, %tid.x;
-    setp.lt.u32 %p1, %r1, 16;
-    @%p1 shfl.sync.bfly.b32 %r2, %r1, 16, 31, 65535;
-    mul.wide.u32 %rd2, %r1, 4;
-    add.s64 %rd3, %rd1, %rd2;
-    st.global.u32 [%rd3], %r2;
-    ret;
-}
-"""
 
 
 def test_shfl_reading_a_lane_that_does_not_take_part_is_reported():
-    s, mem = sim("shfl_partial", SHFL_PARTIAL)
+    s, mem = sim("shfl_partial")
     pout = mem.alloc("out", 128)
     with pytest.raises(WarpSyncError, match="reads lane 16"):
         s.launch("shfl_partial", grid=(1,), block=(32,), params=[pout])
@@ -131,23 +113,10 @@ def test_mma_in_a_partial_warp_is_reported(rng):
         s.launch("mma_f16", grid=(1,), block=(16,), params=bufs)
 
 
-SHARED_OOB = HEADER + """
-.visible .entry shared_oob()
-{
-    .reg .b32 %r<4>;
-    .shared .align 4 .b8 tile[128];
-    mov.u32 %r1, %tid.x;
-    shl.b32 %r2, %r1, 2;
-    mov.u32 %r3, tile;
-    add.s32 %r3, %r3, %r2;
-    st.shared.u32 [%r3], %r1;
-    ret;
-}
-"""
 
 
 def test_shared_store_past_the_declared_size_is_out_of_bounds():
-    s, _ = sim("shared_oob", SHARED_OOB)
+    s, _ = sim("shared_oob")
     s.launch("shared_oob", grid=(1,), block=(32,))  # 32 * 4 = 128 bytes: fits
     with pytest.raises(OutOfBoundsError, match=r"thread \(32,0,0\).*128 bytes of shared memory"):
         s.launch("shared_oob", grid=(1,), block=(33,))
