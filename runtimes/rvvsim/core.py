@@ -55,7 +55,7 @@ class State:
     O: per byte, the id of the instruction that made it undefined (for error messages)."""
 
     __slots__ = ("x", "f", "V", "P", "O", "origins", "origin_ids", "vl", "sew", "lmul", "vta",
-                 "vma", "vill", "vlen", "vlenb", "mem", "program")
+                 "vma", "vill", "vlen", "vlenb", "mem", "program", "frm")
 
     def __init__(self, vlen: int, mem: Memory, program: Program) -> None:
         self.x = [0] * 32
@@ -73,6 +73,7 @@ class State:
         self.lmul = 0  # log2
         self.vta = self.vma = False
         self.vill = True
+        self.frm = 0  # dynamic rounding mode (0 = rne)
         self.mem = mem
         self.program = program
 

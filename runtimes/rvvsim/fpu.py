@@ -183,6 +183,7 @@ def _round_away(x: np.ndarray) -> np.ndarray:
     return t + np.where(np.abs(x - t) >= 0.5, np.sign(x), 0.0)
 
 
+FRM_NAMES = ("rne", "rtz", "rdn", "rup", "rmm")  # frm encodings 0..4
 ROUND: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "rne": np.rint,
     "dyn": np.rint,

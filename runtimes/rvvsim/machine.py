@@ -130,7 +130,7 @@ class RvvMachine:
         st.V[:] = 0xFF
         st.P[:] = 0xFF
         st.O[:] = st.origin_id("function entry (vector registers are undefined at a call)")
-        st.vill, st.vl = True, 0
+        st.vill, st.vl, st.frm = True, 0, 0
 
         ops = self.ops
         n = len(ops)
@@ -164,6 +164,9 @@ class RvvMachine:
             if f[r] != v:
                 raise AbiError(f"function '{name}' returned with callee-saved register "
                                f"{FNAMES[r]} changed; save and restore it (LP64D)")
+        if st.frm:
+            raise AbiError(f"function '{name}' returned with frm={st.frm} (rounding mode "
+                           f"changed); restore it (fsrm) before returning")
         per: dict[str, int] = {}
         for i, h in enumerate(hits):
             if h:

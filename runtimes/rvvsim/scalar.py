@@ -408,8 +408,16 @@ FCMP: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 def _rm_rne(c: Ctx, rm: str) -> None:
     if rm not in ("rne", "dyn"):
-        raise IllegalInstructionError(f"rounding mode {rm} is only supported on conversions to "
-                                      f"integer (use rne/dyn) at {c.where}")
+        raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: static rounding mode {rm} is "
+                             f"only modelled on conversions to integer (use rne/dyn) in "
+                             f"`{c.instr.text}`")
+
+
+def _dyn_rne(st: State) -> None:
+    """``dyn`` arithmetic is modelled for frm = rne only."""
+    if st.frm:
+        raise IllegalInstructionError(f"fp arithmetic under dynamic rounding mode "
+                                      f"{fpu.FRM_NAMES[st.frm]} is not modelled (only rne)")
 
 
 def _fbuild(names: list[str], sig: str) -> Callable[[Callable], Callable]:
@@ -422,8 +430,11 @@ def _b_fbin(c: Ctx, a: list) -> Op:
     _rm_rne(c, rm)
     base, k = c.mnemonic.split(".")
     fn, get, nxt = FBIN[base], GET[k], c.nxt
+    rounds = rm == "dyn" and base in ("fadd", "fsub", "fmul", "fdiv")
 
     def op(st: State) -> int:
+        if st.frm and rounds:
+            _dyn_rne(st)
         with np.errstate(all="ignore"):
             put_f(st, rd, fn(get(st, r1), get(st, r2)))
         return nxt
@@ -437,6 +448,8 @@ def _b_fsqrt(c: Ctx, a: list) -> Op:
     get, nxt = GET[c.mnemonic[-1]], c.nxt
 
     def op(st: State) -> int:
+        if st.frm and rm == "dyn":
+            _dyn_rne(st)
         with np.errstate(all="ignore"):
             put_f(st, rd, fpu.canon(np.sqrt(get(st, r1))))
         return nxt
@@ -453,6 +466,8 @@ def _b_fma(c: Ctx, a: list) -> Op:
     t = FT[k]
 
     def op(st: State) -> int:
+        if st.frm and rm == "dyn":
+            _dyn_rne(st)
         with np.errstate(all="ignore"):
             put_f(st, rd, fpu.fma(get(st, r1) * t(ps), get(st, r2), get(st, r3) * t(cs)))
         return nxt
@@ -560,9 +575,8 @@ def _b_fcvt_to_int(c: Ctx, a: list) -> Op:
     _, ik, fk = c.mnemonic.split(".")
     bits, signed = INT_KINDS[ik]
     get, nxt = GET[fk], c.nxt
-    rmode = "rne" if rm == "dyn" else rm
-
     def op(st: State) -> int:
+        rmode = fpu.FRM_NAMES[st.frm] if rm == "dyn" else rm
         v = int(fpu.f2i(get(st, r1), bits, signed, rmode)[0])
         if rd:
             st.x[rd] = sext(v, bits)  # 32-bit results are sign-extended, unsigned ones too
@@ -579,6 +593,8 @@ def _b_fcvt_from_int(c: Ctx, a: list) -> Op:
     t, nxt = FT[fk], c.nxt
 
     def op(st: State) -> int:
+        if st.frm and rm == "dyn":
+            _dyn_rne(st)
         v = st.x[r1]
         v = sext(v, bits) if signed else v & ((1 << bits) - 1)
         arr = np.array([v], np.int64 if signed else np.uint64)
@@ -594,6 +610,8 @@ def _b_fcvt_ff(c: Ctx, a: list) -> Op:
     to_single, nxt = c.mnemonic == "fcvt.s.d", c.nxt
 
     def op(st: State) -> int:
+        if st.frm and rm == "dyn" and to_single:
+            _dyn_rne(st)
         with np.errstate(all="ignore"):
             if to_single:
                 put_f(st, rd, fpu.canon(get_d(st, r1).astype(np.float32)))

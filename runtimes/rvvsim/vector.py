@@ -14,6 +14,7 @@ conversions are each one dict from mnemonic stem to a numpy function; a handful 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -47,6 +48,14 @@ def ready(st: State) -> int:
         raise IllegalInstructionError("vector instruction executed while vtype.vill is set "
                                       "(no valid vsetvli/vsetivli before it)")
     return st.vl
+
+
+def rne_only(st: State) -> None:
+    """Rounding fp arithmetic is modelled for frm = rne (what portc emits and qemu defaults to)."""
+    if st.frm:
+        raise IllegalInstructionError(f"fp arithmetic under dynamic rounding mode "
+                                      f"{fpu.FRM_NAMES[st.frm]} is not modelled (only rne; "
+                                      f"float->int conversions honour every mode)")
 
 
 def width(st: State, wl: int) -> int:
@@ -389,21 +398,91 @@ def _b_vsetvl(c: Ctx, a: list) -> Op:
     return op
 
 
-@isa("csrr", "xc")
-def _b_csrr(c: Ctx, a: list) -> Op:
-    rd, csr = a
-    nxt = c.nxt
-    get: Callable[[State], int] = {
-        "vl": lambda st: st.vl, "vlenb": lambda st: st.vlenb,
-        "vtype": lambda st: sext(st.vtype, 64), "vstart": lambda st: 0,
-        "frm": lambda st: 0, "fflags": lambda st: 0, "fcsr": lambda st: 0,
-    }[csr]
+CSR_READ: dict[str, Callable[[State], int]] = {
+    "vl": lambda st: st.vl, "vlenb": lambda st: st.vlenb,
+    "vtype": lambda st: sext(st.vtype, 64), "vstart": lambda st: 0,
+    "frm": lambda st: st.frm, "fflags": lambda st: 0, "fcsr": lambda st: st.frm << 5,
+}
+
+
+def _csr_write(csr: str, st: State, v: int) -> None:
+    if csr == "frm":
+        v &= 7
+    elif csr == "fcsr":
+        v = (v >> 5) & 7
+    elif csr == "fflags":
+        return  # exception flags are not modelled; writes are harmless
+    else:
+        raise IllegalInstructionError(f"CSR {csr} is read-only")
+    if v > 4:
+        raise IllegalInstructionError(f"frm={v} is a reserved rounding mode")
+    st.frm = v
+
+
+def _csr_op(rd: int, csr: str, src: Callable[[State], int] | None, nxt: int) -> Op:
+    """csrr/csrw/csrwi/fsrm/fsrmi/frrm: read the old value into rd, then write src."""
+    read = CSR_READ[csr]
 
     def op(st: State) -> int:
+        old = read(st)
+        if src is not None:
+            _csr_write(csr, st, src(st))
         if rd:
-            st.x[rd] = get(st)
+            st.x[rd] = old
         return nxt
     return op
+
+
+@isa("csrr", "xc")
+def _b_csrr(c: Ctx, a: list) -> Op:
+    return _csr_op(a[0], a[1], None, c.nxt)
+
+
+@isa("csrw", "cx")
+def _b_csrw(c: Ctx, a: list) -> Op:
+    rs = a[1]
+    return _csr_op(0, a[0], lambda st: st.x[rs], c.nxt)
+
+
+@isa("csrwi", "ci")
+def _b_csrwi(c: Ctx, a: list) -> Op:
+    imm = a[1]
+    return _csr_op(0, a[0], lambda st: imm, c.nxt)
+
+
+@isa("csrrw", "xcx")
+def _b_csrrw(c: Ctx, a: list) -> Op:
+    rs = a[2]
+    return _csr_op(a[0], a[1], lambda st: st.x[rs], c.nxt)
+
+
+@isa("frrm", "x")
+def _b_frrm(c: Ctx, a: list) -> Op:
+    return _csr_op(a[0], "frm", None, c.nxt)
+
+
+@isa("fsrm", "x")
+def _b_fsrm1(c: Ctx, a: list) -> Op:
+    rs = a[0]
+    return _csr_op(0, "frm", lambda st: st.x[rs], c.nxt)
+
+
+@isa("fsrm", "xx")
+def _b_fsrm2(c: Ctx, a: list) -> Op:
+    rs = a[1]
+    return _csr_op(a[0], "frm", lambda st: st.x[rs], c.nxt)
+
+
+@isa("fsrmi", "i")
+def _b_fsrmi1(c: Ctx, a: list) -> Op:
+    imm = a[0]
+    return _csr_op(0, "frm", lambda st: imm, c.nxt)
+
+
+@isa("fsrmi", "xi")
+def _b_fsrmi2(c: Ctx, a: list) -> Op:
+    imm = a[1]
+    return _csr_op(a[0], "frm", lambda st: imm, c.nxt)
 
 
 # --- integer arithmetic ------------------------------------------------------------------------
@@ -504,7 +583,7 @@ def _scalar_src(c: Ctx, form: str, val: int, wl: int, kind: str, stem: str) -> S
     return ("i", val, wl, kind)
 
 
-def _binary(table: dict, dkind_of: Callable[[str], str]) -> None:
+def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -> None:
     for stem, (kind, fn, forms) in table.items():
         for form in forms.split():
             sig = "vv" + ("v" if form[1] == "v" else "x" if form[1] == "x" else
@@ -519,6 +598,8 @@ def _binary(table: dict, dkind_of: Callable[[str], str]) -> None:
                 me, nxt, dk = _me(c), c.nxt, dkind_of(kind)
 
                 def op(st: State) -> int:
+                    if rounds and st.frm and not stem.startswith("vfsgnj"):
+                        rne_only(st)
                     elementwise(st, me, vd, 0, dk, srcs, fn, masked)
                     return nxt
                 return op
@@ -537,7 +618,7 @@ INT_MAC: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] =
 
 
 def _mac_builder(fn: Callable, form: str, kinds: tuple[str, str, str], dwl: int,
-                 dkind: str) -> Callable[[Ctx, list], Op]:
+                 dkind: str, rounds: bool = False) -> Callable[[Ctx, list], Op]:
     def build(c: Ctx, a: list) -> Op:
         vd, s1, vs2, masked = a
         srcs: list[Src] = [("v", vd, dwl, kinds[0])]
@@ -547,6 +628,8 @@ def _mac_builder(fn: Callable, form: str, kinds: tuple[str, str, str], dwl: int,
         me, nxt = _me(c), c.nxt
 
         def op(st: State) -> int:
+            if rounds and st.frm:
+                rne_only(st)
             elementwise(st, me, vd, dwl, dkind, srcs, fn, masked)
             return nxt
         return op
@@ -1001,7 +1084,7 @@ FP_BIN: dict[str, tuple[str, Callable, str]] = {
     "vfsgnjn": ("f", _fsgnj("n"), "vv vf"),
     "vfsgnjx": ("f", _fsgnj("x"), "vv vf"),
 }
-_binary(FP_BIN, lambda k: k)
+_binary(FP_BIN, lambda k: k, rounds=True)
 
 # fused multiply-add (asm order vd, vs1|rs1, vs2): (product sign, addend sign, addend is vd?)
 FP_MAC: dict[str, tuple[float, float, bool]] = {
@@ -1024,7 +1107,7 @@ def _fmac_fn(ps: float, cs: float, acc_vd: bool) -> Callable:
 for _stem, (_ps, _cs, _acc) in FP_MAC.items():
     for _form in ("vv", "vf"):
         isa(f"{_stem}.{_form}", "v" + _form[1] + "vm")(
-            _mac_builder(_fmac_fn(_ps, _cs, _acc), _form, ("f", "f", "f"), 0, "f"))
+            _mac_builder(_fmac_fn(_ps, _cs, _acc), _form, ("f", "f", "f"), 0, "f", True))
 
 
 def _fwmac_fn(ps: float, cs: float) -> Callable:
@@ -1037,7 +1120,7 @@ for _stem, (_ps, _cs, _acc) in FP_MAC.items():
     if _acc:
         for _form in ("vv", "vf"):
             isa(f"vfw{_stem[2:]}.{_form}", "v" + _form[1] + "vm")(
-                _mac_builder(_fwmac_fn(_ps, _cs), _form, ("f", "f", "f"), 1, "f"))
+                _mac_builder(_fwmac_fn(_ps, _cs), _form, ("f", "f", "f"), 1, "f", True))
 
 
 FP_WIDE_BIN: dict[str, Callable] = {
@@ -1055,6 +1138,7 @@ for _stem, _fn in FP_WIDE_BIN.items():
             def op(st: State) -> int:
                 if st.sew != 32:
                     raise IllegalInstructionError("widening fp ops need SEW=32 (no Zvfh)")
+                rne_only(st)
                 elementwise(st, me, vd, 1, "f", srcs, fn, masked)
                 return nxt
             return op
@@ -1065,8 +1149,10 @@ FP_UNARY: dict[str, tuple[int, int, str, str, Callable]] = {
     # name -> (src width log2, dst width log2, src kind, dst kind, fn)
     "vfsqrt.v": (0, 0, "f", "f", lambda a: fpu.canon(np.sqrt(a))),
     "vfclass.v": (0, 0, "f", "u", fpu.fclass),
-    "vfcvt.xu.f.v": (0, 0, "f", "u", lambda a: fpu.f2i(a, a.dtype.itemsize * 8, False)),
-    "vfcvt.x.f.v": (0, 0, "f", "s", lambda a: fpu.f2i(a, a.dtype.itemsize * 8, True)),
+    "vfcvt.xu.f.v": (0, 0, "f", "u",
+                     lambda a, rm="rne": fpu.f2i(a, a.dtype.itemsize * 8, False, rm)),
+    "vfcvt.x.f.v": (0, 0, "f", "s",
+                    lambda a, rm="rne": fpu.f2i(a, a.dtype.itemsize * 8, True, rm)),
     "vfcvt.rtz.xu.f.v": (0, 0, "f", "u",
                          lambda a: fpu.f2i(a, a.dtype.itemsize * 8, False, "rtz")),
     "vfcvt.rtz.x.f.v": (0, 0, "f", "s", lambda a: fpu.f2i(a, a.dtype.itemsize * 8, True, "rtz")),
@@ -1075,15 +1161,17 @@ FP_UNARY: dict[str, tuple[int, int, str, str, Callable]] = {
     "vfwcvt.f.f.v": (0, 1, "f", "f", lambda a: a.astype(np.float64)),
     "vfwcvt.f.xu.v": (0, 1, "u", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 16])),
     "vfwcvt.f.x.v": (0, 1, "s", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 16])),
-    "vfwcvt.xu.f.v": (0, 1, "f", "u", lambda a: fpu.f2i(a, 64, False)),
-    "vfwcvt.x.f.v": (0, 1, "f", "s", lambda a: fpu.f2i(a, 64, True)),
+    "vfwcvt.xu.f.v": (0, 1, "f", "u", lambda a, rm="rne": fpu.f2i(a, 64, False, rm)),
+    "vfwcvt.x.f.v": (0, 1, "f", "s", lambda a, rm="rne": fpu.f2i(a, 64, True, rm)),
     "vfwcvt.rtz.xu.f.v": (0, 1, "f", "u", lambda a: fpu.f2i(a, 64, False, "rtz")),
     "vfwcvt.rtz.x.f.v": (0, 1, "f", "s", lambda a: fpu.f2i(a, 64, True, "rtz")),
     "vfncvt.f.f.w": (1, 0, "f", "f", lambda a: fpu.canon(a.astype(np.float32))),
     "vfncvt.f.xu.w": (1, 0, "u", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 4])),
     "vfncvt.f.x.w": (1, 0, "s", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 4])),
-    "vfncvt.xu.f.w": (1, 0, "f", "u", lambda a: fpu.f2i(a, a.dtype.itemsize * 4, False)),
-    "vfncvt.x.f.w": (1, 0, "f", "s", lambda a: fpu.f2i(a, a.dtype.itemsize * 4, True)),
+    "vfncvt.xu.f.w": (1, 0, "f", "u",
+                      lambda a, rm="rne": fpu.f2i(a, a.dtype.itemsize * 4, False, rm)),
+    "vfncvt.x.f.w": (1, 0, "f", "s",
+                     lambda a, rm="rne": fpu.f2i(a, a.dtype.itemsize * 4, True, rm)),
     "vfncvt.rtz.xu.f.w": (1, 0, "f", "u",
                           lambda a: fpu.f2i(a, a.dtype.itemsize * 4, False, "rtz")),
     "vfncvt.rtz.x.f.w": (1, 0, "f", "s",
@@ -1098,6 +1186,12 @@ FP_UNARY: dict[str, tuple[int, int, str, str, Callable]] = {
 }
 
 
+DYN_TO_INT = {"vfcvt.xu.f.v", "vfcvt.x.f.v", "vfwcvt.xu.f.v", "vfwcvt.x.f.v", "vfncvt.xu.f.w",
+              "vfncvt.x.f.w"}  # round with the dynamic frm
+ROUNDING_TO_FLOAT = {"vfsqrt.v", "vfcvt.f.xu.v", "vfcvt.f.x.v", "vfncvt.f.f.w", "vfncvt.f.xu.w",
+                     "vfncvt.f.x.w"}  # supported under frm = rne only
+
+
 def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
     swl, dwl, sk, dk, fn = FP_UNARY[name]
 
@@ -1105,14 +1199,17 @@ def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
         vd, vs2, masked = a
         srcs: list[Src] = [("v", vs2, swl, sk)]
         me, nxt = _me(c), c.nxt
-        needs_fp = "f" in (sk, dk)
 
         def op(st: State) -> int:
-            if needs_fp and width(st, max(swl, dwl)) < 32 and not (sk == "f" and
-                                                                    width(st, swl) >= 32):
+            if (sk == "f" and width(st, swl) < 32) or (dk == "f" and width(st, dwl) < 32):
                 raise IllegalInstructionError(f"{name} at SEW={st.sew} needs 16-bit floats "
                                               f"(Zvfh), which rvvsim does not model")
-            elementwise(st, me, vd, dwl, dk, srcs, fn, masked)
+            f = fn
+            if name in DYN_TO_INT and st.frm:
+                f = functools.partial(fn, rm=fpu.FRM_NAMES[st.frm])
+            elif name in ROUNDING_TO_FLOAT:
+                rne_only(st)
+            elementwise(st, me, vd, dwl, dk, srcs, f, masked)
             return nxt
         return op
     return build
@@ -1183,6 +1280,8 @@ def _build_reduce(stem: str) -> Callable[[Ctx, list], Op]:
             vl = ready(st)
             if vl == 0:
                 return nxt
+            if kind == "f" and st.frm:
+                rne_only(st)
             eew = width(st, 0)
             aeew = width(st, awl)
             vals, pois = vget(st, vs2, eew, vl, kind)

@@ -143,6 +143,24 @@ def _arith_cases(rng: np.random.Generator) -> list[Case]:
     vse{w}.v v16, (a3)"""
             add("vfmerge_vfmv", w, body, [_floats(rng, w, n) for _ in range(3)],
                 2 * n * w // 8, n)
+    # the dynamic rounding mode (fsrmi) drives float->int conversions, vector and scalar
+    for rm in range(5):
+        for w in (32, 64):
+            n = 16
+            x = np.concatenate([np.array([2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 2.7, -2.7], f"f{w // 8}"),
+                                _floats(rng, w, 8)])
+            fl, fs = ("flw", "fcvt.w.s") if w == 32 else ("fld", "fcvt.w.d")
+            body = f"""
+    fsrmi {rm}
+    vsetvli t0, a4, e{w}, m2, ta, ma
+    vle{w}.v v8, (a0)
+    vfcvt.x.f.v v16, v8
+    vse{w}.v v16, (a3)
+    {fl} ft0, 8(a0)
+    {fs} t1, ft0
+    sd t1, {n * w // 8}(a3)
+    fsrmi 0"""
+            add(f"frm{rm}", w, body, [x], n * w // 8 + 8, n)
     # exact float32 midpoints: (1+2^-23)*1.5 lies halfway between two floats; a tiny addend
     # decides the rounding, which a double-rounded fma gets wrong
     a = np.array([1 + 2.0**-23] * 4 + [1.0 + 2.0**-22] * 4, np.float32)
