@@ -532,29 +532,28 @@ def _dec_bitcount(kind: str) -> Callable[[Dec], Run]:
 
 
 def _dec_bfe(d: Dec) -> Run:
-    """bfe.{u,s}{32,64} d, a, pos, len: extract ``len`` bits at ``pos`` (sign-fill for .s)."""
+    """bfe.{u,s}{32,64} d, a, pos, len (PTX ISA): bit i of d is a[pos + i] while i < len and
+    pos + i <= msb, else the sign bit a[min(pos + len - 1, msb)] (.s) or 0 (.u)."""
     ty = d.type()
     dst, a, b, c = d.ops(4)
     bits = DT[ty].itemsize * 8
+    full = np.uint64((1 << bits) - 1)
 
     def run(ctx: object, m: np.ndarray) -> None:
-        x = np.asarray(ctx.read(a, ty)).astype(np.uint64) & np.uint64((1 << bits) - 1)
-        pos = (np.asarray(ctx.read(b, "u32")) & 0xFF).astype(np.int64)
-        ln = (np.asarray(ctx.read(c, "u32")) & 0xFF).astype(np.int64)
-        pos_c = np.minimum(pos, bits - 1)
-        ln_c = np.minimum(ln, bits)
-        field = (x >> pos_c.astype(np.uint64))
-        keep = np.where(ln_c >= 64, np.uint64(2**64 - 1),
-                        (np.uint64(1) << np.minimum(ln_c, 63).astype(np.uint64)) - np.uint64(1))
-        val = field & keep
+        x = np.broadcast_to(np.asarray(ctx.read(a, ty)).view(fp.uint_of(DT[ty])).astype(np.uint64), (ctx.T,))
+        pos = np.broadcast_to((np.asarray(ctx.read(b, "u32")) & 0xFF).astype(np.int64), (ctx.T,))
+        ln = np.broadcast_to((np.asarray(ctx.read(c, "u32")) & 0xFF).astype(np.int64), (ctx.T,))
+        eff = np.clip(np.minimum(ln, bits - pos), 0, bits)
+        keep = np.where(eff >= 64, np.uint64(2**64 - 1),
+                        (np.uint64(1) << np.minimum(eff, 63).astype(np.uint64)) - np.uint64(1))
+        val = (x >> np.minimum(pos, bits - 1).astype(np.uint64)) & keep
+        val = np.where(eff == 0, np.uint64(0), val)
         if ty in SIGNED:
-            sbit_pos = np.minimum(pos + ln - 1, bits - 1)
-            sbit = (x >> sbit_pos.astype(np.uint64)) & np.uint64(1)
-            sbit = np.where(ln == 0, 0, sbit)
-            fill = ~keep & np.uint64((1 << bits) - 1)
-            val = np.where(sbit == 1, val | fill, val)
-        val = np.where(ln == 0, 0, val).astype(np.uint64) & np.uint64((1 << bits) - 1)
-        ctx.write(dst, val.astype(fp.uint_of(DT[ty])).view(DT[ty]), ty, m)
+            msb_i = np.minimum(pos + ln - 1, bits - 1).clip(0)
+            sbit = ((x >> msb_i.astype(np.uint64)) & np.uint64(1)) == 1
+            sbit &= ln != 0
+            val = np.where(sbit, val | (~keep & full), val)
+        ctx.write(dst, (val & full).astype(fp.uint_of(DT[ty])).view(DT[ty]), ty, m)
     return run
 
 

@@ -417,8 +417,9 @@ class _Launch:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise self.fault(OutOfBoundsError, ins, int(lanes[i]),
-                             f"{what} of {size} bytes at shared offset {int(a[i])} is outside the "
-                             f"block's {self.S} bytes of shared memory")
+                             f"{what} of {size} bytes at shared offset {int(a[i])} "
+                             f"({self._shared_var_at(int(a[i]))}) is outside the block's {self.S} "
+                             "bytes of shared memory")
         mis = (a % np.uint64(size)) != 0
         if mis.any():
             i = int(np.flatnonzero(mis)[0])

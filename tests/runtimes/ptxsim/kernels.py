@@ -883,6 +883,132 @@ PARAMS_AND_EXTERN = HEADER + """
 }
 """
 
+
+# integer arithmetic, bit operations, predicates and votes: out[tid][0..25] of 28 u32 words
+INT_OPS = HEADER + """
+.visible .entry int_ops(
+    .param .u64 pa,
+    .param .u64 pb,
+    .param .u64 pout
+)
+{
+    .reg .pred %p<6>;
+    .reg .b16 %h<4>;
+    .reg .b32 %r<40>;
+    .reg .b64 %rd<12>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd4, %r1, 4;
+    add.s64 %rd5, %rd1, %rd4;
+    ld.global.s32 %r2, [%rd5];
+    add.s64 %rd5, %rd2, %rd4;
+    ld.global.s32 %r3, [%rd5];
+    mul.hi.s32 %r4, %r2, %r3;
+    mul.hi.u32 %r5, %r2, %r3;
+    div.s32 %r6, %r2, %r3;
+    rem.s32 %r7, %r2, %r3;
+    div.u32 %r8, %r2, %r3;
+    rem.u32 %r9, %r2, %r3;
+    and.b32 %r10, %r3, 63;
+    shr.s32 %r11, %r2, %r10;
+    shr.u32 %r12, %r2, %r10;
+    shl.b32 %r13, %r2, %r10;
+    min.s32 %r14, %r2, %r3;
+    max.u32 %r15, %r2, %r3;
+    abs.s32 %r16, %r2;
+    neg.s32 %r17, %r2;
+    popc.b32 %r18, %r2;
+    clz.b32 %r19, %r2;
+    and.b32 %r20, %r3, 31;
+    shr.u32 %r21, %r3, 5;
+    and.b32 %r21, %r21, 31;
+    bfe.u32 %r22, %r2, %r20, %r21;
+    bfe.s32 %r23, %r2, %r20, %r21;
+    brev.b32 %r24, %r2;
+    cvt.sat.s8.s32 %h1, %r2;
+    cvt.s32.s8 %r25, %h1;
+    cvt.u16.s32 %h2, %r2;
+    cvt.u32.u16 %r26, %h2;
+    and.b32 %r27, %r2, 1;
+    setp.eq.u32 %p1, %r27, 1;
+    setp.lt.and.s32 %p2|%p3, %r2, %r3, %p1;
+    selp.u32 %r28, 1, 0, %p2;
+    selp.u32 %r29, 2, 0, %p3;
+    or.b32 %r28, %r28, %r29;
+    mul.wide.s32 %rd6, %r2, %r3;
+    mov.b64 {%r30, %r31}, %rd6;
+    add.sat.s32 %r32, %r2, %r3;
+    setp.gt.s32 %p4, %r2, 0;
+    vote.sync.ballot.b32 %r33, %p4, -1;
+    vote.sync.any.pred %p5, %p2, -1;
+    selp.u32 %r34, 1, 0, %p5;
+    vote.sync.all.pred %p5, %p4, -1;
+    selp.u32 %r35, 1, 0, %p5;
+    xor.b32 %r36, %r2, %r3;
+    not.b32 %r37, %r36;
+    mul.wide.u32 %rd7, %r1, 112;
+    add.s64 %rd8, %rd3, %rd7;
+    st.global.v4.u32 [%rd8], {%r4, %r5, %r6, %r7};
+    st.global.v4.u32 [%rd8+16], {%r8, %r9, %r11, %r12};
+    st.global.v4.u32 [%rd8+32], {%r13, %r14, %r15, %r16};
+    st.global.v4.u32 [%rd8+48], {%r17, %r18, %r19, %r22};
+    st.global.v4.u32 [%rd8+64], {%r23, %r24, %r25, %r26};
+    st.global.v4.u32 [%rd8+80], {%r28, %r30, %r31, %r32};
+    st.global.v2.u32 [%rd8+96], {%r33, %r34};
+    ret;
+}
+"""
+
+# generic addressing: shared through cvta.shared, global through a raw parameter pointer, and
+# the dynamic (extern) shared array placed after the static one
+GENERIC = HEADER + """
+.extern .shared .align 16 .b8 dynbuf[];
+
+.visible .entry generic(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .b32 %r<12>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<16>;
+    .shared .align 4 .b8 stat[128];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.f32 %f1, [%rd4];
+    mov.u64 %rd5, stat;
+    cvta.shared.u64 %rd6, %rd5;
+    add.s64 %rd7, %rd6, %rd3;
+    st.f32 [%rd7], %f1;
+    mov.u64 %rd8, dynbuf;
+    cvta.shared.u64 %rd9, %rd8;
+    add.s64 %rd10, %rd9, %rd3;
+    add.f32 %f2, %f1, %f1;
+    st.f32 [%rd10], %f2;
+    bar.sync 0;
+    xor.b32 %r2, %r1, 31;
+    mul.wide.u32 %rd11, %r2, 4;
+    add.s64 %rd12, %rd6, %rd11;
+    ld.f32 %f3, [%rd12];
+    add.s64 %rd13, %rd9, %rd11;
+    ld.f32 %f2, [%rd13];
+    add.f32 %f3, %f3, %f2;
+    mov.u32 %r3, %dynamic_smem_size;
+    cvt.rn.f32.u32 %f2, %r3;
+    add.f32 %f3, %f3, %f2;
+    add.s64 %rd14, %rd2, %rd3;
+    st.f32 [%rd14], %f3;
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -910,4 +1036,6 @@ ALL = {
     "shfl_partial": SHFL_PARTIAL,
     "shared_oob": SHARED_OOB,
     "params_and_extern": PARAMS_AND_EXTERN,
+    "int_ops": INT_OPS,
+    "generic": GENERIC,
 }
