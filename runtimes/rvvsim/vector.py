@@ -82,6 +82,38 @@ def span(st: State, reg: int, eew: int) -> tuple[int, int]:
     return a, a + n * st.vlenb
 
 
+def _nregs(st: State, eew: int) -> tuple[int, int]:
+    el = st.lmul + LOG2[eew] - LOG2[st.sew]
+    return el, (1 << el if el > 0 else 1)
+
+
+def check_overlap(st: State, vd: int, deew: int, srcs: list[tuple[int, int]]) -> None:
+    """RVV 1.0 section 5.2: where a destination group may overlap a source group of another EEW
+    (qemu traps on the rest). ``deew`` 1 means a mask destination."""
+    dn = 1 if deew == 1 else _nregs(st, deew)[1]
+    for reg, seew in srcs:
+        sel, sn = _nregs(st, seew)
+        if vd >= reg + sn or reg >= vd + dn or seew == deew:
+            continue
+        if deew < seew and vd == reg:
+            continue  # narrower destination in the lowest-numbered part of the source
+        if deew > seew and sel >= 0 and reg + sn == vd + dn:
+            continue  # wider destination; source EMUL >= 1 in its highest-numbered part
+        raise IllegalInstructionError(
+            f"destination v{vd} (EEW={deew}) overlaps source group v{reg}..v{reg + sn - 1} "
+            f"(EEW={seew}) in a way RVV 1.0 forbids (section 5.2)")
+
+
+def no_overlap(st: State, what: str, vd: int, deew: int, srcs: list[tuple[int, int]]) -> None:
+    """Instructions whose destination may not overlap a source at all (slideup, gather, ...)."""
+    dn = 1 if deew == 1 else _nregs(st, deew)[1]
+    for reg, seew in srcs:
+        sn = 1 if seew == 1 else _nregs(st, seew)[1]
+        if vd < reg + sn and reg < vd + dn:
+            raise IllegalInstructionError(f"{what}: destination v{vd} must not overlap source "
+                                          f"v{reg}")
+
+
 def vget(st: State, reg: int, eew: int, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """First ``n`` elements of a group as numeric ``kind`` and their poison flags."""
     a, b = span(st, reg, eew)
@@ -137,6 +169,9 @@ def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndar
     d = st.V[a:b].view(u)
     p = st.P[a:b].view(u)
     if mask is not None:
+        if vd == 0:
+            raise IllegalInstructionError("the destination of a masked instruction overlaps the "
+                                          "mask register v0")
         active, mp = mask
         if mp is not None:
             origin = _merge_org(pois, origin, mp, mask_org(st, 0, vl))
@@ -282,6 +317,9 @@ def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Sr
         if p is not None:
             origin, pois = _merge_org(pois, origin, p, o), _or(pois, p)
     deew = width(st, dwl)
+    wide = [(s[1], width(st, s[2])) for s in srcs if s[0] == "v" and s[2] != dwl]
+    if wide:
+        check_overlap(st, vd, deew, wide)
     res = np.asarray(fn(*args))  # fp exceptions are silenced by RvvMachine.call
     t = KIND_T[dkind][deew]
     if res.dtype != t:
@@ -295,6 +333,7 @@ def compare(st: State, me: str, vd: int, srcs: list[Src], fn: Callable[..., np.n
     vl = ready(st)
     if vl == 0:
         return
+    check_overlap(st, vd, 1, [(s[1], width(st, s[2])) for s in srcs if s[0] == "v"])
     args, pois, origin = [], None, None
     for s in srcs:
         v, p, o = _fetch(st, s, vl)
@@ -1042,6 +1081,7 @@ def _b_viota(c: Ctx, a: list) -> Op:
         vl = ready(st)
         if not vl:
             return nxt
+        no_overlap(st, "viota.m", vd, st.sew, [(vs2, 1)])
         bits, pois = mask_bits(st, vs2, vl)
         mask = mask_bits(st, 0, vl) if masked else None
         if mask is not None:
@@ -1335,6 +1375,8 @@ def _build_slide(kind: str, form: str) -> Callable[[Ctx, list], Op]:
             if vl == 0:
                 return nxt
             sew, vlmax = st.sew, _vlmax(st)
+            if kind in ("up", "1up"):
+                no_overlap(st, "slide up", vd, sew, [(vs2, sew)])
             u = UTYPE[sew]
             src, spois = vget(st, vs2, sew, vlmax, "u")
             src, spois = src.copy(), spois.copy()
@@ -1397,6 +1439,8 @@ def _build_gather(form: str, ei16: bool = False) -> Callable[[Ctx, list], Op]:
             if vl == 0:
                 return nxt
             sew, vlmax = st.sew, _vlmax(st)
+            no_overlap(st, "vrgather", vd, sew, [(vs2, sew)] + (
+                [(s1, 16 if ei16 else sew)] if form == "vv" else []))
             src, spois = vget(st, vs2, sew, vlmax, "u")
             ipois = iorg = None
             if form == "vv":
@@ -1438,6 +1482,7 @@ def _b_vcompress(c: Ctx, a: list) -> Op:
         if vl == 0:
             return nxt
         sew = st.sew
+        no_overlap(st, "vcompress", vd, sew, [(vs2, sew), (vs1, 1)])
         bits, mp = mask_bits(st, vs1, vl)
         raise_poison(st, mp, vs1, 1, "selector mask vs1")
         src, spois = vget(st, vs2, sew, vl, "u")

@@ -334,3 +334,43 @@ def test_fp_arithmetic_under_a_non_rne_dynamic_mode_is_refused() -> None:
 def test_returning_with_a_changed_rounding_mode_is_an_abi_error() -> None:
     with pytest.raises(AbiError, match="frm=2"):
         _run("    fsrmi 2", {}, [])
+
+
+OVERLAP = [  # (instruction at e32/m1, legal?) - RVV 1.0 section 5.2 and the masked-v0 rule
+    ("vwadd.vv v8, v8, v10", False),
+    ("vwadd.vv v8, v9, v10", True),
+    ("vnsrl.wi v9, v8, 0", False),
+    ("vnsrl.wi v8, v8, 0", True),
+    ("vadd.vv v0, v1, v2, v0.t", False),
+    ("vslideup.vi v8, v8, 1", False),
+    ("vslidedown.vi v8, v8, 1", True),
+    ("vrgather.vv v8, v9, v8", False),
+]
+
+
+@pytest.mark.parametrize(("instr", "legal"), OVERLAP)
+def test_register_overlap_rules_match_qemu(instr: str, legal: bool) -> None:
+    body = f"""
+    vsetvli zero, zero, e32, m4, ta, ma
+    vmv.v.i v8, 0
+    vmv.v.i v12, 0
+    vsetivli zero, 4, e64, m2, ta, ma
+    vmv.v.i v0, 0
+    vsetivli zero, 4, e32, m1, ta, ma
+    {instr}"""
+    if legal:
+        _run(body, {}, [])
+    else:
+        with pytest.raises(IllegalInstructionError, match="overlap"):
+            _run(body, {}, [])
+    need_tools()
+    c = "void f(void); int main(void){ f(); return 0; }"
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "k.s").write_text(_fn(body))
+        (d / "m.c").write_text(c)
+        subprocess.run([CC, "-march=rv64gcv", "-mabi=lp64d", "-static", "-o", str(d / "t"),
+                        str(d / "m.c"), str(d / "k.s")], check=True, capture_output=True)
+        rc = subprocess.run([QEMU, "-cpu", "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0",
+                             str(d / "t")], capture_output=True).returncode
+    assert rc == (0 if legal else -4)  # SIGILL
