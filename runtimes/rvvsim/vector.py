@@ -972,6 +972,33 @@ for _table in (INT_CMP, FP_CMP):
         for _form in _forms.split():
             _s = {"v": "v", "x": "x", "i": "i", "f": "f"}[_form[1]]
             isa(f"{_stem}.{_form}", f"vv{_s}m")(_cmp_builder(_kind, _fn, _form, _stem))
+# GNU-as immediate pseudos: vmslt{u}.vi a, i == vmsle{u}.vi a, i-1, vmsge{u}.vi == vmsgt{u}.vi;
+# the unsigned forms with 0 become constant false/true
+IMM_PSEUDO_CMP = {"vmslt.vi": "vmsle", "vmsltu.vi": "vmsleu", "vmsge.vi": "vmsgt",
+                  "vmsgeu.vi": "vmsgtu"}
+
+
+def _pseudo_cmp(name: str) -> Callable[[Ctx, list], Op]:
+    stem = IMM_PSEUDO_CMP[name]
+    kind, fn, _ = INT_CMP[stem]
+
+    def build(c: Ctx, a: list) -> Op:
+        vd, vs2, imm, masked = a
+        if not -15 <= imm <= 16:
+            raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: immediate {imm} out of "
+                                 f"range -15..16 in `{c.instr.text}`")
+        if imm == 0 and stem.endswith("u"):
+            const = stem == "vmsgtu"  # x >= 0 unsigned is always true, x < 0 never
+
+            def fn0(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                return np.full(x.shape, const)
+            return _cmp_builder(kind, fn0, "vv", stem)(c, [vd, vs2, vs2, masked])
+        return _cmp_builder(kind, fn, "vi", stem)(c, [vd, vs2, imm - 1, masked])
+    return build
+
+
+for _name in IMM_PSEUDO_CMP:
+    isa(_name, "vvim")(_pseudo_cmp(_name))
 for _name, _stem in SWAPPED_CMP.items():
     _k, _fn, _ = (INT_CMP | FP_CMP)[_stem]
     isa(_name, "vvvm")(_cmp_builder(_k, _fn, "vv", _stem, swap=True))
@@ -1352,6 +1379,8 @@ def _build_reduce(stem: str) -> Callable[[Ctx, list], Op]:
 
 for _stem in REDUCE:
     isa(f"{_stem}.vs", "vvvm")(_build_reduce(_stem))
+isa("vfredsum.vs", "vvvm")(_build_reduce("vfredusum"))  # pre-1.0 spelling GNU as still takes
+isa("vfwredsum.vs", "vvvm")(_build_reduce("vfwredusum"))
 
 
 # --- permutations ------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ BIN = {
     "vdivu": "vv vx", "vrem": "vv vx", "vremu": "vv vx",
     "vmacc": "vv vx", "vnmsac": "vv vx", "vmadd": "vv vx", "vnmsub": "vv vx",
 }
-CMP = {"vmseq": "vv vx vi", "vmsne": "vv vx vi", "vmslt": "vv vx", "vmsltu": "vv vx",
-       "vmsle": "vv vx vi", "vmsleu": "vv vx vi", "vmsgt": "vx vi", "vmsgtu": "vx vi"}
+CMP = {"vmseq": "vv vx vi", "vmsne": "vv vx vi", "vmslt": "vv vx vi", "vmsltu": "vv vx vi",
+       "vmsle": "vv vx vi", "vmsleu": "vv vx vi", "vmsgt": "vv vx vi", "vmsgtu": "vv vx vi",
+       "vmsge": "vv vi", "vmsgeu": "vv vi"}
 UIMM = {"vsll", "vsrl", "vsra"}
 
 
@@ -79,7 +80,10 @@ def _cmp_cases(rng: np.random.Generator) -> list[Case]:
                 b = np.where(rng.random(n) < 0.3, a, _ints(rng, sew, n)).astype(a.dtype)
                 mask = rng.integers(0, 256, 16, dtype=np.uint8)
                 k = int(a[0]) if rng.random() < 0.5 else int(_ints(rng, sew, 1)[0])
-                imm = int(rng.integers(-16, 16))
+                pseudo = stem in ("vmslt", "vmsltu", "vmsge", "vmsgeu")
+                imm = int(rng.integers(-15, 17) if pseudo else rng.integers(-16, 16))
+                if pseudo and rng.random() < 0.3:
+                    imm = 0
                 op2 = {"vv": "v16", "vx": "a5", "vi": str(imm)}[form]
                 # the mask result is made observable with vmerge (v0 = compare result)
                 pre = "vlm.v v0, (a2)\n" if masked else ""
