@@ -35,9 +35,11 @@ these formats, padding with zeros to whole fractals; ``npu.fix`` converts C back
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import ClassVar
 
+from xdsl.dialects import arith, scf
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DenseArrayBase,
@@ -1009,3 +1011,117 @@ def l0_tile_elems(rows: int, cols: int, space: str, dtype: str, soc: NpuSoc) -> 
     if space == "l0a":
         return ceil_to(rows, 16) * ceil_to(cols, k0)
     return ceil_to(rows, k0) * ceil_to(cols, 16)
+
+
+# ------------------------------------------------------------------------------------ builder
+
+
+class NpuBuilder:
+    """Builds the body of one ``npu.kernel`` for lowerings (the cube GEMM builder and the vector
+    lowering use it), so that none of them re-derives the same plumbing:
+
+    * ``c(v)`` / ``flag(b)``: index / i1 constants, created once and hoisted to the kernel top;
+    * ``add_i sub mul div rem min``: scalar-unit index arithmetic taking SSA values or ints;
+    * ``alloc(space, dtype, n)``: bump placement per address space honouring the SoC's
+      alignment and capacity (``offset=`` places by hand); ``free_bytes(space)`` says what is
+      left; ``VerifyException`` when a space is full;
+    * ``with b.loop(lb, ub, step) as iv:`` an ``scf.for`` whose body receives the ops added
+      inside the ``with``; ``block_idx()``/``block_num()``.
+    """
+
+    def __init__(self, kernel: KernelOp) -> None:
+        self.kernel = kernel
+        self.soc = get_soc(kernel.soc.data)
+        self.top = kernel.body.block
+        self.block = self.top
+        self._consts: dict[tuple[int, str], SSAValue] = {}
+        self._anchor: Operation | None = None
+        self._next: dict[str, int] = {}
+
+    def add(self, op: Operation) -> Operation:
+        self.block.add_op(op)
+        return op
+
+    def _hoist(self, key: tuple[int, str], op: Operation) -> SSAValue:
+        if self._anchor is not None:
+            self.top.insert_op_after(op, self._anchor)
+        elif self.top.first_op is not None:
+            self.top.insert_op_before(op, self.top.first_op)
+        else:
+            self.top.add_op(op)
+        self._anchor = op
+        self._consts[key] = op.results[0]
+        return op.results[0]
+
+    def c(self, v: int) -> SSAValue:
+        """The index constant ``v``."""
+        key = (int(v), "index")
+        got = self._consts.get(key)
+        return got if got is not None else self._hoist(
+            key, arith.ConstantOp.from_int_and_width(int(v), IndexType()))
+
+    def flag(self, v: bool) -> SSAValue:
+        """The i1 constant ``v`` (e.g. ``mmad``'s init operand)."""
+        key = (int(v), "i1")
+        got = self._consts.get(key)
+        return got if got is not None else self._hoist(key, arith.ConstantOp(_bool(v)))
+
+    def val(self, v: SSAValue | int) -> SSAValue:
+        return self.c(v) if isinstance(v, int) else v
+
+    def _bin(self, name: str, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
+        cls = {"add": arith.AddiOp, "sub": arith.SubiOp, "mul": arith.MuliOp,
+               "div": arith.DivUIOp, "rem": arith.RemUIOp, "min": arith.MinSIOp}[name]
+        return self.add(cls(self.val(a), self.val(b))).results[0]
+
+    def add_i(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
+        return self._bin("add", a, b)
+
+    def sub(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
+        return self._bin("sub", a, b)
+
+    def mul(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
+        return self._bin("mul", a, b)
+
+    def div(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
+        return self._bin("div", a, b)
+
+    def rem(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
+        return self._bin("rem", a, b)
+
+    def min(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
+        return self._bin("min", a, b)
+
+    def alloc(self, space: str, dtype: str, n: int, offset: int | None = None) -> SSAValue:
+        """An ``n``-element buffer in ``space``, placed after the previous one (aligned)."""
+        spec = self.soc.space(space)
+        nbytes = n * max(1, dtypes.dtype(dtype).bits // 8)
+        off = ceil_to(self._next.get(space, 0), spec.align) if offset is None else offset
+        _require(off + nbytes <= spec.size, f"npu.kernel @{self.kernel.sym_name.data}: "
+                 f"{space} is full ({off} + {nbytes} > {spec.size} bytes)")
+        self._next[space] = max(self._next.get(space, 0), off + nbytes)
+        return self.add(AllocOp.make(space, dtype, n, off)).results[0]
+
+    def free_bytes(self, space: str) -> int:
+        spec = self.soc.space(space)
+        return spec.size - ceil_to(self._next.get(space, 0), spec.align)
+
+    def block_idx(self) -> SSAValue:
+        return self.add(GetBlockIdxOp.make()).results[0]
+
+    def block_num(self) -> SSAValue:
+        return self.add(GetBlockNumOp.make()).results[0]
+
+    @contextmanager
+    def loop(self, lb: SSAValue | int, ub: SSAValue | int, step: SSAValue | int
+             ) -> Iterator[SSAValue]:
+        """``scf.for iv = lb to ub step step``; ops added inside the ``with`` form the body."""
+        body = Block(arg_types=[IndexType()])
+        op = scf.ForOp(self.val(lb), self.val(ub), self.val(step), [], body)
+        self.add(op)
+        outer, self.block = self.block, body
+        try:
+            yield body.args[0]
+        finally:
+            body.add_op(scf.YieldOp())
+            self.block = outer

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, scf
-from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp, i1
-from xdsl.ir import Block, Operation, SSAValue
+from xdsl.dialects import arith
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import SSAValue
 
 from portc.compiler.errors import LoweringError
 from portc.dialects import dtypes, npu
@@ -102,72 +102,6 @@ def plan_cube_tiling(spec: GemmSpec, soc: NpuSoc = SOC_910B) -> CubeTiling:
     return CubeTiling(tm, tn, tk, k1)
 
 
-class _Builder:
-    """Appends ops to a block; index constants are cached at the top of the kernel body."""
-
-    def __init__(self, kernel: npu.KernelOp) -> None:
-        self.top = kernel.body.block
-        self.block = self.top
-        self.consts: dict[tuple[int, str], SSAValue] = {}
-        self.const_anchor: Operation | None = None
-
-    def add(self, op: Operation) -> Operation:
-        self.block.add_op(op)
-        return op
-
-    def c(self, v: int) -> SSAValue:
-        key = (int(v), "index")
-        if key not in self.consts:
-            op = arith.ConstantOp.from_int_and_width(int(v), IndexType())
-            if self.const_anchor is None:
-                self.top.insert_op_before(op, self.top.first_op) if self.top.first_op \
-                    else self.top.add_op(op)
-            else:
-                self.top.insert_op_after(op, self.const_anchor)
-            self.const_anchor = op
-            self.consts[key] = op.result
-        return self.consts[key]
-
-    def flag(self, v: bool) -> SSAValue:
-        key = (int(v), "i1")
-        if key not in self.consts:
-            op = arith.ConstantOp(IntegerAttr(int(v), i1))
-            if self.const_anchor is None:
-                self.top.insert_op_before(op, self.top.first_op) if self.top.first_op \
-                    else self.top.add_op(op)
-            else:
-                self.top.insert_op_after(op, self.const_anchor)
-            self.const_anchor = op
-            self.consts[key] = op.result
-        return self.consts[key]
-
-    def _bin(self, cls: type, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
-        a = self.c(a) if isinstance(a, int) else a
-        b = self.c(b) if isinstance(b, int) else b
-        return self.add(cls(a, b)).results[0]
-
-    def add_i(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
-        return self._bin(arith.AddiOp, a, b)
-
-    def sub(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
-        return self._bin(arith.SubiOp, a, b)
-
-    def mul(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
-        return self._bin(arith.MuliOp, a, b)
-
-    def div(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
-        return self._bin(arith.DivUIOp, a, b)
-
-    def rem(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
-        return self._bin(arith.RemUIOp, a, b)
-
-    def min(self, a: SSAValue | int, b: SSAValue | int) -> SSAValue:
-        return self._bin(arith.MinSIOp, a, b)
-
-    def val(self, v: SSAValue | int) -> SSAValue:
-        return self.c(v) if isinstance(v, int) else v
-
-
 def build_gemm_kernel(spec: GemmSpec, name: str = "gemm", soc: NpuSoc = SOC_910B,
                       tiling: CubeTiling | None = None) -> npu.KernelOp:
     """The GEMM as one AIC kernel *without* flags (run ``insert_sync`` or use
@@ -177,7 +111,6 @@ def build_gemm_kernel(spec: GemmSpec, name: str = "gemm", soc: NpuSoc = SOC_910B
     if min(M, N, K, B) < 1:
         raise LoweringError(f"GEMM {spec}: every dimension must be >= 1")
     dt, acc, out = spec.dtype, spec.acc_dtype(soc), spec.result_dtype
-    s = dtypes.dtype(dt).bits // 8
     mt_n, nt_n = -(-M // t.tm), -(-N // t.tn)
     tiles = B * mt_n * nt_n
     args = [("a", dt, B * M * K), ("b", dt, B * K * N)]
@@ -186,27 +119,27 @@ def build_gemm_kernel(spec: GemmSpec, name: str = "gemm", soc: NpuSoc = SOC_910B
     args.append(("c", out, B * M * N))
     kernel = npu.KernelOp.make(name, "aic", min(soc.aic_cores, tiles), args, soc.name)
     gm = dict(zip([a[0] for a in args], kernel.body.block.args, strict=True))
-    bld = _Builder(kernel)
+    bld = npu.NpuBuilder(kernel)
 
     # on-chip buffers: two L1 chunks per operand, two L0 tiles per operand, one L0C tile
-    def alloc(space: str, dtype: str, n: int, off: int) -> SSAValue:
-        return bld.add(npu.AllocOp.make(space, dtype, n, off)).results[0]
+    l1a = [bld.alloc("l1", dt, t.tm * t.k1) for _ in range(2)]
+    l1b = [bld.alloc("l1", dt, t.k1 * t.tn) for _ in range(2)]
+    l1bias = bld.alloc("l1", acc, t.tn) if spec.bias else None
+    l0a = [bld.alloc("l0a", dt, t.tm * t.tk) for _ in range(2)]
+    l0b = [bld.alloc("l0b", dt, t.tk * t.tn) for _ in range(2)]
+    l0c = bld.alloc("l0c", acc, t.tm * t.tn)
 
-    a_l1_n, b_l1_n = t.tm * t.k1, t.k1 * t.tn
-    l1a = [alloc("l1", dt, a_l1_n, i * a_l1_n * s) for i in range(2)]
-    l1b = [alloc("l1", dt, b_l1_n, 2 * a_l1_n * s + i * b_l1_n * s) for i in range(2)]
-    l1bias = alloc("l1", acc, t.tn, 2 * (a_l1_n + b_l1_n) * s) if spec.bias else None
-    l0a_n, l0b_n = t.tm * t.tk, t.tk * t.tn
-    l0a = [alloc("l0a", dt, l0a_n, i * l0a_n * s) for i in range(2)]
-    l0b = [alloc("l0b", dt, l0b_n, i * l0b_n * s) for i in range(2)]
-    l0c = alloc("l0c", acc, t.tm * t.tn, 0)
+    with bld.loop(bld.block_idx(), tiles, bld.block_num()) as ti:
+        _tile(bld, spec, t, gm, (l1a, l1b, l1bias, l0a, l0b, l0c), ti)
+    return kernel
 
-    bid = bld.add(npu.GetBlockIdxOp.make()).results[0]
-    bnum = bld.add(npu.GetBlockNumOp.make()).results[0]
-    tile_body = Block(arg_types=[IndexType()])
-    bld.add(scf.ForOp(bid, bld.c(tiles), bnum, [], tile_body))
-    bld.block = tile_body
-    ti = tile_body.args[0]
+
+def _tile(bld: npu.NpuBuilder, spec: GemmSpec, t: CubeTiling, gm: dict[str, SSAValue],
+          bufs: tuple, ti: SSAValue) -> None:
+    """One output tile ``ti``: K loop over L1 chunks (pairs, then peeled odd/partial), FIX."""
+    l1a, l1b, l1bias, l0a, l0b, l0c = bufs
+    M, N, K = spec.m, spec.n, spec.k
+    mt_n, nt_n = -(-M // t.tm), -(-N // t.tn)
     per_batch = mt_n * nt_n
     bi = bld.div(ti, per_batch)
     r = bld.rem(ti, per_batch)
@@ -249,16 +182,10 @@ def build_gemm_kernel(spec: GemmSpec, name: str = "gemm", soc: NpuSoc = SOC_910B
     nfull, rem = divmod(K, t.k1)
     npair = nfull // 2
     if npair:
-        kbody = Block(arg_types=[IndexType()])
-        bld.add(scf.ForOp(bld.c(0), bld.c(npair * 2 * t.k1), bld.c(2 * t.k1), [], kbody))
-        outer = bld.block
-        bld.block = kbody
-        kk = kbody.args[0]
-        first = bld.add(arith.CmpiOp(kk, bld.c(0), "eq")).results[0]
-        chunk(0, kk, t.k1, first)
-        chunk(1, bld.add_i(kk, t.k1), t.k1, False)
-        bld.add(scf.YieldOp())
-        bld.block = outer
+        with bld.loop(0, npair * 2 * t.k1, 2 * t.k1) as kk:
+            first = bld.add(arith.CmpiOp(kk, bld.c(0), "eq")).results[0]
+            chunk(0, kk, t.k1, first)
+            chunk(1, bld.add_i(kk, t.k1), t.k1, False)
     if nfull % 2:
         chunk(0, (nfull - 1) * t.k1, t.k1, nfull == 1)
     if rem:
@@ -269,8 +196,6 @@ def build_gemm_kernel(spec: GemmSpec, name: str = "gemm", soc: NpuSoc = SOC_910B
                                 bld.c(0)))
         bias = (l1bias, bld.c(0))
     bld.add(npu.FixOp.make(gm["c"], c_base, l0c, bld.c(0), mt, nt, bld.c(N), spec.relu, bias))
-    bld.add(scf.YieldOp())
-    return kernel
 
 
 def build_gemm_module(spec: GemmSpec, name: str = "gemm", soc: NpuSoc = SOC_910B,

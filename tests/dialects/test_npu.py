@@ -152,3 +152,18 @@ def test_kernel_verifier_bounds_block_dim():
     with pytest.raises(VerifyException, match=r"block_dim 25 outside 1\.\.24"):
         ModuleOp([k]).verify()
     ModuleOp([npu.KernelOp.make("v", "aiv", 48, [("x", "float16", 16)])]).verify()
+
+
+def test_builder_places_buffers_aligned_and_refuses_a_full_space():
+    k = npu.KernelOp.make("k", "aic", 1, [("x", "float16", 16)])
+    b = npu.NpuBuilder(k)
+    first = b.alloc("l0c", "float32", 10)  # 40 bytes, next start rounds up to 512
+    second = b.alloc("l0c", "float32", 16)
+    assert first.owner.offset.value.data == 0 and second.owner.offset.value.data == 512
+    assert b.free_bytes("l0c") == 128 * 1024 - 1024
+    with b.loop(0, 4, 1) as iv:
+        b.add_i(iv, 3)
+    ModuleOp([k]).verify()
+    assert b.c(3) is b.c(3)  # constants are made once, at the kernel top
+    with pytest.raises(VerifyException, match=r"l0a is full"):
+        b.alloc("l0a", "float16", 64 * 1024)
