@@ -20,6 +20,7 @@ from portc.runtimes.ptxsim.errors import (
     PtxParseError,
     PtxSimError,
     SharedMemoryRaceError,
+    TrapError,
     UnsupportedInstructionError,
     WarpSyncError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "PtxSimError",
     "SharedMemoryRaceError",
     "SharedVar",
+    "TrapError",
     "UnsupportedInstructionError",
     "WarpSyncError",
     "parse_module",

@@ -50,6 +50,7 @@ DT: dict[str, np.dtype] = {
     "f64": fp.F64,
 }
 FLOATS = {"f16", "bf16", "f32", "f64", "f16x2", "bf16x2"}
+SPACES_ALL = ("global", "shared", "param", "local", "const")
 PACKED = {"f16x2": fp.F16, "bf16x2": fp.BF16}
 SIGNED = {"s8", "s16", "s32", "s64"}
 ROUND = {"rn", "rz", "rm", "rp"}
@@ -58,6 +59,20 @@ IROUND = {"rni": "rn", "rzi": "rz", "rmi": "rm", "rpi": "rp"}
 IGNORED = {"ca", "cg", "cs", "lu", "cv", "nc", "wb", "wt", "volatile", "relaxed", "acquire",
            "release", "weak", "gpu", "cta", "sys", "cluster", "uni", "aligned", "sync",
            "approx", "full", "noftz"}
+
+# every qualifier some decoder interprets (or IGNORED); anything else is refused at parse time
+KNOWN_QUALIFIERS = (
+    IGNORED | ROUND | set(IROUND) | {"rna", "ftz", "sat", "relu", "satfinite"}
+    | set(SPACES_ALL) | {"v2", "v4", "v8", "to", "hi", "lo", "wide"}
+    | {"eq", "ne", "lt", "le", "gt", "ge", "lo", "ls", "hi", "hs", "equ", "neu", "ltu", "leu",
+       "gtu", "geu", "num", "nan", "and", "or", "xor"}
+    | {"up", "down", "bfly", "idx", "all", "any", "uni", "ballot", "warp"}
+    | {"add", "min", "max", "exch", "cas", "inc", "dec"}
+    | {"m16n8k16", "m16n8k8", "m16n8k32", "row", "col", "m8n8", "x1", "x2", "x4", "trans"}
+    | {"async", "commit_group", "wait_group", "wait_all", "proxy", "acq_rel", "sc", "gl",
+       "mbarrier_init", "f4e", "b4e", "rc8", "ecl", "ecr", "rc16", "finite", "infinite",
+       "number", "notanumber", "normal", "subnormal"}
+)
 
 
 class Dec:
@@ -820,9 +835,71 @@ def _dec_special_noop(d: Dec) -> Run:
     return run
 
 
+def _dec_prmt(d: Dec) -> Run:
+    """prmt.b32{.mode} d, a, b, c: pick bytes of the 8-byte value {b, a} (a = bytes 0..3).
+    Default mode: nibble i of c selects byte i of d (low 3 bits: byte, bit 3: replicate sign)."""
+    if any(q in d.quals for q in ("f4e", "b4e", "rc8", "ecl", "ecr", "rc16")):
+        d.fail("prmt modes other than the default byte selection are not modelled")
+    dst, a, b, c = d.ops(4)
+
+    def run(ctx: object, m: np.ndarray) -> None:
+        x = np.broadcast_to(np.asarray(ctx.read(a, "b32")).astype(np.uint64), (ctx.T,))
+        y = np.broadcast_to(np.asarray(ctx.read(b, "b32")).astype(np.uint64), (ctx.T,))
+        cv = np.broadcast_to(np.asarray(ctx.read(c, "b32")).astype(np.uint64), (ctx.T,))
+        src = x | (y << np.uint64(32))
+        out = np.zeros(ctx.T, np.uint64)
+        for i in range(4):
+            sel = (cv >> np.uint64(4 * i)) & np.uint64(0xF)
+            byte = (src >> ((sel & np.uint64(7)) * np.uint64(8))) & np.uint64(0xFF)
+            sign = np.where(byte & np.uint64(0x80), np.uint64(0xFF), np.uint64(0))
+            byte = np.where(sel & np.uint64(8), sign, byte)
+            out |= byte << np.uint64(8 * i)
+        ctx.write(dst, out.astype(np.uint32), "b32", m)
+    return run
+
+
+def _dec_copysign(d: Dec) -> Run:
+    """copysign.f32/f64 d, a, b: |b| with the sign of a."""
+    ty = d.type()
+    dst, a, b = d.ops(3)
+
+    def run(ctx: object, m: np.ndarray) -> None:
+        ctx.write(dst, np.copysign(ctx.read(b, ty), ctx.read(a, ty)).astype(DT[ty]), ty, m)
+    return run
+
+
+TESTP = {
+    "finite": np.isfinite, "infinite": np.isinf, "notanumber": np.isnan,
+    "number": lambda x: ~np.isnan(x),
+    "normal": lambda x: np.isfinite(x) & (np.abs(x) >= np.finfo(x.dtype).tiny),
+    "subnormal": lambda x: (x != 0) & (np.abs(x) < np.finfo(x.dtype).tiny),
+}
+
+
+def _dec_testp(d: Dec) -> Run:
+    op = d.one_of(set(TESTP), "test")
+    ty = d.type()
+    dst, a = d.ops(2)
+
+    def run(ctx: object, m: np.ndarray) -> None:
+        x = np.broadcast_to(np.asarray(ctx.read(a, ty)), (ctx.T,))
+        ctx.write(dst, TESTP[op](x), "pred", m)
+    return run
+
+
+def _dec_trap(d: Dec) -> Run:
+    d.ops(0)
+    ins = d.ins
+
+    def run(ctx: object, m: np.ndarray) -> None:
+        ctx.trap(ins, m)
+    return run
+
+
+
 # ----------------------------------------------------------------------------- memory
 
-SPACES = ("global", "shared", "param", "local", "const")
+SPACES = SPACES_ALL
 
 
 def _mem_shape(d: Dec) -> tuple[str, int, str]:
@@ -1018,6 +1095,9 @@ def _dec_mma(d: Dec) -> Run:
         pass
     elif shape == "m16n8k8" and ts == ["f32", "tf32", "tf32", "f32"]:
         pass
+    elif shape == "m16n8k32" and ts[0] == "s32" and ts[3] == "s32" and ts[1] in ("s8", "u8") \
+            and ts[2] in ("s8", "u8"):
+        pass
     else:
         d.fail(f"mma shape/types {shape} {'.'.join(ts)} not modelled")
     if not (d.has("row") and d.has("col")):
@@ -1031,10 +1111,13 @@ def _dec_mma(d: Dec) -> Run:
     if not isinstance(a, Vec) or len(a.items) != na or not isinstance(b, Vec) or len(b.items) != nbr:
         d.fail(f"mma A takes {na} registers and B {nbr}")
     ins = d.ins
-    kind = ts[1]
+    kind = ts[1] if shape != "m16n8k32" else f"{ts[1]}.{ts[2]}"
+    if d.has("satfinite") and shape != "m16n8k32":
+        d.fail(".satfinite is modelled on integer mma only")
+    sat = d.has("satfinite")
 
     def run(ctx: object, m: np.ndarray) -> None:
-        ctx.mma(ins, m, shape, kind, dst, a, b, c)
+        ctx.mma(ins, m, shape, kind, dst, a, b, c, sat)
     return run
 
 
@@ -1120,6 +1203,10 @@ DECODERS: dict[str, Callable[[Dec], Run]] = {
     "bra": _dec_bra,
     "ret": _dec_exit,
     "exit": _dec_exit,
+    "prmt": _dec_prmt,
+    "copysign": _dec_copysign,
+    "testp": _dec_testp,
+    "trap": _dec_trap,
     "membar": _dec_special_noop,
     "fence": _dec_special_noop,
 }
@@ -1137,8 +1224,10 @@ def decode_entry(ent: Entry) -> None:
         if ins.parts[0] == "cp" and (len(ins.parts) < 2 or ins.parts[1] != "async"):
             dec.fail("only cp.async is modelled")
         for q in dec.quals:
-            if q.startswith("L1") or q.startswith("L2"):
-                continue
+            if q not in KNOWN_QUALIFIERS and q not in DT and not q.startswith(("L1", "L2")):
+                dec.fail(f"qualifier .{q} is not modelled (refusing to guess its meaning)")
+        if "relu" in dec.quals and ins.parts[0] != "cvt":
+            dec.fail(".relu is modelled on cvt only")
         if ins.guard is not None and ent.regs.get(ins.guard) != "pred":
             dec.fail(f"guard {ins.guard} is not a declared .pred register")
         for op in _flat(ins.operands):

@@ -55,6 +55,10 @@ class WarpSyncError(PtxSimError):
     does not take part (undefined on hardware)."""
 
 
+class TrapError(PtxSimError):
+    """The kernel executed ``trap`` (how device-side assertions end)."""
+
+
 class InstructionLimitError(PtxSimError, LimitError):
     """The launch ran past ``max_instructions`` warp-level instructions (a runaway loop)."""
 

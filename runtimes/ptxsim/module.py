@@ -226,6 +226,8 @@ def parse_module(text: str, source: str = "<ptx>") -> PtxModule:
                                     "only .address_size 64 is modelled")
         elif item.data == "var_decl":
             module_shared.append(item)
+        elif item.data == "debug_file":
+            continue
         elif item.data == "entry":
             ent = _entry(item, lines, source, module_shared)
             if ent.name in mod.entries:
@@ -340,7 +342,7 @@ def _body(ent: Entry, stmts: list, lines: list[str], source: str) -> None:
             if lab in ent.labels:
                 raise PtxParseError(source, line, lines[line - 1].strip(), f"duplicate label {lab}")
             ent.labels[lab] = len(ent.instrs)
-        elif st.data == "pragma":
+        elif st.data in ("pragma", "debug_loc"):
             continue
         elif st.data == "instr":
             kids = list(st.children)

@@ -38,6 +38,7 @@ from portc.runtimes.ptxsim.errors import (
     OutOfBoundsError,
     PtxSimError,
     SharedMemoryRaceError,
+    TrapError,
     WarpSyncError,
 )
 from portc.runtimes.ptxsim.module import (
@@ -749,9 +750,12 @@ class _Launch:
         return np.flatnonzero(act)
 
     def mma(self, ins: Instr, m: np.ndarray, shape: str, kind: str, dst: Vec, a: Vec, b: Vec,
-            c: Vec) -> None:
+            c: Vec, sat: bool = False) -> None:
         warps = self._full_warps(ins, m)
         if not warps.size:
+            return
+        if shape == "m16n8k32":
+            self._mma_int8(warps, m, kind, dst, a, b, c, sat)
             return
         lay = MMA_LAYOUT[(shape, kind)]
 
@@ -784,6 +788,44 @@ class _Launch:
             full = np.zeros((self.W, WARP), np.float32)
             full[warps] = dv[..., i]
             self.write(r, full.reshape(-1), "f32", m)
+
+    def _mma_int8(self, warps: np.ndarray, m: np.ndarray, kind: str, dst: Vec, a: Vec, b: Vec,
+                  c: Vec, sat: bool) -> None:
+        """m16n8k32 s8/u8 with s32 accumulators: exact integer products, wrapping (or, with
+        .satfinite, saturating) 32-bit sums."""
+        lay = MMA_LAYOUT[("m16n8k32", "i8")]
+        at, bt = kind.split(".")
+
+        def bytes_of(v: Vec, signed: bool) -> np.ndarray:
+            words = np.stack([np.broadcast_to(np.asarray(self.read(r, "b32")), (self.T,))
+                              .reshape(self.W, WARP)[warps] for r in v.items], axis=-1)
+            raw = words.astype("<u4").view(np.uint8).reshape(*words.shape, 4)
+            return (raw.view(np.int8) if signed else raw).astype(np.int64)
+
+        av = bytes_of(a, at == "s8")   # [Wa, 32, 4 regs, 4 bytes]
+        bv = bytes_of(b, bt == "s8")   # [Wa, 32, 2 regs, 4 bytes]
+        cv = np.stack([np.broadcast_to(np.asarray(self.read(r, "s32")), (self.T,))
+                       .reshape(self.W, WARP)[warps] for r in c.items], axis=-1).astype(np.int64)
+        nw = warps.size
+        A = np.zeros((nw, 16, 32), np.int64)
+        B = np.zeros((nw, 32, 8), np.int64)
+        C = np.zeros((nw, 16, 8), np.int64)
+        A[:, lay["a_row"], lay["a_col"]] = av
+        B[:, lay["b_row"], lay["b_col"]] = bv
+        C[:, lay["c_row"], lay["c_col"]] = cv
+        D = A @ B + C
+        if sat:
+            D = np.clip(D, -(2**31), 2**31 - 1)
+        D = (D & 0xFFFF_FFFF).astype(np.uint32).view(np.int32)
+        dv = D[:, lay["c_row"], lay["c_col"]]
+        for i, r in enumerate(dst.items):
+            full = np.zeros((self.W, WARP), np.int32)
+            full[warps] = dv[..., i]
+            self.write(r, full.reshape(-1), "s32", m)
+
+    def trap(self, ins: Instr, m: np.ndarray) -> None:
+        lane = int(np.flatnonzero(m)[0])
+        raise self.fault(TrapError, ins, lane, "executed trap (a device-side assertion failed)")
 
     def ldmatrix(self, ins: Instr, m: np.ndarray, n: int, trans: bool, items: list,
                  a: Addr) -> None:
@@ -862,6 +904,16 @@ def _mma_layouts() -> dict[tuple[str, str], dict]:
     b_col = np.broadcast_to(g[:, None], b_row.shape)
     out[("m16n8k8", "tf32")] = {"mnk": (16, 8, 8), "a_row": a_row, "a_col": a_col,
                                 "b_row": b_row, "b_col": b_col, "c_row": c_row, "c_col": c_col}
+    # m16n8k32 s8/u8: element i = 4*reg + byte; A row g (+8 for regs 1,3), col 4t + byte
+    # (+16 for regs 2,3); B row 4t + byte (+16 for reg 1), col g
+    ii = np.arange(16).reshape(4, 4)
+    a_row = g[:, None, None] + 8 * ((ii[None] // 4) % 2)
+    a_col = 4 * t[:, None, None] + (ii[None] & 3) + 16 * (ii[None] >= 8)
+    jj = np.arange(8).reshape(2, 4)
+    b_row = 4 * t[:, None, None] + (jj[None] & 3) + 16 * (jj[None] >= 4)
+    b_col = np.broadcast_to(g[:, None, None], b_row.shape)
+    out[("m16n8k32", "i8")] = {"mnk": (16, 8, 32), "a_row": a_row, "a_col": a_col,
+                               "b_row": b_row, "b_col": b_col, "c_row": c_row, "c_col": c_col}
     return out
 
 

@@ -1009,6 +1009,106 @@ GENERIC = HEADER + """
 }
 """
 
+
+# int8 tensor cores: m16n8k32 s8 x s8 + s32, fragments loaded per the PTX ISA layout:
+# a0 (g, 4t..4t+3), a1 (g+8, ..), a2 (g, 16+4t..), a3 (g+8, 16+4t..); b0 (k=4t.., n=g), b1 (k=16+4t..)
+MMA_S8 = HEADER + """
+.visible .entry mma_s8(
+    .param .u64 pa,
+    .param .u64 pbt,
+    .param .u64 pc,
+    .param .u64 pd
+)
+{
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pbt];
+    ld.param.u64 %rd3, [pc];
+    ld.param.u64 %rd4, [pd];
+    mov.u32 %r1, %laneid;
+    shr.u32 %r2, %r1, 2;
+    and.b32 %r3, %r1, 3;
+    shl.b32 %r4, %r2, 5;
+    shl.b32 %r5, %r3, 2;
+    add.s32 %r4, %r4, %r5;
+    cvt.u64.u32 %rd5, %r4;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.b32 %r10, [%rd6];
+    ld.global.b32 %r11, [%rd6+256];
+    ld.global.b32 %r12, [%rd6+16];
+    ld.global.b32 %r13, [%rd6+272];
+    add.s64 %rd7, %rd2, %rd5;
+    ld.global.b32 %r14, [%rd7];
+    ld.global.b32 %r15, [%rd7+16];
+    shl.b32 %r6, %r2, 3;
+    shl.b32 %r7, %r3, 1;
+    add.s32 %r6, %r6, %r7;
+    mul.wide.u32 %rd8, %r6, 4;
+    add.s64 %rd9, %rd3, %rd8;
+    ld.global.v2.s32 {%r16, %r17}, [%rd9];
+    ld.global.v2.s32 {%r18, %r19}, [%rd9+256];
+    mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%r20, %r21, %r22, %r23}, {%r10, %r11, %r12, %r13}, {%r14, %r15}, {%r16, %r17, %r18, %r19};
+    add.s64 %rd10, %rd4, %rd8;
+    st.global.v2.s32 [%rd10], {%r20, %r21};
+    st.global.v2.s32 [%rd10+256], {%r22, %r23};
+    ret;
+}
+"""
+
+# prmt byte selection, copysign, testp, and debug directives (.file/.loc) the parser skips
+MISC = HEADER + """
+.file 1 "misc.cu"
+
+.visible .entry misc(
+    .param .u64 pa,
+    .param .u64 pout
+)
+{
+    .reg .pred %p<3>;
+    .reg .b32 %r<12>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<8>;
+
+    .loc 1 10 3
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.b32 %r2, [%rd4];
+    prmt.b32 %r3, %r2, %r1, 0x7531;
+    prmt.b32 %r4, %r2, 0, 0x8880;
+    mov.b32 %f1, %r2;
+    mov.f32 %f2, 0fBF800000;
+    copysign.f32 %f3, %f1, %f2;
+    testp.finite.f32 %p1, %f1;
+    testp.subnormal.f32 %p2, %f1;
+    selp.u32 %r5, 1, 0, %p1;
+    selp.u32 %r6, 2, 0, %p2;
+    or.b32 %r5, %r5, %r6;
+    mov.b32 %r7, %f3;
+    mul.wide.u32 %rd5, %r1, 16;
+    add.s64 %rd6, %rd2, %rd5;
+    st.global.v4.b32 [%rd6], {%r3, %r4, %r7, %r5};
+    ret;
+}
+"""
+
+# an assertion that fails for thread 5
+TRAP = HEADER + """
+.visible .entry trap_kernel()
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<2>;
+    mov.u32 %r1, %tid.x;
+    setp.eq.u32 %p1, %r1, 5;
+    @%p1 trap;
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1038,4 +1138,7 @@ ALL = {
     "params_and_extern": PARAMS_AND_EXTERN,
     "int_ops": INT_OPS,
     "generic": GENERIC,
+    "mma_s8": MMA_S8,
+    "misc": MISC,
+    "trap": TRAP,
 }

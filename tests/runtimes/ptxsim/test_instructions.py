@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from portc.runtimes.ptxsim import GlobalMemory, OutOfBoundsError, PtxSim, parse_module
+from portc.runtimes.ptxsim import (
+    GlobalMemory,
+    OutOfBoundsError,
+    PtxSim,
+    TrapError,
+    UnsupportedInstructionError,
+    parse_module,
+)
 
-from .kernels import ALL
+from .kernels import ALL, HEADER
 
 
 def _s32(v: int) -> int:
@@ -85,3 +92,69 @@ def test_generic_addressing_and_dynamic_shared(rng):
     np.testing.assert_array_equal(mem.read(pout, np.float32, 32), partner + (partner + partner) + 128)
     with pytest.raises(OutOfBoundsError, match="dynbuf"):
         s.launch("generic", grid=(1,), block=(32,), params=[pin, pout], dynamic_shared=64)
+
+
+def test_mma_m16n8k32_s8_matches_integer_matmul(rng):
+    A = rng.integers(-128, 128, (16, 32)).astype(np.int8)
+    B = rng.integers(-128, 128, (32, 8)).astype(np.int8)
+    C = rng.integers(-(2**20), 2**20, (16, 8)).astype(np.int32)
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["mma_s8"], "mma_s8.ptx"), mem)
+    ptrs = []
+    for name, arr in (("A", A), ("Bt", np.ascontiguousarray(B.T)), ("C", C)):
+        p = mem.alloc(name, arr.nbytes)
+        mem.write(p, arr)
+        ptrs.append(p)
+    pd = mem.alloc("D", 512)
+    s.launch("mma_s8", grid=(1,), block=(32,), params=[*ptrs, pd])
+    want = A.astype(np.int64) @ B.astype(np.int64) + C
+    np.testing.assert_array_equal(mem.read(pd, np.int32, 128).reshape(16, 8), want)
+
+
+def test_prmt_copysign_testp(rng):
+    words = rng.integers(0, 2**32, 32, dtype=np.uint64).astype(np.uint32)
+    words[0] = np.float32(1e-40).view(np.uint32)  # subnormal
+    words[1] = np.float32(np.inf).view(np.uint32)
+    words[2] = np.float32(np.nan).view(np.uint32)
+    words[3] = np.float32(-2.5).view(np.uint32)
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["misc"], "misc.ptx"), mem)
+    pa, pout = mem.alloc("a", 128), mem.alloc("out", 512)
+    mem.write(pa, words)
+    s.launch("misc", grid=(1,), block=(32,), params=[pa, pout])
+    out = mem.read(pout, np.uint32, 128).reshape(32, 4)
+    for i in range(32):
+        a, b = int(words[i]), i
+        src = a | (b << 32)
+        byte = [(src >> (8 * k)) & 0xFF for k in range(8)]
+        # selector 0x7531: d bytes = src bytes 1, 3, 5, 7
+        assert out[i, 0] == byte[1] | byte[3] << 8 | byte[5] << 16 | byte[7] << 24
+        # selector 0x8880: byte 0, then three copies of byte 0's sign
+        sign = 0xFF if byte[0] & 0x80 else 0
+        assert out[i, 1] == byte[0] | sign << 8 | sign << 16 | sign << 24
+    f = words.view(np.float32)
+    want_sign = np.copysign(np.float32(-1.0), f)
+    np.testing.assert_array_equal(out[:, 2].view(np.float32)[~np.isnan(f)], want_sign[~np.isnan(f)])
+    finite = np.isfinite(f)
+    sub = (f != 0) & (np.abs(f) < np.finfo(np.float32).tiny)
+    np.testing.assert_array_equal(out[:, 3], finite.astype(np.uint32) | 2 * sub)
+    assert out[0, 3] == 3 and out[1, 3] == 0 and out[2, 3] == 0
+
+
+def test_trap_is_reported_with_the_trapping_thread():
+    s = PtxSim(parse_module(ALL["trap"], "trap.ptx"), GlobalMemory())
+    with pytest.raises(TrapError, match=r"thread \(5,0,0\)"):
+        s.launch("trap_kernel", grid=(1,), block=(32,))
+
+
+def test_unknown_qualifier_is_refused_rather_than_ignored():
+    text = HEADER + """
+.visible .entry k()
+{
+    .reg .f32 %f<4>;
+    max.NaN.f32 %f1, %f2, %f3;
+    ret;
+}
+"""
+    with pytest.raises(UnsupportedInstructionError, match=r"qualifier \.NaN"):
+        parse_module(text, "k.ptx")
