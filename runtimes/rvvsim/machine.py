@@ -129,6 +129,7 @@ class RvvMachine:
         # vector registers are undefined at entry (caller-saved): reading one is a bug
         st.V[:] = 0xFF
         st.P[:] = 0xFF
+        st.dirty[:] = [True] * 32
         st.O[:] = st.origin_id("function entry (vector registers are undefined at a call)")
         st.vill, st.vl, st.frm = True, 0, 0
 

@@ -191,16 +191,26 @@ def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndar
                 origin = np.where(active, origin if origin is not None else 0, oorg)
                 pois = np.where(active, pois if pois is not None else False, old)
     d[:vl] = res
-    if pois is None or not pois.any():
-        p[:vl] = 0
+    r0, r1 = vd, vd + (b - a) // st.vlenb
+    poisoned = pois is not None and bool(pois.any())
+    if not poisoned:
+        if any(st.dirty[r0:r1]):
+            p[:vl] = 0
     else:
         p[:vl] = np.where(pois, ones, u(0))
         st.O[a:b].reshape(-1, eew // 8)[:vl][pois] = origin[pois][:, None]
-    if st.vta and vl < d.size:
-        d[vl:] = ones
-        p[vl:] = ones
-        st.O[a:b].reshape(-1, eew // 8)[vl:] = st.origin_id(
-            f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})")
+    if vl < d.size:
+        if st.vta:
+            d[vl:] = ones
+            p[vl:] = ones
+            st.O[a:b].reshape(-1, eew // 8)[vl:] = st.origin_id(
+                f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})")
+            poisoned = True
+        elif poisoned:
+            pass
+        else:
+            return  # tail undisturbed: the registers keep whatever flag they had
+    st.dirty[r0:r1] = [poisoned] * (r1 - r0)
 
 
 def mwrite(st: State, me: str, vd: int, bits: np.ndarray, pois: np.ndarray | None,
@@ -239,6 +249,7 @@ def mwrite(st: State, me: str, vd: int, bits: np.ndarray, pois: np.ndarray | Non
         borg[vl:] = st.origin_id(f"{me}: mask tail bits {vl}.. (always agnostic)")
     st.V[a:a + vlenb] = np.packbits(full, bitorder="little")
     st.P[a:a + vlenb] = np.packbits(fullp, bitorder="little")
+    st.dirty[vd] = True if vl < st.vlen else bool(fullp.any())
     st.O[a:a + vlenb] = borg.reshape(vlenb, 8).max(axis=1)
 
 
@@ -289,7 +300,9 @@ def _fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None,
         vals = st.V[a:b].view(u)[:vl]
         if nk != "u":
             vals = vals.view(KIND_T[nk][eew])
-        if not st.P[a:a + vl * (eew >> 3)].any():  # common case: one check, no flag array
+        # common case: the group is known clean, or its active bytes are
+        if not any(st.dirty[val:val + (b - a) // st.vlenb]) or \
+                not st.P[a:a + vl * (eew >> 3)].any():
             return vals, None, None
         return vals, st.P[a:b].view(u)[:vl] != 0, elem_org(st, val, eew, vl)
     if kind == "x":
@@ -915,6 +928,7 @@ def _build_whole_mv(n: int) -> Callable[[Ctx, list], Op]:
             b = st.vlenb
             st.V[vd * b:(vd + n) * b] = st.V[vs2 * b:(vs2 + n) * b]
             st.P[vd * b:(vd + n) * b] = st.P[vs2 * b:(vs2 + n) * b]
+            st.dirty[vd:vd + n] = st.dirty[vs2:vs2 + n]
             st.O[vd * b:(vd + n) * b] = st.O[vs2 * b:(vs2 + n) * b]
             return nxt
         return op
@@ -1551,8 +1565,8 @@ def _load(st: State, me: str, vd: int, eew: int, addrs: np.ndarray | None, base:
     res = None
     if addrs is None:
         view = st.mem.contiguous(base, n * nb)
-        if view is not None:  # the whole span is in one region: one slice
-            res = view.view(u).copy()
+        if view is not None:  # the whole span is in one region: one slice (copied on write)
+            res = view.view(u)
         else:
             addrs = _elem_addrs(st, base, n, nb)
     if res is None:
@@ -1567,6 +1581,7 @@ def _load(st: State, me: str, vd: int, eew: int, addrs: np.ndarray | None, base:
         a = vd * st.vlenb
         st.V[a:a + n * nb] = res.view(np.uint8)
         st.P[a:a + n * nb] = 0
+        st.dirty[vd:vd + n * nb // st.vlenb] = [False] * (n * nb // st.vlenb)
         return
     vwrite(st, me, vd, eew, res, None, mask, None)
 
@@ -1577,17 +1592,17 @@ def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, bas
     u = UTYPE[eew]
     nb = eew // 8
     if fixed:
-        a = vs3 * st.vlenb
-        vals = st.V[a:a + n * nb].view(u)
-        pois = st.P[a:a + n * nb].view(u) != 0
+        a, b = vs3 * st.vlenb, vs3 * st.vlenb + n * nb
     else:
-        vals, pois = vget(st, vs3, eew, n, "u")
+        a, b = span(st, vs3, eew)
+    vals = st.V[a:b].view(u)[:n]
     active = None
     if masked:
         active, mp = mask_bits(st, 0, n)
         raise_poison(st, mp, 0, 1, "mask v0")
-        pois = pois & active
-    raise_poison(st, pois, vs3, eew, "stored value")
+    if any(st.dirty[vs3:vs3 + (b - a) // st.vlenb]) and st.P[a:a + n * nb].any():
+        pois = st.P[a:b].view(u)[:n] != 0
+        raise_poison(st, pois if active is None else pois & active, vs3, eew, "stored value")
     if addrs is None:
         view = st.mem.contiguous(base, n * nb)
         if view is not None:
