@@ -202,14 +202,15 @@ class _Launch:
     SHARED_WINDOW = SHARED_WINDOW
 
     def __init__(self, entry: Entry, memory: GlobalMemory, grid: tuple[int, int, int],
-                 block: tuple[int, int, int], params: list, dynamic_shared: int) -> None:
+                 block: tuple[int, int, int], params: list, dynamic_shared: int,
+                 blocks: range) -> None:
+        """``blocks``: the linear block indices this batch of lanes executes."""
         self.entry, self.memory = entry, memory
         self.grid, self.block = grid, block
         nthreads = block[0] * block[1] * block[2]
-        nblocks = grid[0] * grid[1] * grid[2]
         self.P = (nthreads + WARP - 1) // WARP * WARP
-        self.B = nblocks
-        self.T = nblocks * self.P
+        self.B = len(blocks)
+        self.T = self.B * self.P
         self.W = self.T // WARP
         lane = np.arange(self.T, dtype=np.int64)
         self.block_of = lane // self.P
@@ -217,9 +218,10 @@ class _Launch:
         self.tid = t.astype(np.int32)
         self.alive = t < nthreads
         self.gen = 0
-        bx = self.block_of % grid[0]
-        by = (self.block_of // grid[0]) % grid[1]
-        bz = self.block_of // (grid[0] * grid[1])
+        gblock = self.block_of + blocks.start
+        bx = gblock % grid[0]
+        by = (gblock // grid[0]) % grid[1]
+        bz = gblock // (grid[0] * grid[1])
         tx = t % block[0]
         ty = (t // block[0]) % block[1]
         tz = t // (block[0] * block[1])
@@ -974,14 +976,21 @@ class PtxSim:
     ``kernel_stats`` accumulates warp-level instruction counts per kernel over all launches.
     """
 
+    SHARED_BUDGET = 512 << 20  # bytes of shared memory + race state per batch of blocks
+
     def __init__(self, module: PtxModule, memory: GlobalMemory) -> None:
         self.module, self.memory = module, memory
         self.kernel_stats: dict[str, Counter[str]] = {}
 
     def launch(self, entry: str, grid: tuple[int, ...] = (1, 1, 1), block: tuple[int, ...] = (1, 1, 1),
                params: list | tuple = (), max_instructions: int = 200_000_000,
-               dynamic_shared: int = 0) -> LaunchStats:
-        """Execute ``entry`` over the whole grid; raises the first fault it meets."""
+               dynamic_shared: int = 0, max_lanes: int = 1 << 16) -> LaunchStats:
+        """Execute ``entry`` over the whole grid; raises the first fault it meets.
+
+        ``max_instructions`` bounds warp-level instructions over the whole launch;
+        ``dynamic_shared`` is the byte size of the ``.extern .shared`` array; at most
+        ``max_lanes`` threads (whole blocks) execute side by side, the grid runs in batches.
+        """
         ent = self.module.entries.get(entry)
         if ent is None:
             raise LaunchError(f"module {self.module.source} has no entry '{entry}' "
@@ -993,12 +1002,20 @@ class PtxSim:
                               "(each dimension >= 1, at most 1024 threads per block)")
         if ent.reqntid is not None and tuple((*ent.reqntid, 1, 1)[:3]) != b:
             raise LaunchError(f"'{entry}' requires block {ent.reqntid} (.reqntid), got {b}")
-        L = _Launch(ent, self.memory, g, b, list(params), dynamic_shared)
+        nblocks = g[0] * g[1] * g[2]
+        padded = (b[0] * b[1] * b[2] + WARP - 1) // WARP * WARP
+        shared = ent.shared_bytes + ent.dynamic_align + dynamic_shared
+        # blocks are independent, so a large grid runs as batches of blocks: bounded memory
+        # (registers are [lanes] arrays, shared memory and its race state [blocks, bytes])
+        per_batch = max(1, min(max_lanes // padded, (self.SHARED_BUDGET // max(1, 17 * shared))))
         stats = LaunchStats(ent.name, g, b)
         counts = np.zeros(len(ent.instrs), np.int64)
         t0 = time.perf_counter()
         with np.errstate(all="ignore"):
-            self._run(L, ent, counts, stats, max_instructions)
+            for first in range(0, nblocks, per_batch):
+                blocks = range(first, min(nblocks, first + per_batch))
+                L = _Launch(ent, self.memory, g, b, list(params), dynamic_shared, blocks)
+                self._run(L, ent, counts, stats, max_instructions)
         stats.seconds = time.perf_counter() - t0
         by_op: Counter[str] = Counter()
         for ins, n in zip(ent.instrs, counts, strict=True):
@@ -1014,9 +1031,9 @@ class PtxSim:
         instrs = ent.instrs
         n = len(instrs)
         stack = [_Frame(0, L.alive.copy(), n)]
-        total = 0
-        threads = 0
-        steps = 0
+        total = stats.warp_instructions
+        threads = stats.thread_instructions
+        steps = stats.steps
         while stack:
             top = stack[-1]
             if top.pc >= n:
@@ -1091,6 +1108,7 @@ class PtxSim:
                 top.pc += 1
         stats.steps = steps
         stats.thread_instructions = threads
+        stats.warp_instructions = total
 
 
 def top_pc_after(ins: Instr) -> int:

@@ -232,3 +232,17 @@ def test_kernel_stats_accumulate_per_kernel():
     assert st1.warp_instructions == 22 * 2  # 22 instructions, 2 warps, no divergence
     assert sum(s.kernel_stats["vadd"].values()) == 2 * st1.warp_instructions
     assert st1.by_mnemonic["ld"] == 2 * 6
+
+
+def test_large_grids_run_in_batches_of_blocks_with_identical_results(rng):
+    n = 40 * 64 - 5
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    results = []
+    for max_lanes in (1 << 16, 128, 64):
+        s, mem = sim("vadd")
+        pa, pb, pc = put(mem, "a", a), put(mem, "b", b), mem.alloc("c", 4 * n)
+        st = s.launch("vadd", grid=(40,), block=(64,), params=[pa, pb, pc, n], max_lanes=max_lanes)
+        np.testing.assert_array_equal(mem.read(pc, np.float32, n), a + b)
+        results.append((st.warp_instructions, st.by_opcode))
+    assert results[0] == results[1] == results[2]

@@ -139,3 +139,12 @@ def test_host_reads_outside_allocations_are_refused():
     np.testing.assert_array_equal(mem.read(a, np.int32, 4), np.arange(4))
     with pytest.raises(OutOfBoundsError):
         mem.read(a, np.int32, 5)
+
+
+def test_fault_in_a_later_batch_names_the_global_block():
+    s, mem = sim("vadd")
+    n = 40 * 64
+    pa, pb = mem.alloc("a", 4 * n), mem.alloc("b", 4 * n)
+    pc = mem.alloc("c", 4 * (n - 1))
+    with pytest.raises(OutOfBoundsError, match=r"block \(39,0,0\) thread \(63,0,0\)"):
+        s.launch("vadd", grid=(40,), block=(64,), params=[pa, pb, pc, n], max_lanes=128)
