@@ -140,12 +140,17 @@ def _quantize_int8_tuned(program: Program, opts: ModelChangeOptions, seed: int,
     from portc.passes.quantize import quantize_int8_with_fallback, tune_int8
 
     batches, source = calibration_batches(program, opts.calib, seed)
+    if opts.calib is not None and len(batches) >= 2:  # the user's data: hold out its last batch
+        source = (f"{len(batches) - 1} of {len(batches)} batches from {opts.calib} (the last "
+                  "held out for the fallback check)")
+        batches, held_out = batches[:-1], batches[-1:]
+    else:
+        held_out = [random_inputs(program, seed + 2000)]
     try:
         cal = calibrate(program, batches, opts.calib_method, opts.percentile, samples=TUNE_ROWS)
     except ValueError as e:
         raise InputError(f"calibration: {e}") from e
     tuned, choices = tune_int8(program, cal)
-    held_out = [random_inputs(program, seed + 2000)]
     quantized, fallbacks = quantize_int8_with_fallback(
         program, tuned, choices, held_out, opts.int8_min_cosine, opts.int8_max_float)
     info["calibration"] = f"{opts.calib_method} over {source}"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import ml_dtypes
@@ -301,6 +301,10 @@ class QuantizeInt8Pattern(RewritePattern):
         tuned_alpha = smooth_alpha_of(op)  # per-layer choice of tune_int8, if any
         alpha = self.alpha if tuned_alpha is None else tuned_alpha
         asymmetric = self.asymmetric if (a_op := act_asym_of(op)) is None else a_op
+        if tuned_alpha is not None and tuned_alpha > 0 and (
+                xmax is None or xmax.shape[0] != w.shape[0]):
+            raise IRError(f"{op.name} ({_hint(op)}): a tuned smoothing strength needs the "
+                          f"per-channel statistics ({CHAN_ABSMAX_ATTR}) it was tuned with")
         if alpha > 0 and xmax is not None and xmax.shape[0] == w.shape[0]:
             sm = _smooth_factors(w, xmax, alpha)
             w = (w.astype(np.float64) * sm.astype(np.float64)[:, None]).astype(np.float32)
@@ -466,10 +470,8 @@ def tune_int8(program: Program, calibration: Calibration,
     ``calibration`` whose ``ranges``/``smooth``/``asym`` carry them (``annotate`` writes them
     onto the ops, ``quantize-int8`` honours them), and the choices with their errors."""
     weights = program.weights
-    out = Calibration(calibration.method, calibration.percentile, dict(calibration.ranges),
-                      calibration.chan_absmax, calibration.chan_sqmean, calibration.hessians,
-                      calibration.rows, calibration.chan_lo, calibration.chan_hi,
-                      dict(calibration.smooth), dict(calibration.asym))
+    out = replace(calibration, ranges=dict(calibration.ranges),
+                  smooth=dict(calibration.smooth), asym=dict(calibration.asym))
     choices: list[LayerChoice] = []
     for i, op in enumerate(quantizable_ops(program.module)):
         key = op_key(op, i)
@@ -486,6 +488,28 @@ def tune_int8(program: Program, calibration: Calibration,
         out.asym[key] = ch.asym
         choices.append(ch)
     return out, choices
+
+
+def sensitivity_sweep(program: Program, calibration: Calibration,
+                      inputs: Sequence[Mapping[str, np.ndarray]], **pass_options: Any
+                      ) -> list[dict[str, Any]]:
+    """Quantize one weight matmul/conv at a time (all others kept in float) and measure the
+    worst output cosine against the float program on ``inputs``: which layers int8 hurts, in
+    program order (``[{"key", "op", "cosine"}]``). One quantize + run per layer, so meant for
+    investigation and for choosing ``keep_float``, not for every compile."""
+    from portc.runtimes.reference.interpreter import run_program
+
+    refs = [run_program(program, f) for f in inputs]
+    keys = [(op_key(o, i), _hint(o)) for i, o in enumerate(quantizable_ops(program.module))
+            if _weight_of(o, program.weights) is not None]
+    out = []
+    for key, hint in keys:
+        others = ",".join(k for k, _ in keys if k != key)
+        q = quantize(program, QuantizeInt8Pass(keep_float=others, **pass_options), calibration)
+        cos = min(_cosine(run_program(q, f)[n], r[n])
+                  for f, r in zip(inputs, refs, strict=True) for n in r)
+        out.append({"key": key, "op": hint, "cosine": cos})
+    return out
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -339,8 +339,8 @@ def format_bytes(program: Program) -> dict[str, dict[str, int]]:
             e = out.setdefault(key, {"weights": 0, "bytes": 0, "dense_bytes": 0})
             spec = g.spec_of(op.result)
             e["weights"] += 1
-            e["bytes"] += sum(program.weights[c.owner.resource.data].nbytes  # type: ignore
-                              for c in op.operands)
+            e["bytes"] += sum(program.weights[c.owner.resource.data].nbytes
+                              for c in op.operands if isinstance(c.owner, g.ConstantOp))
             e["dense_bytes"] += spec.numel() * dtypes.dtype(spec.dtype).bits // 8
     return out
 

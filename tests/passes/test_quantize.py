@@ -458,3 +458,50 @@ def test_fallback_keeps_the_most_sensitive_layer_in_float_and_says_why(
     q2, fb2 = quantize_int8_with_fallback(prog, tuned, choices, check, min_cosine=0.9)
     assert fb2 == [] and quantization_report(prog, q2, check[0])["quantized_ops"] == {
         "matmuls_int8": 2}
+
+
+def test_sensitivity_sweep_ranks_the_outlier_layer_first(rng: np.random.Generator) -> None:
+    """Two layers, one fed by 40x outlier channels: quantizing it alone costs far more."""
+    from portc.passes.quantize import sensitivity_sweep
+
+    b = GraphBuilder()
+    x = b.add_input("x", TensorSpec((16, 64), "float32"))
+    c = np.ones(64, np.float32)
+    c[[3, 17]] = 40.0
+    w1 = (rng.standard_normal((64, 64)) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((64, 32)) / 8).astype(np.float32)
+    h = b.matmul(x, b.const(w1, hint="w1"))
+    y = b.matmul(b.binary("mul", h, b.const(c, hint="c")), b.const(w2, hint="w2"))
+    prog = b.finish([("y", y)])
+    cal = calibrate(prog, _batches(prog, 4))
+    sweep = sensitivity_sweep(prog, cal, [random_inputs(prog, seed=5)])
+    assert [s["key"] for s in sweep] == ["graph.matmul#0", "graph.matmul#1"]
+    assert all(0.9 < s["cosine"] < 1.0 for s in sweep)
+    assert 1 - sweep[1]["cosine"] > 4 * (1 - sweep[0]["cosine"])
+
+
+def test_default_int8_change_tunes_every_layer_and_reports_it(rng: np.random.Generator,
+                                                              tmp_path: object) -> None:
+    """``--quantize int8``: per-tensor static scales tuned per layer; with a calibration file
+    its last batch is held out for the fallback check."""
+    from pathlib import Path
+
+    from portc.compiler.model_changes import ModelChangeOptions, apply_model_changes
+
+    prog = _mlp(rng)
+    x = random_inputs(prog, seed=3)
+    q, (rep,) = apply_model_changes(prog, ModelChangeOptions(quantize="int8"), 0, x)
+    assert set(rep["int8_layers"]) == {"graph.matmul#0", "graph.matmul#1"}
+    assert rep["fallback_to_float"] == "none needed"
+    assert rep["quantized_ops"] == {"matmuls_int8": 2}
+    assert rep["outputs"]["logits"]["cosine"] >= 0.99
+    calib = Path(str(tmp_path)) / "calib.npz"
+    np.savez(calib, x=np.stack([random_inputs(prog, seed=40 + i)["x"] for i in range(3)]))
+    _, (rep2,) = apply_model_changes(
+        prog, ModelChangeOptions(quantize="int8", calib=str(calib), int8_min_cosine=1.0,
+                                 int8_max_float=1), 0, x)
+    assert "2 of 3 batches from" in rep2["calibration"] and "held out" in rep2["calibration"]
+    # an unreachable target: exactly one layer falls back, with its reason reported
+    (key,) = rep2["fallback_to_float"]
+    assert rep2["float_ops"][0]["key"] == key
+    assert rep2["float_ops"][0]["reason"].startswith("mixed-precision fallback")
