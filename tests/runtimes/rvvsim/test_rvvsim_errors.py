@@ -374,3 +374,17 @@ def test_register_overlap_rules_match_qemu(instr: str, legal: bool) -> None:
         rc = subprocess.run([QEMU, "-cpu", "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0",
                              str(d / "t")], capture_output=True).returncode
     assert rc == (0 if legal else -4)  # SIGILL
+
+
+def test_widening_reduction_seed_written_at_narrow_sew_is_caught() -> None:
+    """vmv.s.x at e16 defines 16 bits; vwredsum reads a 32-bit vs1[0] whose upper half is
+    tail (all ones on qemu): a real bug this sanitizer found in a hand-written kernel."""
+    body = """
+    vsetivli zero, 4, e8, m1, ta, ma
+    vmv.v.i v8, 1
+    vwmul.vv v10, v8, v8
+    vsetvli zero, zero, e16, m2, ta, ma
+    vmv.s.x v12, zero
+    vwredsum.vs v12, v10, v12"""
+    with pytest.raises(TailRelianceError, match=r"scalar operand vs1\[0\].*line 8 `vmv.s.x"):
+        _run(body, {}, [])
