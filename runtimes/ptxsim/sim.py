@@ -391,6 +391,13 @@ class _Launch:
         return sh, m & ~sh, np.where(sh, addr - w, addr)
 
     def _check_global(self, ins: Instr, lanes: np.ndarray, a: np.ndarray, size: int, what: str) -> None:
+        if not a.size:
+            return
+        lo, hi = a.min(), a.max()
+        one = self.memory.allocation_of(np.array([lo], np.uint64))[0]
+        # fast path: the whole access range lies in one allocation
+        if one >= 0 and int(hi) + size <= int(self.memory._ends[one]) and not _misaligned(a, size).any():
+            return
         k = self.memory.allocation_of(a)
         end_ok = np.ones(a.shape, bool)
         if self.memory.allocations:
@@ -401,7 +408,7 @@ class _Launch:
             i = int(np.flatnonzero(bad)[0])
             raise self.fault(OutOfBoundsError, ins, int(lanes[i]),
                              f"{what} of {size} bytes at {self.memory.describe(int(a[i]))}")
-        mis = (a % np.uint64(size)) != 0
+        mis = _misaligned(a, size)
         if mis.any():
             i = int(np.flatnonzero(mis)[0])
             raise self.fault(MisalignedAccessError, ins, int(lanes[i]),
@@ -423,7 +430,7 @@ class _Launch:
                              f"{what} of {size} bytes at shared offset {int(a[i])} "
                              f"({self._shared_var_at(int(a[i]))}) is outside the block's {self.S} "
                              "bytes of shared memory")
-        mis = (a % np.uint64(size)) != 0
+        mis = _misaligned(a, size)
         if mis.any():
             i = int(np.flatnonzero(mis)[0])
             raise self.fault(MisalignedAccessError, ins, int(lanes[i]),
@@ -528,13 +535,13 @@ class _Launch:
         if space == "global":
             self._check_global(ins, lanes, a, size, "load")
             view = self.memory.data.view(ut)
-            idx = ((a - np.uint64(GlobalMemory.BASE)) // np.uint64(esize)).astype(np.int64)
+            idx = _elem_index(a - np.uint64(GlobalMemory.BASE), esize)
         else:
             self._check_shared(ins, lanes, a, size, "load")
             if self.S:
                 self._track(ins, lanes, self._flat_bytes(lanes, a, size), write=False)
             view = self.smem.view(ut)
-            idx = (self.block_of[lanes] * (self.S_pad // esize) + (a // np.uint64(esize)).astype(np.int64))
+            idx = (self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize))
         out[lanes] = view[idx[:, None] + np.arange(vec)[None, :]]
         return out
 
@@ -555,13 +562,13 @@ class _Launch:
         if space == "global":
             self._check_global(ins, lanes, a, size, "store")
             view = self.memory.data.view(vals.dtype)
-            idx = ((a - np.uint64(GlobalMemory.BASE)) // np.uint64(esize)).astype(np.int64)
+            idx = _elem_index(a - np.uint64(GlobalMemory.BASE), esize)
         else:
             self._check_shared(ins, lanes, a, size, "store")
             if self.S:
                 self._track(ins, lanes, self._flat_bytes(lanes, a, size), write=True)
             view = self.smem.view(vals.dtype)
-            idx = (self.block_of[lanes] * (self.S_pad // esize) + (a // np.uint64(esize)).astype(np.int64))
+            idx = (self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize))
         view[idx[:, None] + np.arange(vec)[None, :]] = vals[lanes]
 
     # -- atomics -------------------------------------------------------------------------------
@@ -586,11 +593,11 @@ class _Launch:
         if space == "global":
             self._check_global(ins, lanes, a, esize, "atomic")
             arr = self.memory.data.view(dt)
-            e = ((a - np.uint64(GlobalMemory.BASE)) // np.uint64(esize)).astype(np.int64)
+            e = _elem_index(a - np.uint64(GlobalMemory.BASE), esize)
         else:
             self._check_shared(ins, lanes, a, esize, "atomic")
             arr = self.smem.view(dt)
-            e = self.block_of[lanes] * (self.S_pad // esize) + (a // np.uint64(esize)).astype(np.int64)
+            e = self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize)
         bv = np.asarray(b[lanes], dt)
         cv = np.asarray(c[lanes], dt) if c is not None else None
         order = np.argsort(e, kind="stable")
@@ -868,6 +875,18 @@ class _Launch:
                              "another path of a divergent branch or predicated off); real hardware "
                              "would hang or misbehave")
         self.epoch[arrived] += 1
+
+
+def _misaligned(a: np.ndarray, size: int) -> np.ndarray:
+    """Per-lane ``a % size != 0``; access sizes are powers of two, so a mask test suffices."""
+    if size & (size - 1) == 0:
+        return (a & np.uint64(size - 1)) != 0
+    return (a % np.uint64(size)) != 0
+
+
+def _elem_index(off: np.ndarray, esize: int) -> np.ndarray:
+    """Element index of aligned byte offsets (a shift: element sizes are powers of two)."""
+    return (off >> np.uint64(esize.bit_length() - 1)).astype(np.int64)
 
 
 def _halves(words: np.ndarray, el: np.dtype) -> tuple[np.ndarray, np.ndarray]:
