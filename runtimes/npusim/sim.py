@@ -867,13 +867,15 @@ class NpuSim:
 
     ``functional=False`` runs only the timing model and the bounds/alignment/event checks (no
     data is moved, GM arrays are optional); ``check_races`` turns the happens-before checker
-    on (default) or off; ``trace_path`` writes a Chrome trace (one track per core x pipe)."""
+    on (default) or off; ``trace_path`` writes a Chrome trace (one track per core x pipe).
+    ``max_instructions`` and ``max_gm_bytes`` bound a run before it can exhaust the host."""
 
     program: Program
     soc: NpuSoc | None = None
     functional: bool = True
     check_races: bool = True
     max_instructions: int = 50_000_000
+    max_gm_bytes: int = 4 << 30
     executed: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -924,6 +926,10 @@ class NpuSim:
         shapes: dict[str, tuple[int, ...]] = {}
         for name, t in zip(kernel.arg_names, kernel.arg_types, strict=True):
             want = np.dtype(dtypes.dtype(t.dtype).numpy)
+            if t.size * want.itemsize > self.max_gm_bytes:
+                raise NpuLimitError(f"npusim: kernel @{kernel.name} declares GM argument "
+                                    f"'{name}' of {t.size * want.itemsize} bytes, over the "
+                                    f"{self.max_gm_bytes}-byte limit (max_gm_bytes)")
             if name not in given:
                 if self.functional:
                     raise NpuProgramError(f"GM argument '{name}' ({t.size} x {t.dtype}) has no "

@@ -22,6 +22,7 @@ from portc.runtimes.npusim import (
     NpuBoundsError,
     NpuDeadlockError,
     NpuEventError,
+    NpuLimitError,
     NpuParseError,
     NpuRaceError,
     NpuSim,
@@ -346,6 +347,14 @@ def test_wait_without_set_is_a_deadlock_and_unwaited_set_an_error():
     kb.add(npu.SetFlagOp.make("MTE2", "V", 3))
     with pytest.raises(NpuEventError, match="never waited"):
         _run(kb.text(), "k", {"x": np.zeros(16, F16)})
+
+
+def test_oversized_gm_argument_and_runaway_loops_hit_limits():
+    text = _good().replace("memref<256xf16, \"gm\">", "memref<4000000000xf16, \"gm\">")
+    with pytest.raises(NpuLimitError, match="over the"):
+        NpuSim(parse_program(text), functional=False).run("k")
+    with pytest.raises(NpuLimitError, match="exceeded 5 instructions"):
+        NpuSim(parse_program(_good()), max_instructions=5).run("k", _bufs())
 
 
 def test_parse_error_names_the_line():
