@@ -498,7 +498,19 @@ def _dec_shift(kind: str) -> Callable[[Dec], Run]:
 
         def run(ctx: object, m: np.ndarray) -> None:
             x = np.asarray(ctx.read(a, ty))
-            n = np.minimum(np.asarray(ctx.read(b, "u32")).astype(np.uint64), bits)
+            amount = ctx.read(b, "u32")
+            if np.ndim(amount) == 0:
+                # one shift for all lanes (the common immediate): native dtype arithmetic
+                k = int(amount)
+                if k < bits:
+                    res = (x << dt.type(k)) if kind == "shl" else (x >> dt.type(k))
+                elif kind == "shr" and ty in SIGNED:
+                    res = x >> dt.type(bits - 1)
+                else:
+                    res = np.zeros_like(x)
+                ctx.write(dst, res.astype(dt, copy=False), ty, m)
+                return
+            n = np.minimum(np.asarray(amount).astype(np.uint64), bits)
             if kind == "shl":
                 u = x.view(fp.uint_of(dt)) if x.ndim else np.asarray(x).view(fp.uint_of(dt))
                 wide = u.astype(np.uint64)
