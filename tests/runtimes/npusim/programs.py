@@ -3,11 +3,11 @@ own builders, printed to the text npusim reads)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from xdsl.dialects import arith, scf
+from xdsl.dialects import arith
 from xdsl.dialects.builtin import IndexType, ModuleOp
-from xdsl.ir import Block, Operation, SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from portc.dialects import npu
 
@@ -45,16 +45,6 @@ class KernelBuilder:
         self.add(npu.SetFlagOp.make(src, dst, event))
         self.add(npu.WaitFlagOp.make(src, dst, event))
 
-    def loop(self, lb: int, ub: int, step: int, body: Callable[[SSAValue], None]) -> None:
-        blk = Block(arg_types=[IndexType()])
-        lbv, ubv, stv = self.c(lb), self.c(ub), self.c(step)
-        outer = self.block
-        self.block = blk
-        body(blk.args[0])
-        self.add(scf.YieldOp())
-        self.block = outer
-        self.add(scf.ForOp(lbv, ubv, stv, [], blk))
-
     def module(self) -> ModuleOp:
         m = ModuleOp([self.kernel])
         m.verify()
@@ -81,25 +71,3 @@ def vector_unary_program(op_cls: type, n: int, dtype: str = "float16",
     kb.copy_out(kb.arg["y"], dst, n)
     return kb.text()
 
-
-def double_buffered_exp(tile: int, tiles: int, sync: Callable[[ModuleOp], object] | None
-                        ) -> str:
-    """``y = exp(x)`` streamed through two UB buffer pairs (ping-pong), flags from ``sync``."""
-    n = tile * tiles
-    kb = KernelBuilder("stream", "aiv", [("x", "float16", n), ("y", "float16", n)])
-    pairs = [(kb.alloc("ub", "float16", tile, 4 * tile * s),
-              kb.alloc("ub", "float16", tile, 4 * tile * s + 2 * tile)) for s in range(2)]
-
-    def body(i: SSAValue) -> None:
-        for s, (src, dst) in enumerate(pairs):
-            off = kb.add(arith.AddiOp(i, kb.c(s * tile))).results[0]
-            kb.copy_in(src, kb.arg["x"], tile, off)
-            kb.add(npu.VExpOp.make((dst, kb.c(0)), (src, kb.c(0)), repeat=tile // 128))
-            kb.copy_out(kb.arg["y"], dst, tile, off)
-
-    kb.loop(0, n, 2 * tile, body)
-    m = kb.module()
-    if sync is not None:
-        sync(m)
-        m.verify()
-    return npu.print_program(m)
