@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from portc.runtimes.rvvsim.errors import OutOfBoundsError
+from portc.runtimes.rvvsim.errors import OutOfBoundsError, TailRelianceError
 
 HEAP_BASE = 0x1000_0000
 GUARD = 0x1000
@@ -45,9 +45,15 @@ class Memory:
         self._bases_np = np.zeros(0, np.uint64)
         self._ends_np = np.zeros(0, np.uint64)
         stack_base = STACK_TOP - stack_bytes
-        self._insert(Region("stack", stack_base, stack_bytes, *self._storage(stack_bytes)))
+        self.stack = Region("stack", stack_base, stack_bytes, *self._storage(stack_bytes))
+        self._insert(self.stack)
         self.stack_top = STACK_TOP
         self._last = self._regions[0]
+        # whole-register spills (vs<n>r.v) may put undefined vector bytes on the stack; they
+        # stay undefined there (bit map + origin id per byte) until overwritten or reloaded
+        self.stack_poison = np.zeros(stack_bytes, np.uint8)
+        self.stack_origin = np.zeros(stack_bytes, np.int32)
+        self.stack_poisoned = False
 
     @staticmethod
     def _storage(n: int) -> tuple[bytearray, np.ndarray]:
@@ -120,12 +126,58 @@ class Memory:
     def load_int(self, addr: int, nbytes: int, signed: bool) -> int:
         r = self.find(addr, nbytes)
         off = addr - r.base
+        if self.stack_poisoned and r is self.stack and self.stack_poison[off:off + nbytes].any():
+            raise TailRelianceError(f"scalar load at {addr:#x} reads stack bytes spilled from "
+                                    f"undefined vector elements")
         return int.from_bytes(r.buf[off:off + nbytes], "little", signed=signed)
 
     def store_int(self, addr: int, nbytes: int, value: int) -> None:
         r = self.find(addr, nbytes)
         off = addr - r.base
         r.buf[off:off + nbytes] = (value & ((1 << (8 * nbytes)) - 1)).to_bytes(nbytes, "little")
+        if self.stack_poisoned and r is self.stack:
+            self.stack_poison[off:off + nbytes] = 0
+
+    # --- undefined bytes on the stack ---------------------------------------------------------
+    def stack_span(self, addr: int, nbytes: int) -> int | None:
+        """Offset of [addr, addr+nbytes) in the stack region, or None when elsewhere."""
+        st = self.stack
+        if st.base <= addr and addr + nbytes <= st.end:
+            return addr - st.base
+        return None
+
+    def spill(self, addr: int, poison: np.ndarray, origin: np.ndarray) -> None:
+        """Record undefined bits for a whole-register store to the stack at ``addr``."""
+        off = addr - self.stack.base
+        self.stack_poison[off:off + poison.size] = poison
+        self.stack_origin[off:off + poison.size] = origin
+        self.stack_poisoned = self.stack_poisoned or bool(poison.any())
+
+    def defined(self, addrs: np.ndarray, nbytes: int) -> None:
+        """Mark element bytes at ``addrs`` (in the stack) defined after a store."""
+        if not self.stack_poisoned:
+            return
+        base = np.uint64(self.stack.base)
+        inside = (addrs >= base) & (addrs < np.uint64(self.stack.end))
+        if inside.any():
+            off = (addrs[inside] - base).astype(np.int64)
+            idx = off[:, None] + np.arange(nbytes, dtype=np.int64)
+            self.stack_poison[np.minimum(idx, self.stack.size - 1)] = 0
+
+    def undefined(self, addrs: np.ndarray, nbytes: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per element: any undefined byte (bool) and its origin id, for stack addresses."""
+        if not self.stack_poisoned:
+            return None
+        base = np.uint64(self.stack.base)
+        inside = (addrs >= base) & (addrs + np.uint64(nbytes) <= np.uint64(self.stack.end))
+        if not inside.any():
+            return None
+        off = np.where(inside, addrs - base, 0).astype(np.int64)
+        idx = off[:, None] + np.arange(nbytes, dtype=np.int64)
+        pois = (self.stack_poison[idx] != 0).any(axis=1) & inside
+        if not pois.any():
+            return None
+        return pois, self.stack_origin[idx].max(axis=1)
 
     # --- vector access ----------------------------------------------------------------------
     def _check_elems(self, addrs: np.ndarray, nbytes: int, elems: np.ndarray) -> np.ndarray:

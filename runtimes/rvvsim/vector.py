@@ -1580,10 +1580,24 @@ def _load(st: State, me: str, vd: int, eew: int, addrs: np.ndarray | None, base:
     if fixed:  # whole-register load: every element, no tail, no mask
         a = vd * st.vlenb
         st.V[a:a + n * nb] = res.view(np.uint8)
-        st.P[a:a + n * nb] = 0
-        st.dirty[vd:vd + n * nb // st.vlenb] = [False] * (n * nb // st.vlenb)
+        regs = n * nb // st.vlenb
+        off = st.mem.stack_span(base, n * nb) if st.mem.stack_poisoned else None
+        if off is not None:  # reload of a spill: undefined bytes stay undefined
+            st.P[a:a + n * nb] = st.mem.stack_poison[off:off + n * nb]
+            st.O[a:a + n * nb] = st.mem.stack_origin[off:off + n * nb]
+            st.dirty[vd:vd + regs] = [True] * regs
+        else:
+            st.P[a:a + n * nb] = 0
+            st.dirty[vd:vd + regs] = [False] * regs
         return
-    vwrite(st, me, vd, eew, res, None, mask, None)
+    pois = origin = None
+    if st.mem.stack_poisoned:
+        und = st.mem.undefined(addrs if addrs is not None else _elem_addrs(st, base, n, nb), nb)
+        if und is not None:
+            pois, origin = und
+            if mask is not None:
+                pois = pois & mask[0]
+    vwrite(st, me, vd, eew, res, pois, mask, origin)
 
 
 def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, base: int, n: int,
@@ -1600,9 +1614,17 @@ def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, bas
     if masked:
         active, mp = mask_bits(st, 0, n)
         raise_poison(st, mp, 0, 1, "mask v0")
+    if fixed and st.mem.stack_span(base, n * nb) is not None:
+        # a whole-register spill to the stack: undefined bytes travel with it (checked on use)
+        st.mem.spill(base, st.P[a:b], st.O[a:b])
+        st.mem.contiguous(base, n * nb)[:] = st.V[a:b]
+        return
     if any(st.dirty[vs3:vs3 + (b - a) // st.vlenb]) and st.P[a:a + n * nb].any():
         pois = st.P[a:b].view(u)[:n] != 0
         raise_poison(st, pois if active is None else pois & active, vs3, eew, "stored value")
+    if st.mem.stack_poisoned:
+        ea = addrs if addrs is not None else _elem_addrs(st, base, n, nb)
+        st.mem.defined(ea if active is None else ea[active], nb)
     if addrs is None:
         view = st.mem.contiguous(base, n * nb)
         if view is not None:
@@ -1711,6 +1733,7 @@ def _build_mask_mem(store: bool) -> Callable[[Ctx, list], Op]:
                 # tail, which software storing a mask legitimately ignores
                 raise_poison(st, mask_bits(st, vreg, vl)[1], vreg, 1, "stored mask bit")
                 data = st.V[vreg * st.vlenb:vreg * st.vlenb + n]
+                st.mem.defined(_elem_addrs(st, st.x[rs1], n, 1), 1)
                 view = st.mem.contiguous(st.x[rs1], n)
                 if view is None:
                     st.mem.scatter(_elem_addrs(st, st.x[rs1], n, 1), data.reshape(n, 1),

@@ -388,3 +388,39 @@ def test_widening_reduction_seed_written_at_narrow_sew_is_caught() -> None:
     vwredsum.vs v12, v10, v12"""
     with pytest.raises(TailRelianceError, match=r"scalar operand vs1\[0\].*line 8 `vmv.s.x"):
         _run(body, {}, [])
+
+
+SPILL = """
+    addi sp, sp, -64
+    vsetivli zero, 4, e32, m1, ta, ma
+    vle32.v v8, (a0)
+    vsetivli zero, 2, e32, m1, ta, ma
+    vfadd.vv v8, v8, v8
+    vs1r.v v8, (sp)
+    vsetivli zero, 4, e32, m1, ta, ma
+    vmv.v.i v8, 0
+    vl1re32.v v9, (sp)
+    {use}
+    addi sp, sp, 64"""
+
+
+def test_spilling_a_register_with_an_undefined_tail_is_allowed() -> None:
+    """vs1r.v/vl1re32.v of a register whose tail is undefined: a legal spill and reload."""
+    use = "vsetivli zero, 2, e32, m1, ta, ma\n    vse32.v v9, (a1)"
+    mem, addrs = _run(SPILL.format(use=use), {"a": np.arange(4, dtype=np.float32),
+                                              "o": np.zeros(2, np.float32)}, ["a", "o"])
+    np.testing.assert_array_equal(mem.read(addrs["o"], np.float32, 2), [0, 2])
+
+
+@pytest.mark.parametrize("use", ["vse32.v v9, (a1)", "lw t0, 8(sp)", "flw ft0, 12(sp)"])
+def test_reloaded_undefined_bytes_stay_undefined(use: str) -> None:
+    with pytest.raises(TailRelianceError, match="undefined"):
+        _run(SPILL.format(use=use), {"a": np.arange(4, dtype=np.float32),
+                                     "o": np.zeros(4, np.float32)}, ["a", "o"])
+
+
+def test_overwriting_spilled_undefined_bytes_defines_them() -> None:
+    use = "sw zero, 8(sp)\n    lw t0, 8(sp)\n    vse32.v v8, (a1)"
+    mem, addrs = _run(SPILL.format(use=use), {"a": np.arange(4, dtype=np.float32),
+                                              "o": np.ones(4, np.float32)}, ["a", "o"])
+    np.testing.assert_array_equal(mem.read(addrs["o"], np.float32, 4), [0, 0, 0, 0])
