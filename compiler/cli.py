@@ -100,6 +100,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         cm = compile_model(None, target=args.target, imported=imported,
                            options=_target_options(args))
     out = cm.save(args.output)
+    report = cm.artifact.manifest.get("compile_report")
+    if report and not args.quiet:
+        print(report)
     files = sorted(os.listdir(out))
     print(f"wrote {out}/ ({', '.join(files)})")
     return 0
