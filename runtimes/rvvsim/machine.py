@@ -104,14 +104,14 @@ class RvvMachine:
              max_instructions: int = 100_000_000) -> RunStats:
         """Run function ``name`` under LP64D. ``fp_args``: a ``np.float32`` is passed NaN-boxed
         as a single, anything else as a double. Raises ``RvvSimError`` subclasses on faults."""
-        if len(int_args) > 8 or len(fp_args) > 8:
-            raise ValueError("at most 8 integer and 8 fp register arguments (no stack args)")
+        if len(fp_args) > 8:
+            raise ValueError("at most 8 fp arguments (fa0-fa7); pass more through memory")
         pc = self.program.entry(name)
         st = self.state
         x, f = st.x, st.f
         for i in range(32):
             x[i] = 0
-        for i, v in enumerate(int_args):
+        for i, v in enumerate(int_args[:8]):
             x[10 + i] = s64(int(v))
         for i, v in enumerate(fp_args):
             if isinstance(v, np.float32):
@@ -120,6 +120,11 @@ class RvvMachine:
                 f[10 + i] = int(np.array([float(v)], np.float64).view(np.uint64)[0])
         x[1] = RET_SENTINEL
         x[2] = self.memory.stack_top & ~15
+        extra = list(int_args[8:])  # LP64D: the 9th integer argument on is at 0(sp), 8(sp), ...
+        if extra:
+            x[2] -= (8 * len(extra) + 15) & ~15
+            for i, v in enumerate(extra):
+                self.memory.store_int(x[2] + 8 * i, 8, int(v))
         for r in CALLEE_SAVED_X:
             x[r] = s64(0x5A5A_0000_0000_0000 | r)
         for r in CALLEE_SAVED_F:

@@ -424,3 +424,18 @@ def test_overwriting_spilled_undefined_bytes_defines_them() -> None:
     mem, addrs = _run(SPILL.format(use=use), {"a": np.arange(4, dtype=np.float32),
                                               "o": np.ones(4, np.float32)}, ["a", "o"])
     np.testing.assert_array_equal(mem.read(addrs["o"], np.float32, 4), [0, 0, 0, 0])
+
+
+def test_integer_arguments_beyond_a7_are_read_from_the_stack() -> None:
+    body = """
+    ld t0, 0(sp)
+    ld t1, 8(sp)
+    add a0, a0, a7
+    add a0, a0, t0
+    add a0, a0, t1
+    sd a0, 0(a1)"""
+    mem = Memory()
+    out = mem.alloc("o", 8)
+    m = RvvMachine(parse_program(_fn(body)), mem, 128)
+    m.call("f", [1, out, 0, 0, 0, 0, 0, 10, 100, 1000])
+    assert int(mem.read(out, np.int64, 1)[0]) == 1111
