@@ -139,7 +139,18 @@ class PtxModule:
 @cache
 def _parser() -> lark.Lark:
     grammar = resources.files("portc.runtimes.ptxsim").joinpath("ptx.lark").read_text()
-    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return lark.Lark(grammar, parser="lalr", maybe_placeholders=True)
+
+
+def _line(tree: lark.Tree | lark.Token) -> int:
+    """Source line of a statement: its first token's (positions are not propagated to trees,
+    which halves parse time on large modules)."""
+    node = tree
+    while isinstance(node, lark.Tree):
+        node = next((c for c in node.children if c is not None), None)
+        if node is None:
+            return 0
+    return node.line or 0
 
 
 def _int(tok: str) -> int:
@@ -222,7 +233,7 @@ def parse_module(text: str, source: str = "<ptx>") -> PtxModule:
         elif item.data == "address_size":
             mod.address_size = int(str(item.children[0]))
             if mod.address_size != 64:
-                raise PtxParseError(source, item.meta.line, lines[item.meta.line - 1].strip(),
+                raise PtxParseError(source, _line(item), lines[_line(item) - 1].strip(),
                                     "only .address_size 64 is modelled")
         elif item.data == "var_decl":
             module_shared.append(item)
@@ -271,7 +282,7 @@ def _entry(tree: lark.Tree, lines: list[str], source: str, module_shared: list) 
             if str(c.children[0]) == ".reqntid":
                 reqntid = tuple(_int(str(t)) for t in c.children[1:])
     ent = Entry(name=name, params=params, regs={}, shared={}, shared_bytes=0, dynamic_align=16,
-                instrs=[], labels={}, source=source, line=tree.meta.line, param_bytes=off,
+                instrs=[], labels={}, source=source, line=_line(tree), param_bytes=off,
                 reqntid=reqntid)
     for decl in module_shared:
         _var_decl(ent, decl, lines, source)
@@ -282,7 +293,7 @@ def _entry(tree: lark.Tree, lines: list[str], source: str, module_shared: list) 
 
 def _var_decl(ent: Entry, tree: lark.Tree, lines: list[str], source: str) -> None:
     toks = [t for t in tree.children if isinstance(t, lark.Token)]
-    line = tree.meta.line
+    line = _line(tree)
     extern = any(t.type == "EXTERN" for t in toks)
     space = next(str(t) for t in toks if t.type == "STATE_SPACE")
     if space != ".shared":
@@ -318,7 +329,7 @@ def _var_decl(ent: Entry, tree: lark.Tree, lines: list[str], source: str) -> Non
 
 def _body(ent: Entry, stmts: list, lines: list[str], source: str) -> None:
     for st in stmts:
-        line = st.meta.line
+        line = _line(st)
         if st.data == "block":
             _body(ent, [c for c in st.children if isinstance(c, lark.Tree)], lines, source)
         elif st.data == "reg_decl":
