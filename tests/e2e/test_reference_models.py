@@ -90,3 +90,29 @@ def test_minilm_2_4_pruned_verifies_against_its_pruned_reference(minilm_dir: Pat
     (prune,) = rep.changes
     # every constant-weight matmul loses half its MACs; attention matmuls (activations) stay
     assert prune["macs_saved"] > 0.45 * prune["macs_before"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["sparsity=2:4", "quantize=fp8"])
+def test_minilm_changed_and_decomposed_for_targets_is_bit_identical(minilm_dir: Path,
+                                                                    change: str) -> None:
+    """What hardware targets compile: the changed encoder after ``decompose-for-targets`` holds
+    only core graph ops and computes exactly what the changed model's reference computes."""
+    import numpy as np
+
+    from portc.compiler.api import import_model, random_inputs
+    from portc.compiler.model_changes import ModelChangeOptions, apply_model_changes
+    from portc.compiler.pipeline import parse_pipeline, run_passes
+    from portc.compiler.program import Program
+    from portc.runtimes.reference.interpreter import run_program
+
+    program = import_model(minilm_dir / "minilm_encoder.onnx").program
+    x = random_inputs(program, 4)
+    key, value = change.split("=")
+    changed, _ = apply_model_changes(program, ModelChangeOptions(**{key: value}), 4, x)
+    decomposed = run_passes(Program(changed.module.clone(), changed.weights.subset(
+        set(changed.weights))), parse_pipeline("decompose-for-targets"))
+    assert {o.name.split(".")[0] for o in decomposed.main.walk()} == {"graph", "func"}
+    want, got = run_program(changed, x), run_program(decomposed, x)
+    for name, ref in want.items():
+        np.testing.assert_array_equal(got[name], ref)
