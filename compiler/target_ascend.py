@@ -1,0 +1,161 @@
+"""Target ``ascend``: an Ascend-like NPU (Da Vinci model, ``--soc 910b``) executed by npusim.
+
+Compile: the hardware graph pipeline, the shared graph-to-kernel lowering and buffer plan, then
+``passes/lower_npu.py`` (cube path for matmul/conv, vector path for the rest, AI CPU for what
+the AI core model cannot express) and ``npu-insert-sync``. The bundle carries
+``program.npu.mlir`` (the npu dialect's text: what npusim parses and executes), the kernel IR
+(``KERNEL_IR_FILE``; AI CPU launches execute kernels from it) and a manifest with the launch
+sequence (name, core type, block_dim, GM argument bindings) and the buffer table.
+
+Options (``CompileOptions.extra``): ``soc`` (default ``910b``), ``precision`` (``fp16``
+default: cube operands in fp16 with fp32 accumulation, like ATC's ``--precision_mode``
+``allow_fp32_to_fp16``; ``bf16``); ``trace`` (a path: npusim writes one Chrome trace per
+launch next to it, ``<stem>.<launch>.json``). Verification tolerances must allow the fp16
+rounding of cube operands (about 1e-3 relative); vector work is fp32.
+
+Runtime ``npusim`` (default): every AI-core launch runs on npusim with its race, bounds and
+alignment checks; AI CPU launches run on the kernel-IR executor. Stats: total simulated cycles
+(launches back to back), per-pipe busy cycles, cube utilisation of the cube launches, and one
+row per launch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from portc.compiler.artifact import Artifact
+from portc.compiler.errors import BundleError
+from portc.compiler.kernel_targets import (
+    HARDWARE_GRAPH_PIPELINE,
+    KERNEL_IR_FILE,
+    BufferLayout,
+    buffer_manifest,
+    lower_for_target,
+)
+from portc.compiler.program import Program
+from portc.compiler.targets import CompileOptions, Runtime, Target, register_target
+from portc.dialects.npu_soc import PIPES, get_soc
+
+PROGRAM_FILE = "program.npu.mlir"
+
+
+def compile_ascend(program: Program, options: CompileOptions) -> Artifact:
+    from portc.passes.lower_npu import lower_kernel_module
+
+    soc = str(options.extra.get("soc") or "910b")
+    precision = str(options.extra.get("precision") or "fp16")
+    kp = lower_for_target(program)
+    lowered = lower_kernel_module(kp.module, soc, precision)
+    manifest: dict[str, Any] = {
+        **buffer_manifest(kp.module),
+        "npu": {"soc": soc, "precision": precision,
+                "launches": [la.manifest() for la in lowered.launches],
+                "temps": [{"name": n, "dtype": dt, "elements": e}
+                          for n, (dt, e) in lowered.temps.items()]},
+    }
+    if options.extra.get("trace"):
+        manifest["npu"]["trace"] = str(options.extra["trace"])
+    files = {PROGRAM_FILE: lowered.text(), KERNEL_IR_FILE: kp.to_text()}
+    return Artifact("ascend", files, kp.weights, manifest)
+
+
+class NpuSimExecutable:
+    """Runs a bundle's launch sequence: npusim for AI-core kernels, the kernel-IR executor for
+    AI CPU kernels, over one flat array per buffer."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        from portc.compiler.program import parse_program as parse_ir
+        from portc.dialects import kernel as k
+        from portc.runtimes.npusim import NpuSim, parse_program
+
+        man = artifact.manifest
+        if "npu" not in man or PROGRAM_FILE not in artifact.files:
+            raise BundleError("not an ascend bundle (no npu launch table or program.npu.mlir); "
+                              "recompile with --target ascend")
+        self.layout = BufferLayout(man)
+        self.weights = artifact.weights
+        self.launches = man["npu"]["launches"]
+        self.temps = man["npu"]["temps"]
+        self.trace = man["npu"].get("trace")
+        self.sim = NpuSim(parse_program(artifact.files[PROGRAM_FILE], PROGRAM_FILE),
+                          soc=get_soc(man["npu"]["soc"]))
+        self.kir = parse_ir(artifact.files[KERNEL_IR_FILE], artifact.weights, KERNEL_IR_FILE)
+        self.kernels = {op.kernel_name(): op for op in k.kernels_of(self.kir.module)}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from portc.dialects import dtypes
+        from portc.runtimes.reference.kernel_ir import KernelModuleExecutor
+
+        mem: dict[str, np.ndarray] = {}
+        for b in self.layout.buffers:
+            init = self.layout.initial_data(b, inputs, self.weights)
+            mem[b.name] = (np.array(init, copy=True) if init is not None
+                           else np.zeros(b.elements, b.numpy_dtype))
+        for t in self.temps:
+            mem[t["name"]] = np.zeros(t["elements"], dtypes.dtype(t["dtype"]).numpy)
+        cpu = KernelModuleExecutor(self.kir.module, self.weights)
+        rows: list[dict[str, Any]] = []
+        busy = dict.fromkeys(PIPES, 0.0)
+        for la in self.launches:
+            if la["core"] == "aicpu":
+                op = self.kernels[la["origin"]]
+                from portc.dialects import kernel as k
+
+                if isinstance(op, k.SortOp):
+                    cpu._sort(op, mem)
+                else:
+                    cpu._generic(op, mem)  # type: ignore[arg-type]
+                rows.append({"name": la["name"], "core": "aicpu", "role": "aicpu",
+                             "origin": la["origin"], "cycles": 0.0,
+                             "reason": la.get("reason", "")})
+                continue
+            trace = None
+            if self.trace:
+                p = Path(self.trace)
+                trace = p.with_name(f"{p.stem}.{la['name']}{p.suffix or '.json'}")
+            arrays = {arg: mem[buf] for arg, buf in la["gm_args"].items()}
+            outs, st = self.sim.run(la["name"], arrays, trace_path=trace)
+            for arg, buf in la["gm_args"].items():
+                mem[buf] = outs[arg].reshape(-1)
+            for c in st.cores:
+                for p_, v in c.busy.items():
+                    busy[p_] += v
+            rows.append({"name": la["name"], "core": la["core"], "role": la["role"],
+                         "origin": la["origin"], "block_dim": st.block_dim,
+                         "cycles": st.cycles, "cube_utilisation": st.cube_utilisation,
+                         "pipe_utilisation": st.pipe_utilisation()})
+        outs_final = {b.binding: self.layout.shape_output(b, mem[b.name])
+                      for b in self.layout.of_kind("output") if b.binding is not None}
+        return outs_final, summarise(rows, busy)
+
+
+def summarise(rows: list[dict[str, Any]], busy: dict[str, float]) -> dict[str, Any]:
+    """Run statistics: totals, cube utilisation over the cube launches, per-launch rows."""
+    cube_rows = [r for r in rows if r["core"] == "aic"]
+    cube_cycles = sum(r["cycles"] * r["block_dim"] for r in cube_rows)
+    cube_busy = sum(r["cube_utilisation"] * r["cycles"] * r["block_dim"] for r in cube_rows)
+    return {
+        "total_cycles": sum(r["cycles"] for r in rows),
+        "pipe_busy_cycles": busy,
+        "cube_utilisation": cube_busy / cube_cycles if cube_cycles else 0.0,
+        "launches": len(rows),
+        "aicpu_launches": [f"{r['name']}: {r['reason']}" for r in rows if r["core"] == "aicpu"],
+        "per_launch": rows,
+    }
+
+
+ASCEND = Target(
+    name="ascend",
+    summary="Ascend-like NPU (Da Vinci model, 910b): npu dialect text run on npusim",
+    description={"artifact": PROGRAM_FILE, "socs": ["910b"],
+                 "precision": "cube fp16 (or bf16) operands, fp32 accumulate; vector fp32"},
+    compile=compile_ascend,
+    runtimes=(Runtime("npusim", "npusim: functional + timing simulator of the npu program "
+                      "(AI CPU kernels on the kernel-IR executor)", NpuSimExecutable),),
+    graph_pipeline=HARDWARE_GRAPH_PIPELINE,
+)
+register_target(ASCEND)
