@@ -1227,7 +1227,8 @@ DECODERS: dict[str, Callable[[Dec], Run]] = {
 def decode_entry(ent: Entry) -> None:
     """Bind every instruction of ``ent`` to its executor; check registers are declared."""
     specials = ("%tid", "%ntid", "%ctaid", "%nctaid", "%laneid", "%warpid", "%nwarpid",
-                "%clock", "%clock64", "%dynamic_smem_size", "%total_smem_size", "%smid", "%nsmid")
+                "%clock", "%clock64", "%dynamic_smem_size", "%total_smem_size", "%smid", "%nsmid",
+                "%lanemask_")
     for ins in ent.instrs:
         dec = Dec(ins, ent)
         fn = DECODERS.get(ins.parts[0])

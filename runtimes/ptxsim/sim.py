@@ -236,6 +236,15 @@ class _Launch:
             "%smid": np.zeros(self.T, u32), "%nsmid": u32(1),
         }
         self._coords = (bx, by, bz, tx, ty, tz)
+        self.warp_base = lane - (t % WARP)
+        lid = (t % WARP).astype(np.uint64)
+        eq = (np.uint64(1) << lid)
+        self.special.update({
+            "%lanemask_eq": eq.astype(u32), "%lanemask_lt": (eq - np.uint64(1)).astype(u32),
+            "%lanemask_le": (eq * np.uint64(2) - np.uint64(1)).astype(u32),
+            "%lanemask_gt": (~(eq * np.uint64(2) - np.uint64(1))).astype(u32),
+            "%lanemask_ge": (~(eq - np.uint64(1))).astype(u32),
+        })
         self.regs: dict[str, np.ndarray] = {}
         self.reg_store = {n: REG_STORE[min(64, max(TYPE_BITS[ty], 1 if ty == "pred" else 8))]
                           for n, ty in entry.regs.items()}
@@ -670,9 +679,15 @@ class _Launch:
                 self.smem[fb] = data
 
     # -- warp collectives ----------------------------------------------------------------------
-    def _member_check(self, ins: Instr, m: np.ndarray, mm: object) -> np.ndarray:
-        mask = np.broadcast_to(np.asarray(self.read(mm, "u32")).astype(np.uint32), (self.T,))
+    def _member_check(self, ins: Instr, m: np.ndarray, mm: object) -> None:
+        mv = self.read(mm, "u32")
         lane = self.special["%laneid"]
+        if np.ndim(mv) == 0 and int(mv) == 0xFFFF_FFFF:
+            # the full mask: every live lane of a participating warp must be here
+            if (self.alive & ~m).any():
+                self._missing_check(ins, m, self.alive)
+            return
+        mask = np.broadcast_to(np.asarray(mv).astype(np.uint32), (self.T,))
         inmask = ((mask >> lane) & 1).astype(bool)
         bad = m & ~inmask
         if bad.any():
@@ -680,14 +695,17 @@ class _Launch:
             raise self.fault(WarpSyncError, ins, lane_i,
                              f"executing lane {int(lane[lane_i])} is not in membermask "
                              f"{int(mask[lane_i]):#010x}")
-        # lanes named in the mask that are alive but not here would deadlock real hardware
-        missing = inmask & self.alive & ~m & np.repeat(m.reshape(self.W, WARP).any(1), WARP)
+        self._missing_check(ins, m, inmask & self.alive)
+
+    def _missing_check(self, ins: Instr, m: np.ndarray, named: np.ndarray) -> None:
+        """Lanes named in the membermask that are alive but not executing would deadlock real
+        hardware (or read undefined values): a fault for warps that do take part."""
+        missing = named & ~m & np.repeat(m.reshape(self.W, WARP).any(1), WARP)
         if missing.any():
             lane_i = int(np.flatnonzero(missing)[0])
             raise self.fault(WarpSyncError, ins, lane_i,
                              "is named in membermask but did not reach this instruction "
                              "(divergent or predicated off)")
-        return mask
 
     def shfl(self, ins: Instr, m: np.ndarray, mode: str, dst: object, p: object, a: object,
              b: object, c: object, mm: object) -> None:
@@ -713,7 +731,7 @@ class _Launch:
             j = min_lane | (bval & ~seg)
             ok = j <= max_lane
         j = np.where(ok, j, lane)
-        src = np.arange(self.T, dtype=np.int64) - lane + j
+        src = self.warp_base + j
         bad = m & ~m[src]
         if bad.any():
             i = int(np.flatnonzero(bad)[0])

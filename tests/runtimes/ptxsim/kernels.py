@@ -1109,6 +1109,33 @@ TRAP = HEADER + """
 }
 """
 
+
+# lane masks and shifts by immediates (arithmetic shift clamps at the width)
+LANEMASK = HEADER + """
+.visible .entry lanemask(
+    .param .u64 pout
+)
+{
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<6>;
+
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, %lanemask_lt;
+    mov.u32 %r3, %lanemask_ge;
+    sub.s32 %r4, 0, %r1;
+    shr.s32 %r5, %r4, 3;
+    shr.s32 %r6, %r4, 40;
+    shr.u32 %r7, %r4, 40;
+    shl.b32 %r8, %r1, 29;
+    mul.wide.u32 %rd2, %r1, 32;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v4.u32 [%rd3], {%r2, %r3, %r5, %r6};
+    st.global.v2.u32 [%rd3+16], {%r7, %r8};
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1141,4 +1168,5 @@ ALL = {
     "mma_s8": MMA_S8,
     "misc": MISC,
     "trap": TRAP,
+    "lanemask": LANEMASK,
 }

@@ -158,3 +158,20 @@ def test_unknown_qualifier_is_refused_rather_than_ignored():
 """
     with pytest.raises(UnsupportedInstructionError, match=r"qualifier \.NaN"):
         parse_module(text, "k.ptx")
+
+
+def test_lane_masks_and_immediate_shifts():
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["lanemask"], "lanemask.ptx"), mem)
+    pout = mem.alloc("out", 64 * 32)
+    s.launch("lanemask", grid=(1,), block=(64,), params=[pout])
+    out = mem.read(pout, np.uint32, 64 * 8).reshape(64, 8)
+    for t in range(64):
+        lane = t % 32
+        neg = -t
+        assert out[t, 0] == (1 << lane) - 1
+        assert out[t, 1] == _u32(~((1 << lane) - 1))
+        assert out[t, 2] == _u32(neg >> 3)
+        assert out[t, 3] == _u32(neg >> 31)       # shift amounts clamp to the width
+        assert out[t, 4] == 0
+        assert out[t, 5] == _u32(t << 29)
