@@ -55,7 +55,7 @@ class State:
     O: per byte, the id of the instruction that made it undefined (for error messages)."""
 
     __slots__ = ("x", "f", "V", "P", "O", "origins", "origin_ids", "vl", "sew", "lmul", "vta",
-                 "vma", "vill", "vlen", "vlenb", "mem", "program", "frm", "dirty")
+                 "vma", "vill", "vlen", "vlenb", "mem", "program", "frm", "dirty", "plans")
 
     def __init__(self, vlen: int, mem: Memory, program: Program) -> None:
         self.x = [0] * 32
@@ -68,6 +68,7 @@ class State:
         self.O = np.zeros(32 * self.vlenb, np.int32)
         # dirty[r]: register r may hold undefined bytes (False proves P is zero there)
         self.dirty = [False] * 32
+        self.plans: dict = {}  # per-instruction view plans (vector.elementwise)
         self.origins: list[str] = [""]
         self.origin_ids: dict[str, int] = {}
         self.vl = 0

@@ -312,12 +312,86 @@ def _fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None,
     return fscalar(st, val, eew), None, None
 
 
+USE_PLANS = True  # False forces the generic path (debugging the cached one)
+
+
+class _Plan:
+    """Views an unmasked element-wise instruction needs at one (SEW, LMUL, vl, vta): built on
+    first use, reused while vtype/vl stay put (the usual strip-mined loop body)."""
+
+    __slots__ = ("args", "scalars", "src_regs", "dst_regs", "d", "p", "tail", "tail_id", "t",
+                 "u")
+
+
+def _plan(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src]) -> _Plan:
+    vl = st.vl
+    pl = _Plan()
+    pl.args, pl.scalars, pl.src_regs = [], [], []
+    for i, (kind, val, wl, nk) in enumerate(srcs):
+        eew = width(st, wl)
+        if kind == "v":
+            a, b = span(st, val, eew)
+            v = st.V[a:b].view(UTYPE[eew])[:vl]
+            pl.args.append(v if nk == "u" else v.view(KIND_T[nk][eew]))
+            pl.src_regs.append((val, val + (b - a) // st.vlenb, a, vl * (eew >> 3)))
+        elif kind == "i":
+            pl.args.append(xscalar(val, eew, nk))
+        else:
+            pl.args.append(None)
+            pl.scalars.append((i, kind, val, eew, nk))
+    deew = width(st, dwl)
+    wide = [(s[1], width(st, s[2])) for s in srcs if s[0] == "v" and s[2] != dwl]
+    if wide:
+        check_overlap(st, vd, deew, wide)
+    a, b = span(st, vd, deew)
+    pl.u = UTYPE[deew]
+    pl.t = KIND_T[dkind][deew]
+    d = st.V[a:b].view(pl.u)
+    p = st.P[a:b].view(pl.u)
+    pl.d, pl.p = d[:vl], p[:vl]
+    pl.dst_regs = (vd, vd + (b - a) // st.vlenb)
+    pl.tail = None
+    if st.vta and vl < d.size:
+        pl.tail = (d[vl:], p[vl:], st.O[a:b].reshape(-1, deew // 8)[vl:], ONES[deew])
+        pl.tail_id = st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})")
+    return pl
+
+
 def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src],
                 fn: Callable[..., np.ndarray], masked: bool, sel: bool = False) -> None:
     """The engine of every element-wise instruction: fetch, compute once, write with policies."""
     vl = ready(st)
     if vl == 0:
         return
+    if USE_PLANS and not masked and not sel:
+        key = (id(srcs), vd, st.sew, st.lmul, vl, st.vta)
+        pl = st.plans.get(key)
+        if pl is None:
+            pl = st.plans[key] = _plan(st, me, vd, dwl, dkind, srcs)
+        dirty = st.dirty
+        if not any(any(dirty[r0:r1]) and st.P[a:a + nb].any() for r0, r1, a, nb in pl.src_regs):
+            args = pl.args
+            if pl.scalars:
+                args = list(args)
+                for i, kind, val, eew, nk in pl.scalars:
+                    args[i] = xscalar(st.x[val], eew, nk) if kind == "x" else \
+                        fscalar(st, val, eew)
+            res = np.asarray(fn(*args))
+            if res.dtype != pl.t:
+                res = res.astype(pl.t)
+            pl.d[:] = res.view(pl.u)
+            r0, r1 = pl.dst_regs
+            if any(dirty[r0:r1]):
+                pl.p[:] = 0
+            if pl.tail is not None:
+                td, tp, to, ones = pl.tail
+                td[:] = ones
+                tp[:] = ones
+                to[:] = pl.tail_id
+                dirty[r0:r1] = [True] * (r1 - r0)
+            elif pl.p.size * pl.p.itemsize == (r1 - r0) * st.vlenb:
+                dirty[r0:r1] = [False] * (r1 - r0)
+            return
     args: list[np.ndarray] = []
     pois = origin = None
     if sel:  # vmerge/vfmerge: v0 selects, it does not mask
