@@ -1100,36 +1100,45 @@ def _dec_bar(d: Dec) -> Run:
     return _dec_special_noop(d)
 
 
+# (shape, A/B type) -> (A registers, B registers); C/D take 4 f32 registers or 2 f16x2 ones
+MMA_SHAPES = {
+    ("m16n8k16", "f16"): (4, 2), ("m16n8k16", "bf16"): (4, 2),
+    ("m16n8k8", "f16"): (2, 1), ("m16n8k8", "bf16"): (2, 1),
+    ("m16n8k8", "tf32"): (4, 2),
+    ("m16n8k32", "s8"): (4, 2), ("m16n8k32", "u8"): (4, 2),
+}
+
+
 def _dec_mma(d: Dec) -> Run:
+    """mma.sync.aligned.shape.row.col.dtype.atype.btype.ctype d, a, b, c."""
     shape = next((q for q in d.quals if q.startswith("m") and "n" in q and "k" in q), None)
     ts = d.types()
-    if shape == "m16n8k16" and ts in (["f32", "f16", "f16", "f32"], ["f32", "bf16", "bf16", "f32"]):
-        pass
-    elif shape == "m16n8k8" and ts == ["f32", "tf32", "tf32", "f32"]:
-        pass
-    elif shape == "m16n8k32" and ts[0] == "s32" and ts[3] == "s32" and ts[1] in ("s8", "u8") \
-            and ts[2] in ("s8", "u8"):
-        pass
-    else:
-        d.fail(f"mma shape/types {shape} {'.'.join(ts)} not modelled")
+    if len(ts) != 4 or (shape, ts[1]) not in MMA_SHAPES:
+        d.fail(f"mma {shape} {'.'.join(ts)} is not modelled")
+    dty, aty, bty, cty = ts
+    integer = aty in ("s8", "u8")
+    if integer:
+        if bty not in ("s8", "u8") or dty != "s32" or cty != "s32":
+            d.fail("integer mma takes .s32 accumulators and .s8/.u8 operands")
+    elif bty != aty or dty not in ("f32", "f16") or cty not in ("f32", "f16") or \
+            ("f16" in (dty, cty) and aty != "f16"):
+        d.fail(f"mma types .{dty}.{aty}.{bty}.{cty} are not a valid combination")
     if not (d.has("row") and d.has("col")):
         d.fail("mma.sync needs .row.col")
     dst, a, b, c = d.ops(4)
-    for v, n in ((dst, 4), (c, 4)):
+    na, nb = MMA_SHAPES[(shape, aty)]
+    for v, n, what in ((a, na, "A"), (b, nb, "B"), (dst, 2 if dty == "f16" else 4, "D"),
+                       (c, 2 if cty == "f16" else 4, "C")):
         if not isinstance(v, Vec) or len(v.items) != n:
-            d.fail("mma D and C are 4-register vectors")
-    na = 4
-    nbr = 2
-    if not isinstance(a, Vec) or len(a.items) != na or not isinstance(b, Vec) or len(b.items) != nbr:
-        d.fail(f"mma A takes {na} registers and B {nbr}")
-    ins = d.ins
-    kind = ts[1] if shape != "m16n8k32" else f"{ts[1]}.{ts[2]}"
-    if d.has("satfinite") and shape != "m16n8k32":
+            d.fail(f"mma {shape} .{aty}: {what} is a vector of {n} registers")
+    if d.has("satfinite") and not integer:
         d.fail(".satfinite is modelled on integer mma only")
+    ins = d.ins
+    kind = f"{aty}.{bty}" if integer else aty
     sat = d.has("satfinite")
 
     def run(ctx: object, m: np.ndarray) -> None:
-        ctx.mma(ins, m, shape, kind, dst, a, b, c, sat)
+        ctx.mma(ins, m, shape, kind, dst, a, b, c, sat, dty, cty)
     return run
 
 

@@ -777,7 +777,7 @@ class _Launch:
         return np.flatnonzero(act)
 
     def mma(self, ins: Instr, m: np.ndarray, shape: str, kind: str, dst: Vec, a: Vec, b: Vec,
-            c: Vec, sat: bool = False) -> None:
+            c: Vec, sat: bool = False, dty: str = "f32", cty: str = "f32") -> None:
         warps = self._full_warps(ins, m)
         if not warps.size:
             return
@@ -801,7 +801,11 @@ class _Launch:
             bb = regs(b, "b32")
             av = np.stack(_halves(ab, el), axis=-1)  # [Wa, 32, 4, 2]
             bv = np.stack(_halves(bb, el), axis=-1)
-        cv = regs(c, "f32").astype(np.float64)
+        if cty == "f16":
+            cw = regs(c, "b32")
+            cv = np.stack(_halves(cw, fp.F16), axis=-1).reshape(nw, WARP, 4)
+        else:
+            cv = regs(c, "f32").astype(np.float64)
         M, N, K = lay["mnk"]
         A = np.zeros((nw, M, K))
         B = np.zeros((nw, K, N))
@@ -809,8 +813,15 @@ class _Launch:
         A[:, lay["a_row"], lay["a_col"]] = av
         B[:, lay["b_row"], lay["b_col"]] = bv
         C[:, lay["c_row"], lay["c_col"]] = cv
-        D = (A @ B + C).astype(np.float32)
-        dv = D[:, lay["c_row"], lay["c_col"]]  # [Wa, 32, 4]
+        exact = A @ B + C
+        if dty == "f16":
+            dv = fp.round_f64(exact[:, lay["c_row"], lay["c_col"]], fp.F16, "rn")  # [Wa, 32, 4]
+            for i, r in enumerate(dst.items):
+                full = np.zeros((self.W, WARP), np.uint32)
+                full[warps] = _pack_halves(dv[..., 2 * i], dv[..., 2 * i + 1])
+                self.write(r, full.reshape(-1), "b32", m)
+            return
+        dv = exact.astype(np.float32)[:, lay["c_row"], lay["c_col"]]  # [Wa, 32, 4]
         for i, r in enumerate(dst.items):
             full = np.zeros((self.W, WARP), np.float32)
             full[warps] = dv[..., i]
@@ -907,6 +918,10 @@ def _elem_index(off: np.ndarray, esize: int) -> np.ndarray:
     return (off >> np.uint64(esize.bit_length() - 1)).astype(np.int64)
 
 
+def _pack_halves(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return lo.view(np.uint16).astype(np.uint32) | (hi.view(np.uint16).astype(np.uint32) << np.uint32(16))
+
+
 def _halves(words: np.ndarray, el: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     lo = (words & np.uint32(0xFFFF)).astype(np.uint16).view(el).astype(np.float64)
     hi = (words >> np.uint32(16)).astype(np.uint16).view(el).astype(np.float64)
@@ -934,6 +949,16 @@ def _mma_layouts() -> dict[tuple[str, str], dict]:
     for kind in ("f16", "bf16"):
         out[("m16n8k16", kind)] = {"mnk": (16, 8, 16), "a_row": a_row, "a_col": a_col,
                                     "b_row": b_row, "b_col": b_col, "c_row": c_row, "c_col": c_col}
+    # m16n8k8 f16/bf16: A a0a1 row g, a2a3 row g+8, col 2t + (i&1); B b0b1 row 2t + i, col g
+    ai = np.arange(4).reshape(2, 2)
+    a8_row = g[:, None, None] + 8 * (ai[None] // 2)
+    a8_col = 2 * t[:, None, None] + (ai[None] & 1)
+    bi8 = np.arange(2).reshape(1, 2)
+    b8_row = 2 * t[:, None, None] + bi8[None]
+    b8_col = np.broadcast_to(g[:, None, None], b8_row.shape)
+    for kind in ("f16", "bf16"):
+        out[("m16n8k8", kind)] = {"mnk": (16, 8, 8), "a_row": a8_row, "a_col": a8_col,
+                                   "b_row": b8_row, "b_col": b8_col, "c_row": c_row, "c_col": c_col}
     # tf32 m16n8k8: A a0..a3 row g (+8 for a1,a3), col t (+4 for a2,a3); B b0,b1 row t (+4 for b1), col g
     ti = np.arange(4)
     a_row = g[:, None] + 8 * (ti[None, :] % 2)

@@ -1136,6 +1136,47 @@ LANEMASK = HEADER + """
 }
 """
 
+
+# m16n8k8 with f16 accumulators: a0a1 (g, 2t), a2a3 (g+8, 2t); b0b1 (k=2t, n=g);
+# c0c1 / d0d1 packed in one f16x2 register at (g, 2t), c2c3 at (g+8, 2t)
+MMA_K8_F16ACC = HEADER + """
+.visible .entry mma_k8_f16acc(
+    .param .u64 pa,
+    .param .u64 pbt,
+    .param .u64 pc,
+    .param .u64 pd
+)
+{
+    .reg .b32 %r<24>;
+    .reg .b64 %rd<16>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pbt];
+    ld.param.u64 %rd3, [pc];
+    ld.param.u64 %rd4, [pd];
+    mov.u32 %r1, %laneid;
+    shr.u32 %r2, %r1, 2;
+    and.b32 %r3, %r1, 3;
+    shl.b32 %r4, %r2, 3;
+    shl.b32 %r5, %r3, 1;
+    add.s32 %r4, %r4, %r5;
+    mul.wide.u32 %rd5, %r4, 2;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.b32 %r10, [%rd6];
+    ld.global.b32 %r11, [%rd6+128];
+    add.s64 %rd7, %rd2, %rd5;
+    ld.global.b32 %r12, [%rd7];
+    add.s64 %rd8, %rd3, %rd5;
+    ld.global.b32 %r13, [%rd8];
+    ld.global.b32 %r14, [%rd8+128];
+    mma.sync.aligned.m16n8k8.row.col.f16.f16.f16.f16 {%r15, %r16}, {%r10, %r11}, {%r12}, {%r13, %r14};
+    add.s64 %rd9, %rd4, %rd5;
+    st.global.b32 [%rd9], %r15;
+    st.global.b32 [%rd9+128], %r16;
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1169,4 +1210,5 @@ ALL = {
     "misc": MISC,
     "trap": TRAP,
     "lanemask": LANEMASK,
+    "mma_k8_f16acc": MMA_K8_F16ACC,
 }

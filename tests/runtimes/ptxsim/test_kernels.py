@@ -246,3 +246,15 @@ def test_large_grids_run_in_batches_of_blocks_with_identical_results(rng):
         np.testing.assert_array_equal(mem.read(pc, np.float32, n), a + b)
         results.append((st.warp_instructions, st.by_opcode))
     assert results[0] == results[1] == results[2]
+
+
+def test_mma_m16n8k8_with_f16_accumulators(rng):
+    s, mem = sim("mma_k8_f16acc")
+    A = _f16_inputs(rng, np.float16, (16, 8))
+    B = _f16_inputs(rng, np.float16, (8, 8))
+    C = _f16_inputs(rng, np.float16, (16, 8))
+    pa, pbt, pc = put(mem, "A", A), put(mem, "Bt", np.ascontiguousarray(B.T)), put(mem, "C", C)
+    pd = mem.alloc("D", 256)
+    s.launch("mma_k8_f16acc", grid=(1,), block=(32,), params=[pa, pbt, pc, pd])
+    want = (A.astype(np.float64) @ B.astype(np.float64) + C).astype(np.float16)
+    np.testing.assert_array_equal(mem.read(pd, np.float16, 128).reshape(16, 8), want)
