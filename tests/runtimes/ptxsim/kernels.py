@@ -1177,6 +1177,66 @@ MMA_K8_F16ACC = HEADER + """
 }
 """
 
+
+# nested loops with a per-thread break and continue: out[t] = index of the first row r < rows
+# whose sum of the positive entries among its first len[t] columns exceeds limit, else -1
+SEARCH = HEADER + """
+.visible .entry search(
+    .param .u64 pdata,
+    .param .u64 plen,
+    .param .u64 pout,
+    .param .u32 rows,
+    .param .s32 limit
+)
+{
+    .reg .pred %p<6>;
+    .reg .b32 %r<20>;
+    .reg .b64 %rd<12>;
+
+    ld.param.u64 %rd1, [pdata];
+    ld.param.u64 %rd2, [plen];
+    ld.param.u64 %rd3, [pout];
+    ld.param.u32 %r1, [rows];
+    ld.param.s32 %r2, [limit];
+    mov.u32 %r3, %tid.x;
+    mul.wide.u32 %rd4, %r3, 4;
+    add.s64 %rd5, %rd2, %rd4;
+    ld.global.u32 %r4, [%rd5];
+    mov.s32 %r5, -1;
+    mov.u32 %r6, 0;
+$L_rows:
+    setp.ge.u32 %p1, %r6, %r1;
+    @%p1 bra $L_done;
+    mov.s32 %r7, 0;
+    mov.u32 %r8, 0;
+$L_cols:
+    setp.ge.u32 %p2, %r8, %r4;
+    @%p2 bra $L_row_end;
+    // data[r * 32 + c]
+    shl.b32 %r9, %r6, 5;
+    add.s32 %r9, %r9, %r8;
+    mul.wide.u32 %rd6, %r9, 4;
+    add.s64 %rd7, %rd1, %rd6;
+    ld.global.s32 %r10, [%rd7];
+    add.s32 %r8, %r8, 1;
+    setp.le.s32 %p3, %r10, 0;
+    @%p3 bra $L_cols;
+    add.s32 %r7, %r7, %r10;
+    bra.uni $L_cols;
+$L_row_end:
+    setp.gt.s32 %p4, %r7, %r2;
+    @%p4 bra $L_found;
+    add.s32 %r6, %r6, 1;
+    bra.uni $L_rows;
+$L_found:
+    mov.s32 %r5, %r6;
+$L_done:
+    add.s64 %rd8, %rd3, %rd4;
+    st.global.s32 [%rd8], %r5;
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1211,4 +1271,5 @@ ALL = {
     "trap": TRAP,
     "lanemask": LANEMASK,
     "mma_k8_f16acc": MMA_K8_F16ACC,
+    "search": SEARCH,
 }

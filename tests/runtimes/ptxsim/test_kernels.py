@@ -258,3 +258,19 @@ def test_mma_m16n8k8_with_f16_accumulators(rng):
     s.launch("mma_k8_f16acc", grid=(1,), block=(32,), params=[pa, pbt, pc, pd])
     want = (A.astype(np.float64) @ B.astype(np.float64) + C).astype(np.float16)
     np.testing.assert_array_equal(mem.read(pd, np.float16, 128).reshape(16, 8), want)
+
+
+def test_nested_loops_with_per_thread_break_and_continue(rng):
+    rows, limit = 24, 60
+    data = rng.integers(-20, 20, (rows, 32)).astype(np.int32)
+    lens = rng.integers(0, 33, 64).astype(np.uint32)
+    s, mem = sim("search")
+    pd, pl, po = put(mem, "data", data), put(mem, "len", lens), mem.alloc("out", 256)
+    st = s.launch("search", grid=(1,), block=(64,), params=[pd, pl, po, rows, limit])
+    want = []
+    for n in lens:
+        sums = np.where(data[:, :n] > 0, data[:, :n], 0).sum(1)
+        hit = np.flatnonzero(sums > limit)
+        want.append(int(hit[0]) if hit.size else -1)
+    np.testing.assert_array_equal(mem.read(po, np.int32, 64), want)
+    assert st.by_opcode["st.global.s32"] == 2  # everyone reconverges before the store
