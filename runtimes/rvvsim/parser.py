@@ -69,6 +69,23 @@ def _parser() -> Lark:
     return Lark(grammar, parser="lalr", maybe_placeholders=False)
 
 
+@lru_cache(maxsize=65536)
+def _parse_line(text: str) -> tuple[tuple[str, tuple], ...]:
+    """One source line -> (kind, payload) items; memoised because emitted code repeats lines."""
+    items: list[tuple[str, tuple]] = []
+    for node in _parser().parse(text).children:
+        if node.data == "label":
+            tok = node.children[0]
+            items.append(("label", (str(tok), isinstance(tok, Token) and tok.type == "INT")))
+        elif node.data == "directive":
+            args = str(node.children[1]).split("#")[0] if len(node.children) > 1 else ""
+            items.append(("directive", (str(node.children[0]), args)))
+        else:
+            items.append(("instruction", (str(node.children[0]).lower(),
+                                          tuple(_operand(t) for t in node.children[1:]))))
+    return tuple(items)
+
+
 def _int(tok: str) -> int:
     return int(tok, 0)
 
@@ -89,7 +106,6 @@ def _operand(tree: Tree) -> Operand:
 
 def parse_program(text: str, source: str = "<asm>") -> Program:
     """Parse GNU-as text once; raises ``AsmSyntaxError`` naming the first bad line."""
-    parser = _parser()
     instrs: list[Instr] = []
     labels: dict[str, int] = {}
     globals_: set[str] = set()
@@ -101,23 +117,21 @@ def parse_program(text: str, source: str = "<asm>") -> Program:
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            tree = parser.parse(stripped)
+            items = _parse_line(stripped)
         except LarkError as exc:
             raise AsmSyntaxError(f"{source}:{lineno}: cannot parse `{stripped}`: "
                                  f"{str(exc).splitlines()[0]}") from None
-        for node in tree.children:
-            if node.data == "label":
-                name = str(node.children[0])
-                tok = node.children[0]
-                if isinstance(tok, Token) and tok.type == "INT":
+        for kind, payload in items:
+            if kind == "label":
+                name, numeric = payload
+                if numeric:
                     local_defs.setdefault(name, []).append((lineno, len(instrs)))
                     continue
                 if name in labels:
                     raise AsmSyntaxError(f"{source}:{lineno}: label '{name}' defined twice")
                 labels[name] = len(instrs)
-            elif node.data == "directive":
-                directive = str(node.children[0])
-                args = str(node.children[1]).split("#")[0] if len(node.children) > 1 else ""
+            elif kind == "directive":
+                directive, args = payload
                 if directive in (".globl", ".global"):
                     globals_.update(a.strip() for a in args.split(",") if a.strip())
                 elif directive == ".type":
@@ -128,8 +142,7 @@ def parse_program(text: str, source: str = "<asm>") -> Program:
                     raise AsmSyntaxError(f"{source}:{lineno}: unsupported directive "
                                          f"'{directive}' in `{stripped}`")
             else:  # instruction
-                mnemonic = str(node.children[0]).lower()
-                ops = tuple(_operand(t) for t in node.children[1:])
+                mnemonic, ops = payload
                 if any(k == "local" for k, _ in ops):
                     pending_local.append((len(instrs), mnemonic, ops, lineno, stripped))
                 instrs.append(Instr(mnemonic, ops, lineno, stripped, len(instrs)))
