@@ -262,6 +262,7 @@ class _Launch:
             none = int(self._pack_state(np.array(-1), 0, np.array(-1)))
             self.w_state = np.full(n, none, np.int64)
             self.r_state = np.full(n, none, np.int64)
+        self.wsync = np.zeros(self.W, np.int64)
         self.epoch = np.zeros(self.B, np.int32)
         self.cp_pending: list[tuple] = []
         self.cp_groups: list[list[tuple]] = []
@@ -447,14 +448,20 @@ class _Launch:
                              f"({self._shared_var_at(int(a[i]))}) is not {size}-byte aligned")
 
     # Per shared byte, the last writer and the last reader(s) are packed in one int64 each:
-    # epoch << 32 | instruction index << 11 | (thread + 2), thread -1 = none, -2 = several
-    # readers; one gather and one scatter per access keep the sanitizer cheap.
+    # barrier epoch (24 bits, signed) | warp-sync stamp (10) | instruction (19) | thread + 2 (11);
+    # thread -1 = none, -2 = several readers.  One gather and one scatter per access.
     _TID_BITS = 11
-    _INS_MASK = (1 << 21) - 1
+    _INS_SHIFT = 11
+    _INS_MASK = (1 << 19) - 1
+    _STAMP_SHIFT = 30
+    _STAMP_MASK = (1 << 10) - 1
+    _EP_SHIFT = 40
 
-    def _pack_state(self, ep: np.ndarray, ins_index: int, t: np.ndarray) -> np.ndarray:
-        return (np.asarray(ep, np.int64) << 32) | (ins_index << self._TID_BITS) | \
-            (np.asarray(t, np.int64) + 2)
+    def _pack_state(self, ep: np.ndarray, ins_index: int, t: np.ndarray,
+                    stamp: np.ndarray | int = 0) -> np.ndarray:
+        return (np.asarray(ep, np.int64) << self._EP_SHIFT) | \
+            ((np.asarray(stamp, np.int64) & self._STAMP_MASK) << self._STAMP_SHIFT) | \
+            (np.int64(ins_index & self._INS_MASK) << self._INS_SHIFT) | (np.asarray(t, np.int64) + 2)
 
     @classmethod
     def _state_tid(cls, st: np.ndarray) -> np.ndarray:
@@ -462,7 +469,18 @@ class _Launch:
 
     @classmethod
     def _state_ins(cls, st: np.ndarray | int) -> np.ndarray | int:
-        return (st >> cls._TID_BITS) & cls._INS_MASK
+        return (st >> cls._INS_SHIFT) & cls._INS_MASK
+
+    def _unordered(self, st: np.ndarray, ep: np.ndarray, t: np.ndarray, now: np.ndarray) -> np.ndarray:
+        """Accesses recorded in ``st`` that race with thread ``t``: same barrier epoch, another
+        thread, and not ordered by a bar.warp.sync of their common warp since."""
+        other = self._state_tid(st)
+        same = ((st >> self._EP_SHIFT) == ep) & (other != t) & (other != -1)
+        if not same.any():
+            return same
+        stamp = (st >> self._STAMP_SHIFT) & self._STAMP_MASK
+        synced = (other >= 0) & ((other >> 5) == (t >> 5)) & (stamp != now)
+        return same & ~synced
 
     def _track(self, ins: Instr, lanes: np.ndarray, fb: np.ndarray, write: bool,
                writer_ins: int | None = None) -> None:
@@ -471,17 +489,15 @@ class _Launch:
             return
         t = self.tid[lanes].astype(np.int64)[:, None]
         ep = self.epoch[self.block_of[lanes]].astype(np.int64)[:, None]
-        key_mask = np.int64(~(self._INS_MASK << self._TID_BITS))
-        key = (ep << 32) | (t + 2)  # epoch and thread, instruction bits cleared
+        now = (self.wsync[lanes // WARP] & self._STAMP_MASK)[:, None]
         w = self.w_state[fb]
-        # the writer is another thread in this epoch (state "none" carries epoch -1)
-        conflict = ((w >> 32) == ep) & ((w & key_mask) != key)
+        conflict = self._unordered(w, ep, t, now)
         if conflict.any():
             self._race(ins, lanes, fb, conflict, self.w_state, "wrote", write, writer_ins)
         r = self.r_state[fb]
-        seen = ((r >> 32) == ep) & ((r & key_mask) != key)
+        seen = self._unordered(r, ep, t, now)
         idx = ins.index if writer_ins is None else writer_ins
-        mine = np.broadcast_to(key | (idx << self._TID_BITS), fb.shape)
+        mine = np.broadcast_to(self._pack_state(ep, idx, t, now), fb.shape)
         if write:
             if seen.any():
                 self._race(ins, lanes, fb, seen, self.r_state, "read", write, writer_ins)
@@ -761,7 +777,10 @@ class _Launch:
         self.write(dst, np.repeat(r, WARP), "pred", m)
 
     def warp_sync(self, ins: Instr, m: np.ndarray, mm: object) -> None:
+        """bar.warp.sync: orders the shared-memory accesses of the warp's threads before it
+        with those after it (the race model stamps accesses with a per-warp sync count)."""
         self._member_check(ins, m, mm)
+        self.wsync[m.reshape(self.W, WARP).any(1)] += 1
 
     def _full_warps(self, ins: Instr, m: np.ndarray) -> np.ndarray:
         """Warps executing a ``.sync.aligned`` collective; every lane of each must take part."""

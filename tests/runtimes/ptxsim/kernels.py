@@ -1237,6 +1237,39 @@ $L_done:
 }
 """
 
+
+
+def warp_exchange(sync: bool, partner_xor: int = 1) -> str:
+    """Lane t writes smem[t], then reads smem[t ^ partner_xor]; bar.warp.sync in between when
+    ``sync`` (orders accesses within a warp only)."""
+    name = f"wx_{int(sync)}_{partner_xor}"
+    bar = "    bar.warp.sync -1;\n" if sync else ""
+    return HEADER + f"""
+.visible .entry {name}(
+    .param .u64 pout
+)
+{{
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b8 xs[256];
+
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 2;
+    mov.u32 %r3, xs;
+    add.s32 %r4, %r3, %r2;
+    st.shared.u32 [%r4], %r1;
+{bar}    xor.b32 %r5, %r1, {partner_xor};
+    shl.b32 %r5, %r5, 2;
+    add.s32 %r5, %r3, %r5;
+    ld.shared.u32 %r6, [%r5];
+    mul.wide.u32 %rd2, %r1, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r6;
+    ret;
+}}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1272,4 +1305,7 @@ ALL = {
     "lanemask": LANEMASK,
     "mma_k8_f16acc": MMA_K8_F16ACC,
     "search": SEARCH,
+    "wx_1_1": warp_exchange(True, 1),
+    "wx_0_1": warp_exchange(False, 1),
+    "wx_1_32": warp_exchange(True, 32),
 }

@@ -148,3 +148,16 @@ def test_fault_in_a_later_batch_names_the_global_block():
     pc = mem.alloc("c", 4 * (n - 1))
     with pytest.raises(OutOfBoundsError, match=r"block \(39,0,0\) thread \(63,0,0\)"):
         s.launch("vadd", grid=(40,), block=(64,), params=[pa, pb, pc, n], max_lanes=128)
+
+
+def test_bar_warp_sync_orders_shared_accesses_within_a_warp_only():
+    s, mem = sim("wx_1_1")
+    pout = mem.alloc("out", 256)
+    s.launch("wx_1_1", grid=(1,), block=(64,), params=[pout])
+    np.testing.assert_array_equal(mem.read(pout, np.uint32, 64), np.arange(64) ^ 1)
+    s, mem = sim("wx_0_1")  # no sync: lane 0 reads what lane 1 wrote
+    with pytest.raises(SharedMemoryRaceError, match=r"thread \(0,0,0\).*thread \(1,0,0\)"):
+        s.launch("wx_0_1", grid=(1,), block=(64,), params=[mem.alloc("out", 256)])
+    s, mem = sim("wx_1_32")  # the partner sits in the other warp: a warp sync is not enough
+    with pytest.raises(SharedMemoryRaceError, match=r"thread \(0,0,0\).*thread \(32,0,0\)"):
+        s.launch("wx_1_32", grid=(1,), block=(64,), params=[mem.alloc("out", 256)])
