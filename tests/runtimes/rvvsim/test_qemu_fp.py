@@ -256,7 +256,7 @@ def _convert_cases(rng: np.random.Generator) -> list[Case]:
     vsetvli t0, a4, e32, m2, ta, ma
     vle32.v v8, (a0)
     vlm.v v0, (a0)
-    vfwredosum.vs v24, v8, v16{", v0.t" if masked else ""}
+    {"vfwredosum" if masked else "vfwredusum"}.vs v24, v8, v16{", v0.t" if masked else ""}
     vsetivli zero, 1, e64, m1, ta, ma
     vse64.v v24, (a3)"""
         cases.append(Case(f"vfwredosum_{len(cases)}", body, [a, _floats(rng, 64, 1)], 8, n))

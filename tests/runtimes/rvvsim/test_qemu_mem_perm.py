@@ -141,6 +141,37 @@ def _perm_cases(rng: np.random.Generator) -> list[Case]:
                                                            f"u{es}" if sew > 8 else np.uint8)
                 add(op.replace(".", "_") + f"_e{sew}", body, [_bits(rng, BIG), _bits(rng, BIG),
                                                              idx], n * es, n, k)
+            if sew >= 32:  # fp slide1: the scalar enters as element 0 / vl-1
+                for op in ("vfslide1up.vf", "vfslide1down.vf"):
+                    n, masked = int(rng.integers(1, 70)), bool(rng.random() < 0.4)
+                    fl = "flw" if sew == 32 else "fld"
+                    body = f"""
+    {_full(sew, lmul, "v8", "a0")}
+    {_full(sew, lmul, "v24", "a1")}
+    {fl} fa0, 0(a2)
+    vsetvli t0, a4, e{sew}, {lmul}, tu, mu
+    vlm.v v0, (a1)
+    {op} v24, v8, fa0{", v0.t" if masked else ""}
+    vse{sew}.v v24, (a3)"""
+                    add(op.replace(".", "_") + f"_e{sew}", body,
+                        [_bits(rng, BIG), _bits(rng, BIG), _bits(rng, 8)], n * es, n)
+            # vsetvl: the vtype comes from a register (e{sew}, this LMUL, ta, ma = 0xc0)
+            code = {8: 0, 16: 1, 32: 2, 64: 3}[sew] << 3 | {"mf8": 5, "mf4": 6, "mf2": 7, "m1": 0,
+                                                             "m2": 1, "m4": 2, "m8": 3}[lmul]
+            n = int(rng.integers(1, 70))
+            body = f"""
+    li t1, {code | 0xC0}
+    vsetvl t0, a4, t1
+    vle{sew}.v v8, (a0)
+    vadd.vi v8, v8, 3
+    vse{sew}.v v8, (a3)
+    csrr t2, vl
+    csrr t3, vtype
+    add a3, a3, {n * es}
+    sd t0, 0(a3)
+    sd t2, 8(a3)
+    sd t3, 16(a3)"""
+            add(f"vsetvl_e{sew}", body, [_bits(rng, n * es)], n * es + 24, n)
             n = int(rng.integers(1, 70))
             body = f"""
     vsetvli t0, a4, e{sew}, {lmul}, ta, ma

@@ -126,6 +126,8 @@ def _int_cases(rng: np.random.Generator) -> list[Case]:
     bne t0, t3, 1b
     mv a0, s0
     call helper_double
+    jal helper_double
+    jal ra, helper_double
     sd a0, 0(a3)
     ld s0, 16(sp)
     ld ra, 24(sp)

@@ -439,3 +439,25 @@ def test_integer_arguments_beyond_a7_are_read_from_the_stack() -> None:
     m = RvvMachine(parse_program(_fn(body)), mem, 128)
     m.call("f", [1, out, 0, 0, 0, 0, 0, 10, 100, 1000])
     assert int(mem.read(out, np.int64, 1)[0]) == 1111
+
+
+def test_indirect_jumps_through_saved_return_addresses() -> None:
+    src = """
+    .text
+    .globl f
+f:
+    mv t1, ra
+    call g
+    addi a0, a0, 1
+    jalr zero, 0(t1)
+g:
+    addi a0, a0, 10
+    jalr x0, ra, 0"""
+    m = RvvMachine(parse_program(src), Memory(), 128)
+    stats = m.call("f", [5])
+    assert stats.a0 == 16 and stats.per_mnemonic["jalr"] == 2
+
+
+def test_jump_to_a_non_code_address_is_illegal() -> None:
+    with pytest.raises(IllegalInstructionError, match="not an instruction address"):
+        _run("    li t0, 12345\n    jr t0", {}, [])
