@@ -13,13 +13,17 @@ computes them from the IR:
    waits before Y' (hoisting flags out of loops that hold only one side). If B lies in a loop L
    (innermost ``scf.for`` around B), Y of iteration i also precedes X of iteration i+1: a
    *loop-carried* edge sets py->px after Y'' and waits before X'' (ancestors in L's body) --
-   the "buffer free" flag of ping-pong pipelines -- with one set before L (so the first
-   iteration does not wait) and one wait after L (so sets and waits balance).
+   the "buffer free" flag of ping-pong pipelines -- primed by one set before the outermost
+   loop around L (so the first iteration does not wait) and drained by one wait after it (so
+   sets and waits balance); the last set of one execution of L is consumed by the first wait
+   of its next one, so a producer can run ahead into the next outer iteration. When that needs
+   more than 8 live flags, flags are primed and drained around L itself.
 3. *Pruning.* Pipes are in-order queues, so an edge (p, c) is implied by a kept edge (p2, c2) of
    the same pipes and kind in the same block with p2 >= p and c2 <= c.
-4. *Events.* Each edge's flag is live from its set to its wait (a loop-carried flag for all of
-   L); edges of one pipe pair get event ids by interval colouring, so sets and waits of one id
-   alternate in program order. More than 8 live flags of one pipe pair is a LoweringError.
+4. *Events.* Each edge's flag is live from its set to its wait (a loop-carried flag for all
+   of the loop it is primed around); edges of one pipe pair get event ids by interval
+   colouring, so sets and waits of one id alternate in program order. More than 8 live flags
+   of one pipe pair is a LoweringError.
 
 Ping-pong buffers must be distinct allocations (lowerings unroll a double-buffered loop by two),
 so the analysis sees each buffer's identity statically. Same-pipe dependences need nothing: the
@@ -62,6 +66,8 @@ class _Edge:
     src: str
     dst: str
     loop: scf.ForOp | None  # set for loop-carried edges
+    #: where a loop-carried flag is primed and drained: ``loop`` itself or an enclosing loop
+    outer: scf.ForOp | None = None
 
 
 def _region(value: SSAValue) -> Region_:
@@ -180,7 +186,7 @@ class _KernelSync:
 
     def interval(self, e: _Edge) -> tuple[float, float]:
         if e.loop is not None:
-            first, last = self.order[e.loop]
+            first, last = self.order[e.outer or e.loop]
             return first - 0.5, last + 0.5
         return self.order[e.producer][1] + 0.5, self.order[e.consumer][0] - 0.5
 
@@ -204,23 +210,43 @@ class _KernelSync:
                 last_end[free] = hi
         return ids
 
+    def hoisted(self, edges: list[_Edge]) -> list[_Edge]:
+        """Prime and drain each loop-carried flag around the outermost enclosing loop instead
+        of around its own loop: the last "buffer free" set of one execution of the inner loop
+        is then consumed by the first wait of its next execution, so the producer pipe may run
+        ahead into the next outer iteration instead of draining after every inner loop."""
+        out = []
+        for e in edges:
+            outer = e.loop
+            p = e.loop.parent_op() if e.loop is not None else None
+            while p is not None and p is not self.kernel:
+                if isinstance(p, scf.ForOp):
+                    outer = p
+                p = p.parent_op()
+            out.append(_Edge(e.block, e.producer, e.consumer, e.src, e.dst, e.loop, outer))
+        return out
+
     def run(self) -> int:
         if any(isinstance(o, npu.SetFlagOp | npu.WaitFlagOp) for o in self.kernel.walk()):
             return 0
         edges = self.edges()
-        ids = self.assign_events(edges)
+        try:
+            edges = self.hoisted(edges)
+            ids = self.assign_events(edges)
+        except LoweringError:  # too many live flags: prime/drain around each own loop
+            edges = [_Edge(e.block, e.producer, e.consumer, e.src, e.dst, e.loop)
+                     for e in edges]
+            ids = self.assign_events(edges)
         for e in edges:
             ev = ids[e]
-            if e.loop is None:
-                e.block.insert_op_after(npu.SetFlagOp.make(e.src, e.dst, ev), e.producer)
-                e.block.insert_op_before(npu.WaitFlagOp.make(e.src, e.dst, ev), e.consumer)
-            else:
-                e.block.insert_op_after(npu.SetFlagOp.make(e.src, e.dst, ev), e.producer)
-                e.block.insert_op_before(npu.WaitFlagOp.make(e.src, e.dst, ev), e.consumer)
-                outer = e.loop.parent_block()
+            e.block.insert_op_after(npu.SetFlagOp.make(e.src, e.dst, ev), e.producer)
+            e.block.insert_op_before(npu.WaitFlagOp.make(e.src, e.dst, ev), e.consumer)
+            if e.loop is not None:
+                around = e.outer or e.loop
+                outer = around.parent_block()
                 assert outer is not None
-                outer.insert_op_before(npu.SetFlagOp.make(e.src, e.dst, ev), e.loop)
-                outer.insert_op_after(npu.WaitFlagOp.make(e.src, e.dst, ev), e.loop)
+                outer.insert_op_before(npu.SetFlagOp.make(e.src, e.dst, ev), around)
+                outer.insert_op_after(npu.WaitFlagOp.make(e.src, e.dst, ev), around)
         return len(edges)
 
 

@@ -175,3 +175,35 @@ def test_pass_is_registered_under_its_name():
 
     assert get_pass("npu-insert-sync") is NpuInsertSyncPass
     assert parse_program(npu.print_program(_stream())).kernels["stream"].core == "aiv"
+
+
+def test_buffer_free_flags_of_an_inner_loop_are_primed_around_the_outer_loop(rng):
+    """Rows x (ping-pong over tiles): the inner loop's buffer-free flags are set once before the
+    *outer* loop and drained after it, so MTE2 may prefetch the next row while V finishes this
+    one (no drain between inner loops); results stay exact and race-free."""
+    rows, tile, pairs = 3, 256, 2
+    n = rows * 2 * pairs * tile
+    k = npu.KernelOp.make("k", "aiv", 1, [("x", "float16", n), ("y", "float16", n)])
+    b = npu.NpuBuilder(k)
+    x, y = k.body.block.args
+    slots = [(b.alloc("ub", "float16", tile), b.alloc("ub", "float16", tile)) for _ in range(2)]
+    with b.loop(0, n, 2 * pairs * tile) as row:
+        with b.loop(0, 2 * pairs * tile, 2 * tile) as i:
+            for s, (src, dst) in enumerate(slots):
+                off = b.add_i(b.add_i(row, i), s * tile)
+                b.add(npu.Mte2Op.make(src, b.c(0), x, off, b.c(1), b.c(tile), b.c(0), b.c(0)))
+                b.add(npu.VExpOp.make((dst, b.c(0)), (src, b.c(0)), repeat=tile // 128))
+                b.add(npu.Mte3Op.make(y, off, dst, b.c(0), b.c(1), b.c(tile), b.c(0), b.c(0)))
+    m = ModuleOp([k])
+    insert_sync(m)
+    m.verify()
+    text = npu.print_program(m)
+    first_loop = text.index('"scf.for"')
+    inner_loop = text.index('"scf.for"', first_loop + 1)
+    between = text[first_loop:inner_loop]
+    assert 'src = "V", dst = "MTE2"' in text[:first_loop]  # primed before the outer loop
+    assert 'src = "V", dst = "MTE2"' not in between  # not re-primed per row
+    xv = rng.uniform(-2, 2, n).astype(np.float16)
+    outs, _ = run_program(text, "k", {"x": xv, "y": np.zeros_like(xv)})
+    np.testing.assert_allclose(outs["y"].astype(np.float64), np.exp(xv.astype(np.float64)),
+                               rtol=2e-3)
