@@ -1717,6 +1717,43 @@ def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, bas
         st.mem.scatter(addrs, data, elems)
 
 
+def _fast_unit(st: State, me: str, key: object, vreg: int, eew: int, vl: int, view: np.ndarray,
+               store: bool) -> bool:
+    """Unmasked unit-stride access whose bytes lie in one region, through a cached plan of
+    register views; False sends the access down the generic (checking) path."""
+    pk = (key, st.sew, st.lmul, vl, st.vta)
+    pl = st.plans.get(pk)
+    if pl is None:
+        a, b = span(st, vreg, eew)
+        u = UTYPE[eew]
+        d = st.V[a:b].view(u)
+        tail = None
+        if not store and st.vta and vl < d.size:
+            tail = (d[vl:], st.P[a:b].view(u)[vl:], st.O[a:b].reshape(-1, eew // 8)[vl:],
+                    ONES[eew], st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})"))
+        pl = st.plans[pk] = (d[:vl], st.P[a:a + vl * (eew >> 3)], u, vreg,
+                             vreg + (b - a) // st.vlenb, tail, vl * (eew >> 3) == b - a)
+    body, pbody, u, r0, r1, tail, full = pl
+    dirty = st.dirty
+    if store:
+        if any(dirty[r0:r1]) and pbody.any():
+            return False  # undefined elements: the generic path names them
+        view.view(u)[:] = body
+        return True
+    body[:] = view.view(u)
+    if any(dirty[r0:r1]):
+        pbody[:] = 0
+    if tail is not None:
+        td, tp, to, ones, tid = tail
+        td[:] = ones
+        tp[:] = ones
+        to[:] = tid
+        dirty[r0:r1] = [True] * (r1 - r0)
+    elif full:
+        dirty[r0:r1] = [False] * (r1 - r0)
+    return True
+
+
 def _build_unit(eew: int, store: bool, strided: bool) -> Callable[[Ctx, list], Op]:
     def build(c: Ctx, a: list) -> Op:
         if strided:
@@ -1727,12 +1764,18 @@ def _build_unit(eew: int, store: bool, strided: bool) -> Callable[[Ctx, list], O
         rs1 = _addr_check(c, mem)
         me, nxt = _me(c), c.nxt
 
+        key = object()  # this instruction's slot in State.plans
+
         def op(st: State) -> int:
             vl = ready(st)
             if vl == 0:
                 return nxt
-            span(st, vreg, eew)  # EMUL / register-group legality
             base = st.x[rs1]
+            if USE_PLANS and not masked and not strided and not st.mem.stack_poisoned:
+                view = st.mem.contiguous(base, vl * (eew >> 3))
+                if view is not None and _fast_unit(st, me, key, vreg, eew, vl, view, store):
+                    return nxt
+            span(st, vreg, eew)  # EMUL / register-group legality
             addrs = _elem_addrs(st, base, vl, st.x[rs2]) if strided else None
             if store:
                 _store(st, me, vreg, eew, addrs, base, vl, masked)
