@@ -1270,6 +1270,149 @@ def warp_exchange(sync: bool, partner_xor: int = 1) -> str:
 }}
 """
 
+
+SETP_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "equ", "neu", "ltu", "leu", "gtu", "geu", "num",
+            "nan")
+
+
+def _setp_kernel() -> str:
+    """Bit k of out[t] = setp.<SETP_OPS[k]>.f32 x[t], y[t]; bit 14 = (x < y) or p where
+    p = (t odd); bit 15 = cnot of that predicate's selp; plus 16/64-bit shifts and packing."""
+    body = []
+    for k, op in enumerate(SETP_OPS):
+        body.append(f"    setp.{op}.f32 %p1, %f1, %f2;")
+        body.append(f"    selp.u32 %r5, {1 << k}, 0, %p1;")
+        body.append("    or.b32 %r4, %r4, %r5;")
+    bits = "\n".join(body)
+    return HEADER + f"""
+.visible .entry setp_all(
+    .param .u64 px,
+    .param .u64 py,
+    .param .u64 pout
+)
+{{
+    .reg .pred %p<4>;
+    .reg .b16 %rs<6>;
+    .reg .b32 %r<16>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<12>;
+
+    ld.param.u64 %rd1, [px];
+    ld.param.u64 %rd2, [py];
+    ld.param.u64 %rd3, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd4, %r1, 4;
+    add.s64 %rd5, %rd1, %rd4;
+    ld.global.f32 %f1, [%rd5];
+    add.s64 %rd5, %rd2, %rd4;
+    ld.global.f32 %f2, [%rd5];
+    mov.u32 %r4, 0;
+{bits}
+    and.b32 %r6, %r1, 1;
+    setp.eq.u32 %p2, %r6, 1;
+    setp.lt.or.f32 %p3, %f1, %f2, %p2;
+    selp.u32 %r5, 16384, 0, %p3;
+    or.b32 %r4, %r4, %r5;
+    selp.u32 %r7, 1, 0, %p3;
+    cnot.b32 %r7, %r7;
+    shl.b32 %r7, %r7, 15;
+    or.b32 %r4, %r4, %r7;
+    // 16-bit and 64-bit shifts, f16x2 packing of (x, y)
+    cvt.u16.u32 %rs1, %r1;
+    shl.b16 %rs2, %rs1, 12;
+    shr.s16 %rs3, %rs2, 4;
+    cvt.u32.u16 %r8, %rs3;
+    cvt.u64.u32 %rd6, %r1;
+    shl.b64 %rd7, %rd6, 40;
+    shr.u64 %rd8, %rd7, 8;
+    cvt.u32.u64 %r9, %rd8;
+    shr.u64 %rd9, %rd7, 32;
+    cvt.u32.u64 %r10, %rd9;
+    cvt.rn.f16x2.f32 %r11, %f1, %f2;
+    mul.wide.u32 %rd10, %r1, 16;
+    add.s64 %rd11, %rd3, %rd10;
+    st.global.v4.u32 [%rd11], {{%r4, %r8, %r10, %r11}};
+    ret;
+}}
+"""
+
+
+# cp.async.cg (16 bytes) with a per-thread src-size (zero fill), then cp.async.wait_all,
+# barrier.sync, and an ldmatrix.x1 over the first 128 bytes
+CP_ZFILL = HEADER + """
+.visible .entry cp_zfill(
+    .param .u64 pin,
+    .param .u64 pout,
+    .param .u64 pmat
+)
+{
+    .reg .b32 %r<16>;
+    .reg .b64 %rd<12>;
+    .shared .align 16 .b8 stage[512];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    ld.param.u64 %rd3, [pmat];
+    mov.u32 %r1, %tid.x;
+    rem.u32 %r2, %r1, 17;
+    mul.wide.u32 %rd4, %r1, 16;
+    add.s64 %rd5, %rd1, %rd4;
+    mov.u32 %r3, stage;
+    shl.b32 %r4, %r1, 4;
+    add.s32 %r5, %r3, %r4;
+    cp.async.cg.shared.global.L2::128B [%r5], [%rd5], 16, %r2;
+    cp.async.wait_all;
+    barrier.sync 0;
+    ld.shared.v4.u32 {%r6, %r7, %r8, %r9}, [%r5];
+    add.s64 %rd6, %rd2, %rd4;
+    st.global.v4.u32 [%rd6], {%r6, %r7, %r8, %r9};
+    ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%r10}, [%r5];
+    mul.wide.u32 %rd7, %r1, 4;
+    add.s64 %rd8, %rd3, %rd7;
+    st.global.u32 [%rd8], %r10;
+    ret;
+}
+"""
+
+# 64-bit and shared atomics, inc/dec wrap-around
+ATOMICS2 = HEADER + """
+.visible .entry atomics2(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<12>;
+    .shared .align 8 .b8 acc[8];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    setp.ne.u32 %p1, %r1, 0;
+    @%p1 bra $L_init_done;
+    mov.u32 %r2, 0;
+    st.shared.u32 [acc], %r2;
+$L_init_done:
+    bar.sync 0;
+    mul.wide.u32 %rd3, %r1, 8;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.u64 %rd5, [%rd4];
+    atom.global.add.u64 %rd6, [%rd2], %rd5;
+    cvt.u32.u64 %r3, %rd5;
+    sub.s32 %r4, 0, %r3;
+    atom.shared.add.s32 %r5, [acc], %r4;
+    atom.global.inc.u32 %r6, [%rd2+8], 4;
+    atom.global.dec.u32 %r7, [%rd2+12], 4;
+    bar.sync 0;
+    @%p1 bra $L_end;
+    ld.shared.s32 %r8, [acc];
+    st.global.s32 [%rd2+16], %r8;
+$L_end:
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1308,4 +1451,7 @@ ALL = {
     "wx_1_1": warp_exchange(True, 1),
     "wx_0_1": warp_exchange(False, 1),
     "wx_1_32": warp_exchange(True, 32),
+    "setp_all": _setp_kernel(),
+    "cp_zfill": CP_ZFILL,
+    "atomics2": ATOMICS2,
 }

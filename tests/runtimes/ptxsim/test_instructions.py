@@ -14,7 +14,7 @@ from portc.runtimes.ptxsim import (
     parse_module,
 )
 
-from .kernels import ALL, HEADER
+from .kernels import ALL, HEADER, SETP_OPS
 
 
 def _s32(v: int) -> int:
@@ -175,3 +175,79 @@ def test_lane_masks_and_immediate_shifts():
         assert out[t, 3] == _u32(neg >> 31)       # shift amounts clamp to the width
         assert out[t, 4] == 0
         assert out[t, 5] == _u32(t << 29)
+
+
+def test_setp_all_float_comparisons_including_unordered(rng):
+    x = rng.integers(-3, 4, 64).astype(np.float32)
+    y = rng.integers(-3, 4, 64).astype(np.float32)
+    x[:4] = [np.nan, 1.0, np.nan, -0.0]
+    y[:4] = [1.0, np.nan, np.nan, 0.0]
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["setp_all"], "setp.ptx"), mem)
+    px, py, po = mem.alloc("x", 256), mem.alloc("y", 256), mem.alloc("out", 1024)
+    mem.write(px, x)
+    mem.write(py, y)
+    s.launch("setp_all", grid=(1,), block=(64,), params=[px, py, po])
+    out = mem.read(po, np.uint32, 256).reshape(64, 4)
+    with np.errstate(invalid="ignore"):
+        nan = np.isnan(x) | np.isnan(y)
+        ordered = {"eq": x == y, "ne": (x != y) & ~nan, "lt": x < y, "le": x <= y, "gt": x > y,
+                   "ge": x >= y}
+    ref = dict(ordered)
+    for k, v in ordered.items():
+        ref[k + "u"] = v | nan
+    ref["num"], ref["nan"] = ~nan, nan
+    t = np.arange(64)
+    for k, op in enumerate(SETP_OPS):
+        np.testing.assert_array_equal((out[:, 0] >> k) & 1, ref[op].astype(np.uint32), err_msg=op)
+    lt_or = ordered["lt"] | (t % 2 == 1)
+    np.testing.assert_array_equal((out[:, 0] >> 14) & 1, lt_or)
+    np.testing.assert_array_equal((out[:, 0] >> 15) & 1, ~lt_or & 1)
+    # shl.b16 by 12 then arithmetic shr.s16 by 4; 64-bit shifts
+    shifted = ((t << 12) & 0xFFFF).astype(np.uint16).view(np.int16) >> 4
+    np.testing.assert_array_equal(out[:, 1], shifted.view(np.uint16))
+    np.testing.assert_array_equal(out[:, 2], (t << 8) & 0xFFFFFFFF)
+    # cvt.rn.f16x2.f32 d, x, y: x in the upper half, y in the lower
+    np.testing.assert_array_equal(out[:, 3] >> 16, x.astype(np.float16).view(np.uint16))
+    np.testing.assert_array_equal(out[:, 3] & 0xFFFF, y.astype(np.float16).view(np.uint16))
+
+
+def test_cp_async_src_size_zero_fills_and_ldmatrix_x1(rng):
+    src = rng.integers(1, 256, 32 * 16).astype(np.uint8)
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["cp_zfill"], "cp.ptx"), mem)
+    pin, pout, pmat = mem.alloc("in", 512), mem.alloc("out", 512), mem.alloc("mat", 128)
+    mem.write(pin, src)
+    s.launch("cp_zfill", grid=(1,), block=(32,), params=[pin, pout, pmat])
+    got = mem.read(pout, np.uint8, 512).reshape(32, 16)
+    want = src.reshape(32, 16).copy()
+    for t in range(32):
+        want[t, t % 17:] = 0
+    np.testing.assert_array_equal(got, want)
+    # ldmatrix.x1: rows 0..7 come from lanes 0..7 (16 bytes each, i.e. the first 128 bytes)
+    m = want[:8].reshape(8, 16).view(np.uint16)  # 8 x 8 b16
+    mat = mem.read(pmat, np.uint32, 32)
+    for lane in range(32):
+        r, c = lane // 4, 2 * (lane % 4)
+        assert mat[lane] == int(m[r, c]) | (int(m[r, c + 1]) << 16)
+
+
+def test_64bit_shared_and_wrapping_atomics(rng):
+    vals = rng.integers(0, 2**40, 96, dtype=np.uint64)
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["atomics2"], "atomics2.ptx"), mem)
+    pin, pout = mem.alloc("in", 8 * 96), mem.alloc("out", 32)
+    mem.write(pin, vals)
+    mem.write(pout, np.array([2**63, 0, 0, 0], np.uint64))
+    s.launch("atomics2", grid=(1,), block=(96,), params=[pin, pout])
+    out = mem.read(pout, np.uint64, 4)
+    assert int(out[0]) == (2**63 + int(vals.sum())) % 2**64
+    words = mem.read(pout + 8, np.uint32, 2)
+    # inc with limit 4 cycles 0..4; 96 increments from 0 end at 96 % 5; dec from 0 wraps to 4
+    assert words[0] == 96 % 5
+    dec = 0
+    for _ in range(96):
+        dec = 4 if dec == 0 or dec > 4 else dec - 1
+    assert words[1] == dec
+    low = (vals & 0xFFFF_FFFF).astype(np.uint32).view(np.int32).astype(np.int64)
+    assert int(mem.read(pout + 16, np.int32, 1)[0]) == _s32(-int(low.sum()))
