@@ -1,14 +1,31 @@
 """ptxsim: a simulator of the PTX text portc emits, executing a whole grid as numpy lanes.
 
-    mod = parse_module(ptx_text, "module.ptx")
+    mod = parse_module(ptx_text, "module.ptx")          # PtxModule; mod.entries[name].params ...
     mem = GlobalMemory()
     x = mem.alloc("x", 4 * n); mem.write(x, host_x)
     stats = PtxSim(mod, mem).launch("kernel", grid=(g, 1, 1), block=(256, 1, 1), params=[x, n])
-    out = mem.read(x, np.float32, n)
+    out = mem.read(x, np.float32, n)                    # stats.warp_instructions, .by_opcode
 
 Faults (out-of-bounds, misaligned, shared-memory races, barrier divergence, warp-collective
-misuse, runaway loops) raise the ``PtxSimError`` subclasses below, naming kernel, instruction
-with source line, block and thread.
+misuse, trap, runaway loops) raise the ``PtxSimError`` subclasses below, naming kernel,
+instruction with source line, block and thread; text that does not parse or decode raises
+``PtxParseError`` (an ``IRError``) naming the line.
+
+Modelling choices (what a reader of a result must know):
+- ``.approx`` functions, ``div.full`` and ``rcp/sqrt.approx`` return the correctly rounded value
+  of the float64 function; ``mma`` accumulates exact products in float64 and rounds once.
+- Every other float result is IEEE-exact for its rounding modifier (fp.py).
+- Atomics serialise in lane order and are exempt from race tracking.
+- ``cp.async`` data lands in shared memory at the wait that completes its group; groups are
+  counted per launch batch, not per thread (exact for uniform pipelines).
+- Shared-memory accesses are ordered by ``bar.sync`` (per block) and ``bar.warp.sync`` (per
+  warp); two readers of a byte followed by a writer in the same epoch are reported even when a
+  warp sync orders them (conservative).
+- Only barrier 0 without a thread count; no ``.local``/``.const``/``.global`` variables, no
+  ``.func``/``call``, no ``mma.sp``; unknown qualifiers are refused rather than ignored.
+- Integer division by zero yields the values NVIDIA hardware returns (all ones / the dividend).
+- Large grids run in batches of whole blocks (``launch(max_lanes=...)``); blocks never
+  communicate except through atomics, so results do not depend on the batch size.
 """
 
 from portc.runtimes.ptxsim.errors import (
