@@ -1013,6 +1013,28 @@ def l0_tile_elems(rows: int, cols: int, space: str, dtype: str, soc: NpuSoc) -> 
     return ceil_to(rows, k0) * ceil_to(cols, 16)
 
 
+def repeat_plan(n: int, dtype: str, soc: NpuSoc | None = None
+                ) -> list[tuple[int, int, tuple[int, int]]]:
+    """Cover ``n`` contiguous elements with vector instructions: ``(element offset, repeat,
+    mask)`` triples, full 256-byte repeats in chunks of at most ``max_repeat``, then one
+    instruction with a partial mask for the tail (the Ascend C "repeat + tail" pattern), so an
+    elementwise lowering emits each op once per triple with default strides."""
+    soc = soc or get_soc("910b")
+    epr = soc.elements_per_repeat(max(1, dtypes.dtype(dtype).bits // 8))
+    full_mask = mask_first(epr)
+    out: list[tuple[int, int, tuple[int, int]]] = []
+    full, tail = divmod(n, epr)
+    done = 0
+    while full:
+        r = min(full, soc.max_repeat)
+        out.append((done, r, full_mask))
+        done += r * epr
+        full -= r
+    if tail:
+        out.append((done, 1, mask_first(tail)))
+    return out
+
+
 # ------------------------------------------------------------------------------------ builder
 
 

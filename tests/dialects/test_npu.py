@@ -167,3 +167,10 @@ def test_builder_places_buffers_aligned_and_refuses_a_full_space():
     assert b.c(3) is b.c(3)  # constants are made once, at the kernel top
     with pytest.raises(VerifyException, match=r"l0a is full"):
         b.alloc("l0a", "float16", 64 * 1024)
+
+
+def test_repeat_plan_covers_n_elements_in_full_repeats_and_a_masked_tail():
+    # fp16: 128 lanes per repeat; 255 repeats max per instruction
+    plan = npu.repeat_plan(255 * 128 + 128 * 3 + 5, "float16")
+    assert plan == [(0, 255, (-1, -1)), (255 * 128, 3, (-1, -1)), (258 * 128, 1, (0, 0b11111))]
+    assert npu.repeat_plan(64, "float32") == [(0, 1, (0, -1))]

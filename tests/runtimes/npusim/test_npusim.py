@@ -365,3 +365,21 @@ def test_parse_error_names_the_line():
 
 def test_soc_table_drives_the_checks():
     assert SOC_910B.space("ub").size == 192 * 1024 and SOC_910B.space("l0c").align == 512
+
+
+def test_repeat_plan_instructions_cover_a_ragged_length_exactly(rng):
+    """n = 2 full repeats + 44 lanes: the masked tail instruction touches exactly the rest;
+    elements past n keep what GM held."""
+    n, cap = 300, 384
+    kb = KernelBuilder("k", "aiv", [("x", "float16", cap), ("y", "float16", cap)])
+    u = kb.alloc("ub", "float16", cap, 0)
+    kb.copy_in(u, kb.arg["x"], cap)
+    kb.flag("MTE2", "V")
+    for off, repeat, mask in npu.repeat_plan(n, "float16"):
+        kb.add(npu.VReluOp.make((u, kb.c(off)), (u, kb.c(off)), repeat=repeat, mask=mask))
+    kb.flag("V", "MTE3")
+    kb.copy_out(kb.arg["y"], u, cap)
+    x = rng.standard_normal(cap).astype(F16)
+    outs, _ = _run(kb.text(), "k", {"x": x, "y": np.zeros(cap, F16)})
+    np.testing.assert_array_equal(outs["y"][:n], np.maximum(x[:n], 0))
+    np.testing.assert_array_equal(outs["y"][n:], x[n:])
