@@ -29,7 +29,13 @@ Cube (fractal formats of the Ascend C ``Mmad`` documentation, fractal = 16 x k0 
 ``k0 * bytes = 32``): L0A holds A in zZ (fractals row-major, row-major inside), L0B holds B in nZ
 (fractals row-major over k0 x 16 fractals, column-major inside), L0C holds C in zN (fractals
 column-major, row-major inside, 16x16, fp32/int32). ``npu.load_l0`` converts an ND tile in L1 to
-these formats, padding with zeros to whole fractals; ``npu.fix`` converts C back to ND.
+these formats, padding with zeros to whole fractals; ``npu.fix`` converts C back to ND (to GM or
+L1: on the 910B "separated" architecture the cube core has no UB, so cube results reach the
+vector cores through GM).
+
+For lowerings: ``NpuBuilder`` (constants, index arithmetic, aligned buffer placement, loops),
+``repeat_plan`` (full repeats + masked tail for n elements), ``print_program`` (the artifact).
+The SoC facts live in ``npu_soc.py``.
 """
 
 from __future__ import annotations
