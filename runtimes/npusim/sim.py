@@ -438,14 +438,21 @@ class _Core:
                                     f"{sim.max_instructions} instructions (core {self.idx}, "
                                     f"line {op.line}); raise max_instructions")
             handler = _HANDLERS.get(op.name)
-            if handler is None:
+            try:
+                if handler is not None:
+                    handler(self, op, env)
+                    continue
                 fn = _ARITH.get(op.name)
                 if fn is None:
                     raise self.fail(NpuProgramError, f"unknown op {op.name}")
                 env[op.results[0]] = fn(*(env[v] for v in op.operands))
                 self.scalar(1)
-                continue
-            handler(self, op, env)
+            except KeyError as e:
+                raise self.fail(NpuProgramError, f"value {e.args[0]} is used before it is "
+                                "defined") from None
+            except (AttributeError, TypeError, ValueError) as e:
+                raise self.fail(NpuProgramError, f"operands do not fit {op.name}: {e}") \
+                    from None
 
     # scalar unit ----------------------------------------------------------------------------
     def _constant(self, op: Op, env: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from portc.runtimes.npusim import (
     NpuEventError,
     NpuLimitError,
     NpuParseError,
+    NpuProgramError,
     NpuRaceError,
     NpuSim,
     parse_program,
@@ -383,3 +384,12 @@ def test_repeat_plan_instructions_cover_a_ragged_length_exactly(rng):
     outs, _ = _run(kb.text(), "k", {"x": x, "y": np.zeros(cap, F16)})
     np.testing.assert_array_equal(outs["y"][:n], np.maximum(x[:n], 0))
     np.testing.assert_array_equal(outs["y"][n:], x[n:])
+
+
+def test_malformed_programs_fail_with_the_instruction_named():
+    text = re.sub(r'"npu\.vexp"\(%\d+', '"npu.vexp"(%999', _good())
+    with pytest.raises(NpuProgramError, match="%999 is used before it is defined"):
+        _run(text, "k", _bufs())
+    text = _good().replace('"npu.vexp"', '"npu.vfrobnicate"')
+    with pytest.raises(NpuProgramError, match="unknown op npu.vfrobnicate"):
+        _run(text, "k", _bufs())
