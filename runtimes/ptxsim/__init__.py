@@ -16,8 +16,8 @@ Modelling choices (what a reader of a result must know):
   of the float64 function; ``mma`` accumulates exact products in float64 and rounds once.
 - Every other float result is IEEE-exact for its rounding modifier (fp.py).
 - Atomics serialise in lane order and are exempt from race tracking.
-- ``cp.async`` data lands in shared memory at the wait that completes its group; groups are
-  counted per launch batch, not per thread (exact for uniform pipelines).
+- ``cp.async`` data lands in shared memory at the wait that completes its (per-thread) group;
+  reading it earlier, even from the issuing thread, sees the old bytes.
 - Shared-memory accesses are ordered by ``bar.sync`` (per block) and ``bar.warp.sync`` (per
   warp); two readers of a byte followed by a writer in the same epoch are reported even when a
   warp sync orders them (conservative).

@@ -16,8 +16,7 @@ touched, so two threads of a block meeting on a byte between barriers (one of th
 ``SharedMemoryRaceError`` naming both instructions.  Atomics are exempt from race tracking.
 ``cp.async`` reads global memory when issued but its bytes land in shared memory (and count as
 written) at the ``cp.async.wait_group``/``wait_all`` that completes their group; groups are
-tracked per launch rather than per thread, which is exact for the uniform control flow
-tensor-core pipelines use.
+numbered per thread, as the PTX ISA defines them.
 """
 
 from __future__ import annotations
@@ -264,8 +263,10 @@ class _Launch:
             self.r_state = np.full(n, none, np.int64)
         self.wsync = np.zeros(self.W, np.int64)
         self.epoch = np.zeros(self.B, np.int32)
-        self.cp_pending: list[tuple] = []
-        self.cp_groups: list[list[tuple]] = []
+        # in-flight cp.async copies: (lanes, shared bytes, data, instruction, group per lane);
+        # a lane's copies join group number cp_committed[lane] at its next commit_group
+        self.cp_inflight: list[tuple] = []
+        self.cp_committed = np.zeros(self.T, np.int64)
         self.clock = 0
 
     # -- naming faults ---------------------------------------------------------------------
@@ -680,19 +681,27 @@ class _Launch:
         take = j < nsrc[:, None]
         src_idx = np.where(take, off[:, None] + j, 0)
         data = np.where(take, self.memory.data[src_idx] if self.memory.data.size else 0, 0).astype(np.uint8)
-        self.cp_pending.append((lanes, self._flat_bytes(lanes, d, n), data, ins.index))
+        self.cp_inflight.append((lanes, self._flat_bytes(lanes, d, n), data, ins.index,
+                                 self.cp_committed[lanes].copy()))
 
     def cp_commit(self, m: np.ndarray) -> None:
-        self.cp_groups.append(self.cp_pending)
-        self.cp_pending = []
+        """cp.async.commit_group: each executing thread closes its current group."""
+        self.cp_committed[m] += 1
 
     def cp_wait(self, ins: Instr, m: np.ndarray, keep: int) -> None:
-        done = self.cp_groups[:len(self.cp_groups) - keep] if keep else self.cp_groups
-        self.cp_groups = self.cp_groups[len(self.cp_groups) - keep:] if keep else []
-        for group in done:
-            for lanes, fb, data, src in group:
-                self._track(ins, lanes, fb, write=True, writer_ins=src)
-                self.smem[fb] = data
+        """cp.async.wait_group keep: for each executing thread, every committed group but the
+        ``keep`` most recent completes; its bytes land in shared memory now (and count as written
+        by the issuing thread at this point for the race check)."""
+        still: list[tuple] = []
+        for lanes, fb, data, src, group in self.cp_inflight:
+            done = m[lanes] & (group < self.cp_committed[lanes] - keep)
+            if done.any():
+                self._track(ins, lanes[done], fb[done], write=True, writer_ins=src)
+                self.smem[fb[done]] = data[done]
+            if not done.all():
+                rest = ~done
+                still.append((lanes[rest], fb[rest], data[rest], src, group[rest]))
+        self.cp_inflight = still
 
     # -- warp collectives ----------------------------------------------------------------------
     def _member_check(self, ins: Instr, m: np.ndarray, mm: object) -> None:

@@ -1413,6 +1413,50 @@ $L_end:
 }
 """
 
+
+# per-thread cp.async groups: every thread copies word A (group 0); odd threads also copy word B
+# and commit a second group; wait_group 1 then completes group 0 only for the odd threads.
+CP_GROUPS = HEADER + """
+.visible .entry cp_groups(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<8>;
+    .shared .align 4 .b8 wa[128];
+    .shared .align 4 .b8 wb[128];
+
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 2;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    mov.u32 %r3, wa;
+    add.s32 %r4, %r3, %r2;
+    cp.async.ca.shared.global [%r4], [%rd4], 4;
+    cp.async.commit_group;
+    and.b32 %r5, %r1, 1;
+    setp.eq.u32 %p1, %r5, 1;
+    @!%p1 bra $L_even;
+    mov.u32 %r6, wb;
+    add.s32 %r7, %r6, %r2;
+    cp.async.ca.shared.global [%r7], [%rd4+128], 4;
+    cp.async.commit_group;
+$L_even:
+    cp.async.wait_group 1;
+    ld.shared.u32 %r8, [%r4];
+    cp.async.wait_all;
+    ld.shared.u32 %r9, [%r4];
+    mul.wide.u32 %rd5, %r1, 8;
+    add.s64 %rd6, %rd2, %rd5;
+    st.global.v2.u32 [%rd6], {%r8, %r9};
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1454,4 +1498,5 @@ ALL = {
     "setp_all": _setp_kernel(),
     "cp_zfill": CP_ZFILL,
     "atomics2": ATOMICS2,
+    "cp_groups": CP_GROUPS,
 }
