@@ -211,6 +211,27 @@ _CMPI: dict[int, Callable[[int, int], bool]] = {
 }
 
 
+# Fractal formats (Ascend C ``Mmad`` documentation): the matrix is cut into ``fr x fc``
+# fractals; the first letter says how elements are ordered inside a fractal, the second how
+# fractals are ordered: z/Z row-major, n/N column-major. A is zZ, B nZ, C zN.
+TO_FRACTAL: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
+    "zZ": lambda x, fr, fc: x.reshape(x.shape[0] // fr, fr, x.shape[1] // fc, fc)
+    .transpose(0, 2, 1, 3).ravel(),
+    "nZ": lambda x, fr, fc: x.reshape(x.shape[0] // fr, fr, x.shape[1] // fc, fc)
+    .transpose(0, 2, 3, 1).ravel(),
+    "zN": lambda x, fr, fc: x.reshape(x.shape[0] // fr, fr, x.shape[1] // fc, fc)
+    .transpose(2, 0, 1, 3).ravel(),
+}
+FROM_FRACTAL: dict[str, Callable[[np.ndarray, int, int, int, int], np.ndarray]] = {
+    "zZ": lambda v, r, c, fr, fc: v.reshape(r // fr, c // fc, fr, fc).transpose(0, 2, 1, 3)
+    .reshape(r, c),
+    "nZ": lambda v, r, c, fr, fc: v.reshape(r // fr, c // fc, fc, fr).transpose(0, 3, 1, 2)
+    .reshape(r, c),
+    "zN": lambda v, r, c, fr, fc: v.reshape(c // fc, r // fr, fr, fc).transpose(1, 2, 0, 3)
+    .reshape(r, c),
+}
+
+
 def _mask_cols(mask: tuple[int, ...], epr: int) -> np.ndarray:
     hi, lo = (int(m) & (2**64 - 1) for m in mask)
     bits = (hi << 64) | lo
@@ -631,11 +652,8 @@ class _Core:
         logical = tile.T if transpose else tile
         pad = np.zeros((rp, cp), src.dtype)
         pad[:lr, :lc] = logical
-        if dst.space == "l0a":  # zZ: fractals row-major, 16 x k0 row-major inside
-            frac = pad.reshape(rp // 16, 16, cp // k0, k0).transpose(0, 2, 1, 3)
-        else:  # nZ: fractals row-major over (k0 x 16), column-major inside
-            frac = pad.reshape(rp // k0, k0, cp // 16, 16).transpose(0, 2, 3, 1)
-        self.view(dst)[doff:doff + rp * cp] = frac.ravel()
+        layout, fr, fc = ("zZ", 16, k0) if dst.space == "l0a" else ("nZ", k0, 16)
+        self.view(dst)[doff:doff + rp * cp] = TO_FRACTAL[layout](pad, fr, fc)
 
     def _mmad(self, op: Op, env: dict[str, Any]) -> None:
         c, coff, a, aoff, b, boff, m, n, k, init = (env[v] for v in op.operands)
@@ -669,18 +687,15 @@ class _Core:
             self.access(_M, c, cg, True)
         if not self.functional:
             return
-        av = self.view(a)[aoff:aoff + mp * kp].reshape(mp // 16, kp // k0, 16, k0)
-        bv = self.view(b)[boff:boff + kp * np_].reshape(kp // k0, np_ // 16, 16, k0)
-        am = av.transpose(0, 2, 1, 3).reshape(mp, kp)
-        bm = bv.transpose(0, 3, 1, 2).reshape(kp, np_)
+        am = FROM_FRACTAL["zZ"](self.view(a)[aoff:aoff + mp * kp], mp, kp, 16, k0)
+        bm = FROM_FRACTAL["nZ"](self.view(b)[boff:boff + kp * np_], kp, np_, k0, 16)
         if acc == "int32":
             prod = (am.astype(np.int64) @ bm.astype(np.int64)).astype(np.int32)
         else:
             prod = am.astype(np.float32) @ bm.astype(np.float32)
         cv = self.view(c)[coff:coff + mp * np_]
-        cm = cv.reshape(np_ // 16, mp // 16, 16, 16).transpose(1, 2, 0, 3).reshape(mp, np_)
-        res = prod if init else cm + prod
-        cv[...] = res.reshape(mp // 16, 16, np_ // 16, 16).transpose(2, 0, 1, 3).ravel()
+        res = prod if init else FROM_FRACTAL["zN"](cv, mp, np_, 16, 16) + prod
+        cv[...] = TO_FRACTAL["zN"](res, 16, 16)
 
     def _fix(self, op: Op, env: dict[str, Any]) -> None:
         vals = [env[v] for v in op.operands]
@@ -710,7 +725,7 @@ class _Core:
         if not self.functional:
             return
         cv = self.view(src)[soff:soff + mp * np_]
-        cm = cv.reshape(np_ // 16, mp // 16, 16, 16).transpose(1, 2, 0, 3).reshape(mp, np_)
+        cm = FROM_FRACTAL["zN"](cv, mp, np_, 16, 16)
         out = cm[:m, :n]
         if bias is not None:
             out = out + self.view(bias[0])[bias[1]:bias[1] + n][None, :]

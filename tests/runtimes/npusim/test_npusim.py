@@ -393,3 +393,17 @@ def test_malformed_programs_fail_with_the_instruction_named():
     text = _good().replace('"npu.vexp"', '"npu.vfrobnicate"')
     with pytest.raises(NpuProgramError, match="unknown op npu.vfrobnicate"):
         _run(text, "k", _bufs())
+
+
+@pytest.mark.parametrize("layout, order", [
+    # the Ascend C Mmad documentation's 4x4 example with 2x2 fractals
+    ("zZ", [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]),
+    ("nZ", [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]),
+    ("zN", [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15]),
+])
+def test_fractal_layouts_follow_the_documented_orders(layout, order):
+    from portc.runtimes.npusim.sim import FROM_FRACTAL, TO_FRACTAL
+
+    m = np.arange(16).reshape(4, 4)
+    assert TO_FRACTAL[layout](m, 2, 2).tolist() == order
+    np.testing.assert_array_equal(FROM_FRACTAL[layout](np.array(order), 4, 4, 2, 2), m)
