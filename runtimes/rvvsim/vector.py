@@ -709,6 +709,10 @@ def _scalar_src(c: Ctx, form: str, val: int, wl: int, kind: str, stem: str) -> S
     return ("i", val, wl, kind)
 
 
+def _ident(x: np.ndarray) -> np.ndarray:
+    return x
+
+
 def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -> None:
     for stem, (kind, fn, forms) in table.items():
         for form in forms.split():
@@ -722,6 +726,9 @@ def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -
                 srcs.append(("v", s1, 0, kind) if form[1] == "v" else
                             _scalar_src(c, form, s1, 0, kind, stem))
                 me, nxt, dk = _me(c), c.nxt, dkind_of(kind)
+                if stem in ("vxor", "vsub") and form == "vv" and vs2 == s1:
+                    # the zeroing idiom: the result is 0 whatever (even undefined) the source
+                    srcs, fn = [("i", 0, 0, kind)], _ident
 
                 def op(st: State) -> int:
                     if rounds and st.frm and not stem.startswith("vfsgnj"):
@@ -873,10 +880,6 @@ for _sign, _kind in (("vzext", "u"), ("vsext", "s")):
 
 
 # --- moves and merges --------------------------------------------------------------------------
-
-def _ident(x: np.ndarray) -> np.ndarray:
-    return x
-
 
 def _build_mv(form: str) -> Callable[[Ctx, list], Op]:
     def build(c: Ctx, a: list) -> Op:
@@ -1102,7 +1105,12 @@ MASK_LOGIC: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def _mask_logic(fn: Callable, unary: bool) -> Callable[[Ctx, list], Op]:
+# with both operands the same register these give a constant (the vmclr/vmset idioms), so
+# undefined inputs do not make the result undefined
+CONST_IF_SAME = {"vmxor", "vmxnor", "vmandn", "vmorn"}
+
+
+def _mask_logic(fn: Callable, unary: bool, stem: str = "") -> Callable[[Ctx, list], Op]:
     def build(c: Ctx, a: list) -> Op:
         if unary:
             vd, vs2 = a
@@ -1110,6 +1118,7 @@ def _mask_logic(fn: Callable, unary: bool) -> Callable[[Ctx, list], Op]:
         else:
             vd, vs2, vs1 = a
         me, nxt = _me(c), c.nxt
+        constant = vs1 == vs2 and stem in CONST_IF_SAME
 
         def op(st: State) -> int:
             vl = ready(st)
@@ -1117,6 +1126,8 @@ def _mask_logic(fn: Callable, unary: bool) -> Callable[[Ctx, list], Op]:
                 return nxt
             a2, p2 = mask_bits(st, vs2, vl)
             a1, p1 = mask_bits(st, vs1, vl)
+            if constant:
+                p1 = p2 = None
             origin = _merge_org(p2, None if p2 is None else mask_org(st, vs2, vl),
                                 p1, None if p1 is None else mask_org(st, vs1, vl))
             mwrite(st, me, vd, fn(a2, a1), _or(p2, p1), None, origin)
@@ -1126,11 +1137,12 @@ def _mask_logic(fn: Callable, unary: bool) -> Callable[[Ctx, list], Op]:
 
 
 for _stem, _fn in MASK_LOGIC.items():
-    isa(f"{_stem}.mm", "vvv")(_mask_logic(_fn, False))
+    isa(f"{_stem}.mm", "vvv")(_mask_logic(_fn, False, _stem))
 isa("vmmv.m vmcpy.m", "vv")(_mask_logic(MASK_LOGIC["vmand"], True))
 isa("vmnot.m", "vv")(_mask_logic(MASK_LOGIC["vmnand"], True))
-isa("vmclr.m", "v")(lambda c, a: _mask_logic(MASK_LOGIC["vmxor"], True)(c, [a[0], a[0]]))
-isa("vmset.m", "v")(lambda c, a: _mask_logic(MASK_LOGIC["vmxnor"], True)(c, [a[0], a[0]]))
+isa("vmclr.m", "v")(lambda c, a: _mask_logic(MASK_LOGIC["vmxor"], True, "vmxor")(c, [a[0], a[0]]))
+isa("vmset.m", "v")(
+    lambda c, a: _mask_logic(MASK_LOGIC["vmxnor"], True, "vmxnor")(c, [a[0], a[0]]))
 
 
 def _active_bits(st: State, vs2: int, vl: int, masked: bool, me: str) -> np.ndarray:
@@ -1171,6 +1183,34 @@ def _b_vfirst(c: Ctx, a: list) -> Op:
             st.x[rd] = v
         return nxt
     return op
+
+
+def _build_set_first(kind: str) -> Callable[[Ctx, list], Op]:
+    """vmsbf.m / vmsif.m / vmsof.m: bits before / up to / only at the first active set bit."""
+    def build(c: Ctx, a: list) -> Op:
+        vd, vs2, masked = a
+        if vd == vs2 or (masked and vd == 0):
+            raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: {c.mnemonic} destination "
+                                 f"must not overlap its source or v0 in `{c.instr.text}`")
+        me, nxt = _me(c), c.nxt
+
+        def op(st: State) -> int:
+            vl = ready(st)
+            if vl == 0:
+                return nxt
+            mask = mask_bits(st, 0, vl) if masked else None
+            bits = _active_bits(st, vs2, vl, masked, me)
+            first = int(np.argmax(bits)) if bits.any() else vl
+            idx = np.arange(vl)
+            res = {"bf": idx < first, "if": idx <= first, "of": idx == first}[kind]
+            mwrite(st, me, vd, res, None, mask, None)
+            return nxt
+        return op
+    return build
+
+
+for _k in ("bf", "if", "of"):
+    isa(f"vms{_k}.m", "vvm")(_build_set_first(_k))
 
 
 @isa("vid.v", "vm")

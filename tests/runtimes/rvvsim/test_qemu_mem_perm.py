@@ -205,6 +205,23 @@ def _perm_cases(rng: np.random.Generator) -> list[Case]:
     vfirst.m a7, v4{mk}
     vmnot.m v5, v4
     vfirst.m t2, v5
+    vmclr.m v6
+    vmset.m v7
+    vmclr.m v9
+    vmsbf.m v6, v4{mk}
+    vmsif.m v7, v4{mk}
+    vmsof.m v9, v4{mk}
+    vmv1r.v v0, v6
+    vmv.v.i v10, 0
+    vmerge.vim v10, v10, 1, v0
+    vmv1r.v v0, v7
+    vmerge.vim v10, v10, 2, v0
+    vmv1r.v v0, v9
+    vmerge.vim v10, v10, 4, v0
+    slli t3, a4, 2
+    add t3, t3, a3
+    addi t3, t3, 24
+    vse16.v v10, (t3)
     sd a6, 0(a3)
     sd a7, 8(a3)
     sd t2, 16(a3)
@@ -218,7 +235,7 @@ def _perm_cases(rng: np.random.Generator) -> list[Case]:
     add a3, a3, t3
     vse16.v v16, (a3)"""
         zeros = np.zeros(16, np.uint8) if n == 9 else _bits(rng, 16)
-        add(f"maskscalar_{n}", body, [zeros, _bits(rng, 16), _bits(rng, 256)], 24 + 4 * n, n)
+        add(f"maskscalar_{n}", body, [zeros, _bits(rng, 16), _bits(rng, 256)], 24 + 6 * n, n)
     for sew in (8, 16, 32, 64):
         es = sew // 8
         for stem in ("vredsum", "vredand", "vredor", "vredxor", "vredmax", "vredmin",

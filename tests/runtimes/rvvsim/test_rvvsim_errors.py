@@ -461,3 +461,15 @@ g:
 def test_jump_to_a_non_code_address_is_illegal() -> None:
     with pytest.raises(IllegalInstructionError, match="not an instruction address"):
         _run("    li t0, 12345\n    jr t0", {}, [])
+
+
+@pytest.mark.parametrize("idiom", ["vxor.vv v8, v8, v8", "vsub.vv v8, v8, v8"])
+def test_zeroing_idioms_define_an_undefined_register(idiom: str) -> None:
+    body = f"""
+    vsetivli zero, 4, e32, m1, ta, ma
+    {idiom}
+    vmclr.m v0
+    vmerge.vim v8, v8, 1, v0
+    vse32.v v8, (a0)"""
+    mem, addrs = _run(body, {"o": np.ones(4, np.int32)}, ["o"])
+    np.testing.assert_array_equal(mem.read(addrs["o"], np.int32, 4), 0)
