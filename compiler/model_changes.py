@@ -134,15 +134,16 @@ def _quantize_int8_tuned(program: Program, opts: ModelChangeOptions, seed: int,
                          info: dict[str, Any]) -> tuple[Program, dict[str, Any]]:
     """Static per-tensor int8 with per-layer tuned SmoothQuant strength, clipping and zero
     point, then the mixed-precision fallback checked on a held-out batch (a calibration batch
-    would flatter the tuned scales). Reports every layer's choice and error."""
+    would flatter the tuned scales). Reports every layer's choice and error. The tuned
+    clipping (searched on the layer output error) replaces the calibrated range of every tuned
+    matmul, so ``--calib-method percentile`` then only matters for convs."""
     from portc.compiler.api import random_inputs
     from portc.passes.calibration import calibrate
     from portc.passes.quantize import quantize_int8_with_fallback, tune_int8
 
     batches, source = calibration_batches(program, opts.calib, seed)
     if opts.calib is not None and len(batches) >= 2:  # the user's data: hold out its last batch
-        source = (f"{len(batches) - 1} of {len(batches)} batches from {opts.calib} (the last "
-                  "held out for the fallback check)")
+        source += " (the last held out from calibration for the fallback check)"
         batches, held_out = batches[:-1], batches[-1:]
     else:
         held_out = [random_inputs(program, seed + 2000)]
