@@ -28,7 +28,9 @@ instruction on ``p`` ticks ``vc[p][p]``; ``set_flag`` snapshots ``vc[src]`` and 
 merges the snapshot into ``vc[dst]``; a barrier merges all. Shadow memory (32-byte granules)
 records the last writer (pipe, tick, line) and the last read tick per pipe; an access by pipe
 ``q`` conflicts when another pipe's recorded tick is not ``<= vc[q]`` for that pipe (RAW, WAW on
-reads/writes, WAR on writes). Same-pipe accesses are ordered by the in-order queue.
+reads/writes, WAR on writes). Same-pipe accesses are ordered by the in-order queue. Across cores
+(which a launch never orders) an element-exact owner map of GM rejects one core reading or
+writing elements another core wrote in the same launch. ``check_races=False`` turns both off.
 """
 
 from __future__ import annotations
@@ -408,6 +410,29 @@ class _Core:
         starts = base + (off + np.arange(rows, dtype=np.int64) * pitch) * s
         return _runs_to_granules(starts, length * s)
 
+    def cross_core(self, buf: Buf, off: int, rows: int, cols: int, pitch: int,
+                   write: bool) -> None:
+        """Cores of one launch are unordered: GM elements one core writes may be neither
+        written nor read by another core of the same launch (element-exact owner map)."""
+        if buf.space != "gm" or rows <= 0 or cols <= 0:
+            return
+        owner = self.sim.gm_owner.get(buf.key)
+        if owner is None:
+            if not write:
+                return
+            owner = self.sim.gm_owner[buf.key] = np.full(buf.size, -1, np.int16)
+        view = as_strided(owner[off:], shape=(rows, cols), strides=(pitch * 2, 2))
+        clash = (view != -1) & (view != self.idx)
+        if clash.any():
+            r, c = np.argwhere(clash)[0]
+            other = int(view[r, c])
+            raise self.fail(NpuRaceError, f"core {self.idx} {'writes' if write else 'reads'} "
+                            f"gm '{buf.key}' element {off + r * pitch + c} that core {other} "
+                            "wrote in the same launch; cores of one launch are not ordered, "
+                            "so their GM footprints must not overlap")
+        if write:
+            view[...] = self.idx
+
     def granules_of(self, buf: Buf, idx: np.ndarray) -> np.ndarray:
         base = 0 if buf.space == "gm" else buf.base
         return np.unique((base + idx.ravel().astype(np.int64) * buf.itemsize) // GRANULE)
@@ -613,6 +638,8 @@ class _Core:
         if self.check_races:
             self.access(pipe, src, self.runs(src, soff, nb, bl, sp), False)
             self.access(pipe, dst, self.runs(dst, doff, nb, bl, dp), True)
+            self.cross_core(src, soff, nb, bl, sp, False)
+            self.cross_core(dst, doff, nb, bl, dp, True)
         if self.functional:
             self.strided2d(dst, doff, nb, bl, dp)[...] = self.strided2d(src, soff, nb, bl, sp)
 
@@ -722,6 +749,7 @@ class _Core:
             if bias is not None:
                 self.access(_FIX, bias[0], self.runs(bias[0], bias[1], 1, n, n), False)
             self.access(_FIX, dst, self.runs(dst, doff, m, n, pitch), True)
+            self.cross_core(dst, doff, m, n, pitch, True)
         if not self.functional:
             return
         cv = self.view(src)[soff:soff + mp * np_]
@@ -899,6 +927,7 @@ class NpuSim:
     max_instructions: int = 50_000_000
     max_gm_bytes: int = 4 << 30
     executed: int = field(default=0, init=False)
+    gm_owner: dict[str, np.ndarray] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.soc is None:
@@ -924,6 +953,7 @@ class NpuSim:
         cores: list[CoreStats] = []
         steps = 0
         self.executed = 0
+        self.gm_owner = {}
         for i in range(kernel.block_dim):
             core = _Core(self, kernel, i, gm, trace)
             core.run()

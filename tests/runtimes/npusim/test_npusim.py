@@ -407,3 +407,14 @@ def test_fractal_layouts_follow_the_documented_orders(layout, order):
     m = np.arange(16).reshape(4, 4)
     assert TO_FRACTAL[layout](m, 2, 2).tolist() == order
     np.testing.assert_array_equal(FROM_FRACTAL[layout](np.array(order), 4, 4, 2, 2), m)
+
+
+def test_two_cores_writing_the_same_gm_elements_is_a_race():
+    """block_dim 2, both cores store to y[0:8] (the block index is not used in the address)."""
+    kb = KernelBuilder("k", "aiv", [("y", "float32", 16)], block_dim=2)
+    u = kb.alloc("ub", "float32", 8, 0)
+    kb.add(npu.VDupOp.make((u, kb.c(0)), 1.0, repeat=1, mask=npu.mask_first(8)))
+    kb.flag("V", "MTE3")
+    kb.copy_out(kb.arg["y"], u, 8, 4)
+    with pytest.raises(NpuRaceError, match=r"core 1 writes gm 'y' element 4 that core 0 wrote"):
+        _run(kb.text(), "k", {"y": np.zeros(16, np.float32)})
