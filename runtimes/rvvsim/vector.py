@@ -1353,7 +1353,7 @@ FP_UNARY: dict[str, tuple[int, int, str, str, Callable]] = {
     "vfcvt.rtz.x.f.v": (0, 0, "f", "s", lambda a: fpu.f2i(a, a.dtype.itemsize * 8, True, "rtz")),
     "vfcvt.f.xu.v": (0, 0, "u", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 8])),
     "vfcvt.f.x.v": (0, 0, "s", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 8])),
-    "vfwcvt.f.f.v": (0, 1, "f", "f", lambda a: a.astype(np.float64)),
+    "vfwcvt.f.f.v": (0, 1, "f", "f", lambda a: fpu.canon(a.astype(np.float64))),
     "vfwcvt.f.xu.v": (0, 1, "u", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 16])),
     "vfwcvt.f.x.v": (0, 1, "s", "f", lambda a: a.astype(FTYPE[a.dtype.itemsize * 16])),
     "vfwcvt.xu.f.v": (0, 1, "f", "u", lambda a, rm="rne": fpu.f2i(a, 64, False, rm)),

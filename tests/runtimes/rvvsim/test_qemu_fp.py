@@ -31,6 +31,8 @@ def _floats(rng: np.random.Generator, w: int, n: int) -> np.ndarray:
     pick = rng.random(n) < 0.35
     sp = np.array(SPECIAL[w], np.uint64).astype(u)
     x.view(u)[pick] = sp[rng.integers(0, sp.size, pick.sum())]
+    if n >= 6:  # every case sees the three NaN kinds (quiet, signalling, payload) at least once
+        x.view(u)[rng.choice(n, 3, replace=False)] = sp[:3]
     return x
 
 
@@ -239,7 +241,7 @@ def _convert_cases(rng: np.random.Generator) -> list[Case]:
     vsetvli t0, a4, e32, {lmul}, tu, mu
     vle32.v v8, (a0)
     vle32.v v16, (a1)
-    flw fa0, 4(a1)
+    flw fa0, 0(a1)
     vlm.v v0, (a0)
     {stem}.{form} {operands}{", v0.t" if masked else ""}
     vsetvli t0, a4, e64, {_dbl(lmul)}, tu, mu
