@@ -33,6 +33,10 @@ these formats, padding with zeros to whole fractals; ``npu.fix`` converts C back
 L1: on the 910B "separated" architecture the cube core has no UB, so cube results reach the
 vector cores through GM).
 
+Values computed at run time reach a whole-row instruction without the scalar unit: reduce into
+a 32-byte-aligned slot (``npu.vreduce``), ``npu.vbrcb`` it into one block, and read that block as
+an operand with ``blk = rep = 0`` (every lane sees the value), as row-wise softmax/norms need.
+
 For lowerings: ``NpuBuilder`` (constants, index arithmetic, aligned buffer placement, loops),
 ``repeat_plan`` (full repeats + masked tail for n elements), ``print_program`` (the artifact).
 The SoC facts live in ``npu_soc.py``.

@@ -418,3 +418,33 @@ def test_two_cores_writing_the_same_gm_elements_is_a_race():
     kb.copy_out(kb.arg["y"], u, 8, 4)
     with pytest.raises(NpuRaceError, match=r"core 1 writes gm 'y' element 4 that core 0 wrote"):
         _run(kb.text(), "k", {"y": np.zeros(16, np.float32)})
+
+
+def test_row_softmax_composes_from_reduce_brcb_and_zero_strides(rng):
+    """Softmax over 8 rows of 128 fp32 (2 repeats a row) with the documented broadcast
+    pattern: reduce a row into an aligned slot, vbrcb it into one block, then read that block
+    with blk = rep = 0 as the second operand of a whole-row instruction."""
+    rows, cols = 8, 128
+    kb = KernelBuilder("k", "aiv", [("x", "float32", rows * cols), ("y", "float32", rows * cols)])
+    x = kb.alloc("ub", "float32", rows * cols, 0)
+    slot = kb.alloc("ub", "float32", rows * 8, 4096)  # one 32-byte slot per row
+    blk = kb.alloc("ub", "float32", rows * 64, 8192)  # one repeat of brcb output per row
+    kb.copy_in(x, kb.arg["x"], rows * cols)
+    kb.flag("MTE2", "V")
+    for i in range(rows):
+        row, s, b = kb.c(i * cols), kb.c(i * 8), kb.c(i * 64)
+        bcast = dict(blk=[1, 1, 0], rep=[8, 8, 0])
+        kb.add(npu.VReduceOp.make((slot, s), (x, row), "max", cols))
+        kb.add(npu.VBrcbOp.make((blk, b), (slot, s), repeat=1))
+        kb.add(npu.VSubOp.make((x, row), (x, row), (blk, b), repeat=2, mask=(0, -1), **bcast))
+        kb.add(npu.VExpOp.make((x, row), (x, row), repeat=2, mask=(0, -1)))
+        kb.add(npu.VReduceOp.make((slot, s), (x, row), "sum", cols))
+        kb.add(npu.VBrcbOp.make((blk, b), (slot, s), repeat=1))
+        kb.add(npu.VDivOp.make((x, row), (x, row), (blk, b), repeat=2, mask=(0, -1), **bcast))
+    kb.flag("V", "MTE3")
+    kb.copy_out(kb.arg["y"], x, rows * cols)
+    xv = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)
+    outs, _ = _run(kb.text(), "k", {"x": xv, "y": np.zeros_like(xv)})
+    e = np.exp(xv.astype(np.float64) - xv.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(outs["y"], e / e.sum(axis=1, keepdims=True), rtol=1e-5,
+                               atol=1e-7)
