@@ -783,6 +783,8 @@ def _dec_cvt(d: Dec) -> Run:
             d.fail(f"cvt.{dty}.{aty} (float to integer) needs .rni/.rzi/.rmi/.rpi")
         fn = {"rn": np.rint, "rz": np.trunc, "rm": np.floor, "rp": np.ceil}[IROUND[irnd[0]]]
         lo_d, hi_d = _int_range(dty)
+        # the largest double that converts to the destination without overflow
+        top = float(hi_d) if hi_d < 2**53 else float(np.nextafter(float(hi_d) + 1.0, 0.0))
 
         def run_fi(ctx: object, m: np.ndarray) -> None:
             x = np.asarray(ctx.read(a, aty))
@@ -792,7 +794,7 @@ def _dec_cvt(d: Dec) -> Run:
             nan = np.isnan(v)
             too_big = v >= float(hi_d) + 1.0
             too_small = v < float(lo_d)
-            safe = np.clip(np.where(nan, 0.0, v), float(lo_d), float(hi_d) - (2048.0 if hi_d >= 2**53 else 0.0))
+            safe = np.clip(np.where(nan, 0.0, v), float(lo_d), top)
             out = safe.astype(DT[dty])
             out = np.where(too_big, DT[dty].type(hi_d), out)
             out = np.where(too_small, DT[dty].type(lo_d), out)

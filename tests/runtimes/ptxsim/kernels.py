@@ -1457,6 +1457,32 @@ $L_even:
 }
 """
 
+
+# f64 -> s64/u64 with truncation at the saturation boundaries
+F2I64 = HEADER + """
+.visible .entry f2i64(
+    .param .u64 pin,
+    .param .u64 pout
+)
+{
+    .reg .b32 %r<3>;
+    .reg .f64 %fd<3>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 8;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.f64 %fd1, [%rd4];
+    cvt.rzi.s64.f64 %rd5, %fd1;
+    cvt.rzi.u64.f64 %rd6, %fd1;
+    mul.wide.u32 %rd3, %r1, 16;
+    add.s64 %rd7, %rd2, %rd3;
+    st.global.v2.u64 [%rd7], {%rd5, %rd6};
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1499,4 +1525,5 @@ ALL = {
     "cp_zfill": CP_ZFILL,
     "atomics2": ATOMICS2,
     "cp_groups": CP_GROUPS,
+    "f2i64": F2I64,
 }

@@ -222,3 +222,21 @@ def test_packed_half_fma_and_unpacking(rng):
     swapped = ((out[:, 0] >> 16) | (out[:, 0] << 16)).astype(np.uint32)
     np.testing.assert_array_equal(out[:, 2], swapped)
     np.testing.assert_array_equal(out[:, 3], np.arange(n))
+
+
+def test_f64_to_64bit_integers_saturate_at_the_exact_boundaries():
+    vals = np.array([2.0**63 - 1024, 2.0**63, 2.0**64 - 2048, 2.0**64, -1.5, -(2.0**63),
+                     -(2.0**64), np.nan], np.float64)
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["f2i64"], "f2i64.ptx"), mem)
+    pin, pout = mem.alloc("in", 64), mem.alloc("out", 128)
+    mem.write(pin, vals)
+    s.launch("f2i64", grid=(1,), block=(8,), params=[pin, pout])
+    out = mem.read(pout, np.uint64, 16).reshape(8, 2)
+    for v, (got_s, got_u) in zip(vals, out, strict=True):
+        if np.isnan(v):
+            want_s = want_u = 0
+        else:
+            want_s = min(max(math.trunc(v), -(2**63)), 2**63 - 1)
+            want_u = min(max(math.trunc(v), 0), 2**64 - 1)
+        assert int(np.array(got_s).view(np.int64)) == want_s and int(got_u) == want_u, v
