@@ -10,8 +10,10 @@ ops, with results *bit-identical* to the reference interpreter of the changed mo
 
 * ``moe.moe`` -> the ``moe-routing`` lowering (counting-sort dispatch, grouped GEMM, combine).
 * ``sparse.assemble`` of constants -> the dense constant it decodes to (compile-time work; the
-  reference kernel decodes the same way, so values are equal), ``sparse.matmul`` ->
-  ``graph.matmul`` (the sparse kernel *is* the dense matmul on the decoded weight).
+  reference kernel decodes the same way, so values are equal); of run-time components -> core
+  ops decoding them (integer div/mod bit unpacking, then scatter for N:M and CSR, cumsum +
+  gather + select for bitmask); ``sparse.matmul`` -> ``graph.matmul`` (the sparse kernel *is*
+  the dense matmul on the decoded weight).
 * a constant of a narrow dtype -> the same values in a core storage dtype (``STORAGE``): int4 and
   int2 unpack to int8, uint4/uint2 to uint8, fp8/fp4 convert exactly to float16 (every e4m3,
   e5m2 and e2m1 value is a float16), e8m0 to float32. Its readers must be ``graph.cast`` ops,
@@ -22,7 +24,7 @@ ops, with results *bit-identical* to the reference interpreter of the changed mo
   binade thresholds, exact power-of-two scaling, round-half-even like the cast), then the
   cast's overflow rule (saturate to +-max, else NaN for e4m3fn / +-inf for e5m2).
 
-Anything else outside the core set (a non-constant compressed weight, an op reading a narrow
+Anything else outside the core set (an op reading a narrow
 dtype other than a cast, a ``moe.moe`` with a dynamic token count, a fnuz fp8 run-time cast) is
 refused with ``DecompositionError`` naming the op, rather than handed to a target that would
 miscompile it.
@@ -115,6 +117,14 @@ class _Emit:
         self.insert(new)
         return new.results[0]
 
+    def shaped(self, cls: type[g.GraphOp], x: SSAValue, shape: tuple[int, ...],
+               props: g.Props | None = None) -> SSAValue:
+        """An op whose result shape is its own parameter (reshape, slice, broadcast)."""
+        spec = g.TensorSpec(shape, g.spec_of(x).dtype)
+        new = cls.build_op([x], [spec], props or {})
+        self.insert(new)
+        return new.results[0]
+
     def const(self, arr: np.ndarray, suffix: str) -> SSAValue:
         arr = np.ascontiguousarray(arr)  # (0-d arrays become [1]; they broadcast alike)
         name = self.weights.add(arr, f"{self.hint}.{suffix}")
@@ -149,6 +159,88 @@ def emulate_fp8_cast(e: _Emit, x: SSAValue, fmt: Fp8Format, saturate: bool) -> S
     inf = e.op(g.BinaryOp, [e.scalar(np.inf, dt, "inf"), e.op(g.UnaryOp, [q], {"fn": "sign"})],
                {"fn": "mul"})
     return e.op(g.WhereOp, [big, inf, q], {})
+
+
+# ------------------------------------------------------------------------------ run-time decoding
+# A compressed weight assembled from run-time values (not constants) is decoded by core ops:
+# bit fields are unpacked with integer div/mod, positions become indices, and the values land in
+# a zero [K, N] tensor by scatter (N:M, CSR) or gather + select (bitmask). Each computes the
+# same dense matrix as the reference ``sparse.assemble`` kernel for well-formed metadata.
+
+
+def _unpack_fields(e: _Emit, packed: SSAValue, bits: int, count: int) -> SSAValue:
+    """uint8 [R, B] of little-endian ``bits``-wide fields -> int64 [R, count]."""
+    r, b = (int(d) for d in g.spec_of(packed).shape)  # type: ignore[arg-type]
+    per = 8 // bits
+    p64 = e.op(g.CastOp, [packed], {"to": "int64"})
+    fields = []
+    for f in range(per):
+        v = e.op(g.BinaryOp, [p64, e.scalar(2 ** (bits * f), "int64", "shift")], {"fn": "div"})
+        v = e.op(g.BinaryOp, [v, e.scalar(2 ** bits, "int64", "field")], {"fn": "mod"})
+        fields.append(e.shaped(g.ReshapeOp, v, (r, b, 1)))
+    allf = e.shaped(g.ReshapeOp, e.op(g.ConcatOp, fields, {"axis": 2}), (r, b * per))
+    if count == b * per:
+        return allf
+    return e.shaped(g.SliceOp, allf, (r, count), {"starts": (0, 0), "steps": (1, 1)})
+
+
+def _zeros(e: _Emit, k: int, n: int, dtype: str) -> SSAValue:
+    return e.shaped(g.BroadcastOp, e.scalar(0, dtype, "zero"), (k, n))
+
+
+def _expand_nm(e: _Emit, comps: list[SSAValue], enc: sp.SparseEncoding, k: int, n: int,
+               dtype: str) -> SSAValue:
+    assert isinstance(enc, sp.NMEncoding)
+    values, indices = comps
+    rows_kept = k // enc.m * enc.n
+    pos = _unpack_fields(e, indices, enc.index_bits, n)
+    base = (enc.m * (np.arange(rows_kept, dtype=np.int64) // enc.n)).reshape(rows_kept, 1)
+    rows = e.op(g.BinaryOp, [pos, e.const(base, "group_row")], {"fn": "add"})
+    return e.op(g.ScatterElementsOp, [_zeros(e, k, n, dtype), rows, values],
+                {"axis": 0, "reduction": "none"})
+
+
+def _expand_bitmask(e: _Emit, comps: list[SSAValue], enc: sp.SparseEncoding, k: int, n: int,
+                    dtype: str) -> SSAValue:
+    mask, values = comps
+    nnz = enc.nnz(k, n)
+    if nnz == 0:
+        return _zeros(e, k, n, dtype)
+    keep = e.shaped(g.ReshapeOp, _unpack_fields(e, mask, 1, n), (k * n,))
+    slot = e.op(g.CumSumOp, [keep], {"axis": 0, "exclusive": True, "reverse": False})
+    slot = e.op(g.BinaryOp, [slot, e.scalar(nnz - 1, "int64", "last")], {"fn": "min"})
+    picked = e.op(g.GatherOp, [values, slot], {"axis": 0})
+    kept = e.op(g.CastOp, [keep], {"to": "bool"})
+    flat = e.op(g.WhereOp, [kept, picked, e.scalar(0, dtype, "zero")], {})
+    return e.shaped(g.ReshapeOp, flat, (k, n))
+
+
+def _expand_csr(e: _Emit, comps: list[SSAValue], enc: sp.SparseEncoding, k: int, n: int,
+                dtype: str) -> SSAValue:
+    row_ptr, col_idx, values = comps
+    nnz = enc.nnz(k, n)
+    if nnz == 0:
+        return _zeros(e, k, n, dtype)
+    ends = e.shaped(g.SliceOp, e.op(g.CastOp, [row_ptr], {"to": "int64"}), (k,),
+                    {"starts": (1,), "steps": (1,)})
+    ends = e.shaped(g.ReshapeOp, ends, (1, k))
+    j = e.const(np.arange(nnz, dtype=np.int64).reshape(nnz, 1), "entry")
+    # the row of entry j is the number of rows that end at or before j
+    done = e.op(g.CastOp, [e.op(g.BinaryOp, [ends, j], {"fn": "le"})], {"to": "int64"})
+    rows = e.op(g.ReduceOp, [done], {"kind": "sum", "axes": (1,), "keepdims": True})
+    cols = e.shaped(g.ReshapeOp, e.op(g.CastOp, [col_idx], {"to": "int64"}), (nnz, 1))
+    idx = e.op(g.ConcatOp, [rows, cols], {"axis": 1})
+    return e.op(g.ScatterNDOp, [_zeros(e, k, n, dtype), idx, values], {"reduction": "none"})
+
+
+#: encoding -> core-op decoder of run-time components: one row per format
+RUNTIME_DECODERS: dict[type[sp.SparseEncoding],
+                       Callable[[_Emit, list[SSAValue], sp.SparseEncoding, int, int, str],
+                                SSAValue]] = {
+    sp.NMEncoding: _expand_nm,
+    sp.BitmaskEncoding: _expand_bitmask,
+    sp.CSREncoding: _expand_csr,
+}
 
 
 class _Decomposer:
@@ -202,16 +294,16 @@ class _Decomposer:
     def assemble(self, op: Operation) -> None:
         assert isinstance(op, sp.AssembleOp)
         owners = [v.owner for v in op.operands]
-        if not all(isinstance(o, g.ConstantOp) for o in owners):
-            raise DecompositionError(f"decompose-for-targets: {_where(op)} assembles a "
-                                     "compressed weight from run-time values; only constant "
-                                     "weights are decompressed at compile time")
         spec = g.spec_of(op.result)
         k, n = (int(d) for d in spec.shape)  # type: ignore[arg-type]
-        arrays = [self.weights[o.resource.data] for o in owners]  # type: ignore[union-attr]
-        dense = decode(arrays, op.encoding, k, n)
         e = _Emit(self.rewriter, op, self.weights, op.result.name_hint or "sparse")
-        self.rewriter.replace_op(op, [], [e.const(dense, "dense")])
+        if all(isinstance(o, g.ConstantOp) for o in owners):  # decode at compile time
+            arrays = [self.weights[o.resource.data] for o in owners]  # type: ignore[union-attr]
+            dense = e.const(decode(arrays, op.encoding, k, n), "dense")
+        else:
+            dense = RUNTIME_DECODERS[type(op.encoding)](e, list(op.operands), op.encoding, k, n,
+                                                        spec.dtype)
+        self.rewriter.replace_op(op, [], [dense])
         for o in owners:
             if isinstance(o, g.ConstantOp) and not o.results[0].uses:
                 self.rewriter.erase_op(o)

@@ -174,20 +174,61 @@ def test_fp8_cast_emulation_matches_ml_dtypes(rng, to, saturate):
     np.testing.assert_array_equal(got, run_program(p, {"x": x})["y"])
 
 
-def test_unsupported_inputs_are_refused_naming_the_op(rng):
+def _runtime_sparse_program(sw: sp.SparseWeight) -> Program:
+    """``y = x @ assemble(components)`` with the components as *inputs* (run-time values)."""
+    k, n = sw.shape
     b = GraphBuilder(fold=False)
-    x = b.add_input("x", TensorSpec((2, 8), "float32"))
-    v = b.binary("mul", b.const(np.ones((4, 3), np.float32)), b.const(np.float32(2)))
-    i = b.const(np.zeros((4, 1), np.uint8))
-    asm = sp.AssembleOp.make([v, i], 8, 3, "float32", sp.NMEncoding(2, 4))
-    prog = b.finish([("y", x)])
-    block = prog.main.body.block
-    block.insert_op_before(asm, block.last_op)
-    mm = sp.MatMulOp.build_op([x, asm.result], [TensorSpec((2, 3), "float32")], {})
-    block.insert_op_before(mm, block.last_op)
-    with pytest.raises(DecompositionError, match="sparse.assemble.*run-time values"):
-        _decompose(prog)
+    x = b.add_input("x", TensorSpec((3, k), "float32"))
+    comps = [b.add_input(c, TensorSpec(sw.arrays[c].shape,
+                                       g.dtypes.from_numpy(sw.arrays[c].dtype).name))
+             for c in sw.encoding.COMPONENTS]
+    asm = sp.AssembleOp.make(comps, k, n, "float32", sw.encoding)
+    b.block.add_op(asm)
+    return b.finish([("y", b.one(sp.MatMulOp, [x, asm.result]))])
 
+
+@pytest.mark.parametrize("fmt", ["2:4", "1:8", "bitmask", "csr", "bitmask-empty", "csr-empty"])
+def test_run_time_compressed_weights_decode_in_core_ops(rng, fmt):
+    from portc.passes.sparsify import encode_bitmask, encode_csr, encode_nm
+
+    w = rng.standard_normal((16, 12)).astype(np.float32)
+    frac = 1.0 if fmt.endswith("empty") else 0.7
+    keep = np.abs(w) >= np.quantile(np.abs(w), frac) if frac < 1 else np.zeros(w.shape, bool)
+    sw = {"2:4": lambda: encode_nm(w), "1:8": lambda: encode_nm(w, 1, 8),
+          "bitmask": lambda: encode_bitmask(w, keep), "csr": lambda: encode_csr(w, keep),
+          "bitmask-empty": lambda: encode_bitmask(w, keep),
+          "csr-empty": lambda: encode_csr(w, keep)}[fmt]()
+    prog = _runtime_sparse_program(sw)
+    out = _decompose(prog)
+    _assert_core(out)
+    # decoded at run time: no dense [K, N] constant was made up
+    assert not any(isinstance(o, g.ConstantOp) and g.spec_of(o.result).shape == (16, 12)
+                   for o in out.main.walk())
+    feeds = {"x": rng.standard_normal((3, 16)).astype(np.float32), **sw.arrays}
+    want = run_program(prog, feeds)["y"]
+    np.testing.assert_array_equal(run_program(out, feeds)["y"], want)
+    # and both equal numpy on the pruned dense matrix the encoder stands for
+    dense = {"2:4": None, "1:8": None}.get(fmt, np.where(keep, w, 0))
+    if dense is not None:
+        ref = (feeds["x"].astype(np.float64) @ dense.astype(np.float64)).astype(np.float32)
+        np.testing.assert_array_equal(want, ref)
+
+
+def test_unsupported_inputs_are_refused_naming_the_op():
     narrow = _cast_program("int4", True, 4)
     with pytest.raises(DecompositionError, match="'graph.cast'.*float32 to int4"):
         _decompose(narrow)
+    b = GraphBuilder(fold=False)
+    x = b.add_input("x", TensorSpec((4,), "float32"))
+    q = b.cast(b.cast(x, "int4"), "float32")
+    r = b.one(g.ReshapeOp, [b.cast(x, "float8_e4m3fn", saturate=True)],
+              result=TensorSpec((2, 2), "float8_e4m3fn"))
+    prog = b.finish([("y", q), ("z", b.cast(r, "float32"))])
+    with pytest.raises(DecompositionError, match="graph.cast"):
+        _decompose(prog)
+    b = GraphBuilder(fold=False)
+    x = b.add_input("x", TensorSpec((4,), "float32"))
+    r = b.one(g.ReshapeOp, [b.cast(x, "float8_e4m3fn", saturate=True)],
+              result=TensorSpec((2, 2), "float8_e4m3fn"))
+    with pytest.raises(DecompositionError, match="'graph.reshape'.*reads the float8_e4m3fn"):
+        _decompose(b.finish([("z", b.cast(r, "float32"))]))
