@@ -1417,12 +1417,11 @@ for _name in FP_UNARY:
 # --- reductions --------------------------------------------------------------------------------
 
 def _ordered_fsum(acc: np.ndarray, vals: np.ndarray) -> np.ndarray:
-    """acc + v0 + v1 + ... rounding after every add (qemu's element order)."""
-    t = acc.dtype.type
-    s = acc[0]
-    for v in vals:
-        s = t(s + v)
-    return fpu.canon(np.array([s], acc.dtype))
+    """acc + v0 + v1 + ... rounding after every add (qemu's element order). ``add.accumulate``
+    is numpy's sequential running sum in the array dtype (unlike ``add.reduce``, which sums
+    pairwise), so its last element is exactly the ordered sum."""
+    run = np.add.accumulate(np.concatenate([acc[:1], vals.astype(acc.dtype)]), dtype=acc.dtype)
+    return fpu.canon(run[-1:])
 
 
 def _fred_max(acc: np.ndarray, vals: np.ndarray, is_max: bool) -> np.ndarray:

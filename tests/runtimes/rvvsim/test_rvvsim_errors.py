@@ -473,3 +473,23 @@ def test_zeroing_idioms_define_an_undefined_register(idiom: str) -> None:
     vse32.v v8, (a0)"""
     mem, addrs = _run(body, {"o": np.ones(4, np.int32)}, ["o"])
     np.testing.assert_array_equal(mem.read(addrs["o"], np.int32, 4), 0)
+
+
+def test_ordered_reduction_rounds_after_every_add() -> None:
+    """256 float32 values of mixed magnitude: pairwise or float64 summation would differ."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(256) * np.exp2(rng.integers(-20, 20, 256))).astype(np.float32)
+    body = """
+    vsetvli zero, a1, e32, m8, ta, ma
+    vle32.v v8, (a0)
+    vmv.s.x v16, zero
+    vfredosum.vs v16, v8, v16
+    vfmv.f.s fa0, v16
+    fsw fa0, 0(a2)"""
+    mem, addrs = _run(body, {"x": x, "o": np.zeros(1, np.float32)}, ["x", 256, "o"], vlen=1024)
+    ref = np.float32(0)
+    for v in x:
+        ref = np.float32(ref + v)
+    assert mem.read(addrs["o"], np.float32, 1).view(np.uint32)[0] == np.array(
+        [ref]).view(np.uint32)[0]
+    assert ref != np.float32(x.astype(np.float64).sum())  # the order really matters here
