@@ -22,8 +22,9 @@ Vector addressing (Ascend C "high-dimensional sharding" semantics): one instruct
 ``base + r*rep*32 + (e // (32/s))*blk*32 + (e % (32/s))*s``; ``blk``/``rep`` are per operand in
 32-byte units. ``mask = [hi, lo]`` (two 64-bit words, bit ``i`` of ``lo`` selects element ``i``,
 bit ``i`` of ``hi`` element ``64+i``) selects elements within an iteration; 32-bit types have 64
-elements per iteration so ``hi`` must be 0. Conversions run ``256 / max(src, dst bytes)`` elements
-per iteration.
+elements per iteration so ``hi`` must be 0, except in ``FULL_MASK = [-1, -1]``, which selects
+every lane of any dtype (the builders' default). Conversions run ``256 / max(src, dst bytes)``
+elements per iteration.
 
 Cube (fractal formats of the Ascend C ``Mmad`` documentation, fractal = 16 x k0 with
 ``k0 * bytes = 32``): L0A holds A in zZ (fractals row-major, row-major inside), L0B holds B in nZ
@@ -565,8 +566,9 @@ class VecOp(NpuOp):
         mask = tuple(self.mask.get_values())
         _require(len(mask) == 2, f"{w}: mask is [hi, lo]")
         epr = self.elems_per_repeat()
-        if epr <= 64 and self.USES_MASK:
-            _require(mask[0] == 0, f"{w}: {epr} elements per repeat: mask hi must be 0")
+        if epr <= 64 and self.USES_MASK and mask != FULL_MASK:
+            _require(mask[0] == 0, f"{w}: {epr} elements per repeat: mask hi must be 0 "
+                     "(or the mask [-1, -1], which selects every lane of any dtype)")
         dt = self.elem_dtype()
         allowed = soc.vector_dtypes[self.DTYPES]
         _require(dt in allowed, f"{w}: {dt} not supported (takes {allowed})")
@@ -990,6 +992,11 @@ NPU_OPS: tuple[type[IRDLOperation], ...] = (
     VExpOp, VLnOp, VSqrtOp, VRsqrtOp, VRecOp, VAbsOp, VReluOp, VNegOp, VCopyOp, VCastOp,
     VDupOp, VBrcbOp, VCmpOp, VSelOp, VWholeReduceOp, VReduceOp,
 )
+
+#: public names of the vector operand-shape base classes (for lowering tables' type hints)
+VecBinaryOp = _VecBinary
+VecScalarOp = _VecScalar
+VecUnaryOp = _VecUnary
 
 #: op name -> pipe, for every npu instruction (scalar-unit ops map to "S")
 OP_PIPES: dict[str, str] = {

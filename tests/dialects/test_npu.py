@@ -108,6 +108,11 @@ def test_vector_verifier_checks_repeat_mask_dtype_and_space():
     with pytest.raises(VerifyException, match="64 elements per repeat: mask hi must be 0"):
         k.verify()
     k = _K()
+    f = k.alloc("ub", "float32", 256, 1024)
+    c0 = k.c(0)
+    k.add(npu.VAddOp.make((f, c0), (f, c0), (f, c0), repeat=1))  # default full mask: all lanes
+    k.verify()
+    k = _K()
     i = k.alloc("ub", "int32", 64)
     c0 = k.c(0)
     k.add(npu.VExpOp.make((i, c0), (i, c0), repeat=1, mask=(0, -1)))

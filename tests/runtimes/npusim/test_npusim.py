@@ -448,3 +448,11 @@ def test_row_softmax_composes_from_reduce_brcb_and_zero_strides(rng):
     e = np.exp(xv.astype(np.float64) - xv.max(axis=1, keepdims=True))
     np.testing.assert_allclose(outs["y"], e / e.sum(axis=1, keepdims=True), rtol=1e-5,
                                atol=1e-7)
+
+
+def test_full_mask_selects_all_64_lanes_of_fp32(rng):
+    n = 128
+    x = rng.standard_normal(n).astype(np.float32)
+    outs, _ = _run(vector_unary_program(npu.VAbsOp, n, "float32"), "k",
+                   {"x": x, "y": np.zeros(n, np.float32)})
+    np.testing.assert_array_equal(outs["y"], np.abs(x))
