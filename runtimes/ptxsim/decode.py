@@ -155,12 +155,25 @@ def _f_sub(a: np.ndarray, b: np.ndarray, dt: np.dtype, mode: str) -> np.ndarray:
     return fp.add_exact(a, -b, dt, mode)
 
 
+def _fmin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PTX min: a NaN operand yields the other one; -0.0 counts as smaller than +0.0."""
+    r = np.fmin(a, b)
+    zeros = (a == 0) & (b == 0)
+    return np.where(zeros, np.where(np.signbit(a), a, b), r) if np.any(zeros) else r
+
+
+def _fmax(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r = np.fmax(a, b)
+    zeros = (a == 0) & (b == 0)
+    return np.where(zeros, np.where(np.signbit(a), b, a), r) if np.any(zeros) else r
+
+
 def _f_min(a: np.ndarray, b: np.ndarray, dt: np.dtype, mode: str) -> np.ndarray:
-    return np.fmin(a, b).astype(dt)
+    return _fmin(a, b).astype(dt)
 
 
 def _f_max(a: np.ndarray, b: np.ndarray, dt: np.dtype, mode: str) -> np.ndarray:
-    return np.fmax(a, b).astype(dt)
+    return _fmax(a, b).astype(dt)
 
 
 FLOAT_BINARY: dict[str, Callable] = {
@@ -170,7 +183,7 @@ FLOAT_BINARY: dict[str, Callable] = {
 # round-to-nearest f32/f64 results numpy computes correctly rounded by itself
 NATIVE_BINARY: dict[str, Callable] = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-    "min": np.fmin, "max": np.fmax,
+    "min": _fmin, "max": _fmax,
 }
 
 

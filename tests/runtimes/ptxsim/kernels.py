@@ -1483,6 +1483,46 @@ F2I64 = HEADER + """
 }
 """
 
+
+# 64-bit integer arithmetic: mul.hi, div/rem (signed truncating), min/max, mad.lo
+INT64_OPS = HEADER + """
+.visible .entry int64_ops(
+    .param .u64 pa,
+    .param .u64 pb,
+    .param .u64 pout
+)
+{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<24>;
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd4, %r1, 8;
+    add.s64 %rd5, %rd1, %rd4;
+    ld.global.s64 %rd6, [%rd5];
+    add.s64 %rd5, %rd2, %rd4;
+    ld.global.s64 %rd7, [%rd5];
+    mul.hi.s64 %rd8, %rd6, %rd7;
+    mul.hi.u64 %rd9, %rd6, %rd7;
+    div.s64 %rd10, %rd6, %rd7;
+    rem.s64 %rd11, %rd6, %rd7;
+    div.u64 %rd12, %rd6, %rd7;
+    rem.u64 %rd13, %rd6, %rd7;
+    min.s64 %rd14, %rd6, %rd7;
+    max.u64 %rd15, %rd6, %rd7;
+    mad.lo.s64 %rd16, %rd6, %rd7, %rd6;
+    mul.wide.u32 %rd17, %r1, 80;
+    add.s64 %rd18, %rd3, %rd17;
+    st.global.v2.u64 [%rd18], {%rd8, %rd9};
+    st.global.v2.u64 [%rd18+16], {%rd10, %rd11};
+    st.global.v2.u64 [%rd18+32], {%rd12, %rd13};
+    st.global.v2.u64 [%rd18+48], {%rd14, %rd15};
+    st.global.u64 [%rd18+64], %rd16;
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1526,4 +1566,5 @@ ALL = {
     "atomics2": ATOMICS2,
     "cp_groups": CP_GROUPS,
     "f2i64": F2I64,
+    "int64_ops": INT64_OPS,
 }

@@ -266,3 +266,40 @@ def test_cp_async_groups_are_counted_per_thread():
     # even threads' single group may still be in flight (ptxsim: not landed yet)
     np.testing.assert_array_equal(out[:, 0], np.where(t % 2 == 1, words[:32], 0))
     np.testing.assert_array_equal(out[:, 1], words[:32])  # after wait_all
+
+
+def test_64bit_integer_arithmetic(rng):
+    n = 32
+    a = rng.integers(-(2**63), 2**63, n, dtype=np.int64)
+    b = rng.integers(-(2**63), 2**63, n, dtype=np.int64)
+    a[:4] = [-(2**63), -7, 7, 2**63 - 1]
+    b[:4] = [-1, 2, -2, 2**62 + 3]
+    b[4] = rng.integers(1, 1000)
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["int64_ops"], "int64.ptx"), mem)
+    pa, pb, po = mem.alloc("a", 8 * n), mem.alloc("b", 8 * n), mem.alloc("out", 80 * n)
+    mem.write(pa, a)
+    mem.write(pb, b)
+    s.launch("int64_ops", grid=(1,), block=(n,), params=[pa, pb, po])
+    out = mem.read(po, np.uint64, 10 * n).reshape(n, 10)
+    m64 = 2**64 - 1
+    for i in range(n):
+        x, y = int(a[i]), int(b[i])
+        ux, uy = x & m64, y & m64
+        q = abs(x) // abs(y) * (1 if (x >= 0) == (y >= 0) else -1)
+        r = x - q * y
+        want = [((x * y) >> 64) & m64, (ux * uy) >> 64, q & m64, r & m64, ux // uy, ux % uy,
+                min(x, y) & m64, max(ux, uy), (x * y + x) & m64]
+        assert [int(v) for v in out[i, :9]] == want, i
+
+
+def test_float_min_max_ignore_nan_and_order_signed_zeros():
+    from portc.runtimes.ptxsim.decode import _fmax, _fmin
+
+    a = np.array([0.0, -0.0, np.nan, 1.0, np.nan], np.float32)
+    b = np.array([-0.0, 0.0, 2.0, np.nan, np.nan], np.float32)
+    lo, hi = _fmin(a, b), _fmax(a, b)
+    np.testing.assert_array_equal(np.signbit(lo[:2]), [True, True])
+    np.testing.assert_array_equal(np.signbit(hi[:2]), [False, False])
+    np.testing.assert_array_equal(lo[2:4], [2.0, 1.0])
+    assert np.isnan(lo[4]) and np.isnan(hi[4])
