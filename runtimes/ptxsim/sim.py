@@ -191,6 +191,7 @@ class _Frame:
     live: np.ndarray | None = None
     warps: int = 0
     lanes: int = 0
+    full: bool = False
 
 
 # ----------------------------------------------------------------------------- one launch
@@ -217,6 +218,7 @@ class _Launch:
         self.tid = t.astype(np.int32)
         self.alive = t < nthreads
         self.gen = 0
+        self.full = False  # the executing instruction's mask covers every lane
         gblock = self.block_of + blocks.start
         bx = gblock % grid[0]
         by = (gblock // grid[0]) % grid[1]
@@ -372,7 +374,10 @@ class _Launch:
                     bits = v.view(fp.uint_of(dt) if dt.itemsize > 1 else np.uint8).astype(store)
             else:
                 bits = v.view(fp.uint_of(dt)).astype(store)
-        np.copyto(dst, bits, where=m)
+        if self.full:
+            np.copyto(dst, bits)  # every lane executes: no mask needed (4x cheaper)
+        else:
+            np.copyto(dst, bits, where=m)
 
     # -- addresses and memory ------------------------------------------------------------------
     def address(self, a: Addr, space: str) -> np.ndarray:
@@ -1140,6 +1145,7 @@ class PtxSim:
                 top.gen = L.gen
                 top.warps = int(top.live.reshape(L.W, WARP).any(1).sum())
                 top.lanes = int(top.live.sum())
+                top.full = top.lanes == L.T
             if top.lanes == 0:
                 stack.pop()
                 continue
@@ -1164,6 +1170,7 @@ class PtxSim:
             kind = ins.kind
             if kind == "op":
                 if m is mask or m.any():
+                    L.full = m is mask and top.full
                     ins.run(L, m)
                 top.pc += 1
             elif kind == "bra":
