@@ -17,7 +17,9 @@ from lark.exceptions import LarkError
 
 from portc.runtimes.rvvsim.errors import AsmSyntaxError
 
-# operand kinds: ("name", str) ("imm", int) ("label", int index) ("mem", (offset, regname))
+# operand kinds: ("name", str) register/vtype/rounding-mode/symbol, ("imm", int),
+# ("label", int) an instruction index (branch/jump/call targets, numeric labels resolved),
+# ("mem", (offset, regname))
 Operand = tuple[str, object]
 
 IGNORED_DIRECTIVES = frozenset(
@@ -104,6 +106,12 @@ def _operand(tree: Tree) -> Operand:
     return ("mem", (off, str(kids[-1])))
 
 
+def _label_operand(mnemonic: str, position: int, count: int) -> bool:
+    """Only the last operand of a branch/jump/call names a code label."""
+    jumps = mnemonic.startswith("b") or mnemonic in ("j", "jal", "call", "tail")
+    return jumps and position == count - 1
+
+
 def parse_program(text: str, source: str = "<asm>") -> Program:
     """Parse GNU-as text once; raises ``AsmSyntaxError`` naming the first bad line."""
     instrs: list[Instr] = []
@@ -166,6 +174,13 @@ def parse_program(text: str, source: str = "<asm>") -> Program:
             else:
                 resolved.append((kind, value))
         instrs[index] = Instr(mnemonic, tuple(resolved), lineno, stripped, index)
+    # named label operands become instruction indices too (the decoder still accepts names)
+    for i, ins in enumerate(instrs):
+        if any(k == "name" and v in labels for k, v in ins.operands):
+            ops = tuple(("label", labels[v]) if k == "name" and v in labels and _label_operand(
+                ins.mnemonic, j, len(ins.operands)) else (k, v)
+                for j, (k, v) in enumerate(ins.operands))
+            instrs[i] = Instr(ins.mnemonic, ops, ins.line, ins.text, ins.index)
     names = (globals_ | typed_functions) & labels.keys()
     if not names:  # a bare file: every non-local named label starts a function
         names = {n for n in labels if not n.startswith(".L")}
