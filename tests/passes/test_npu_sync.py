@@ -207,3 +207,33 @@ def test_buffer_free_flags_of_an_inner_loop_are_primed_around_the_outer_loop(rng
     outs, _ = run_program(text, "k", {"x": xv, "y": np.zeros_like(xv)})
     np.testing.assert_allclose(outs["y"].astype(np.float64), np.exp(xv.astype(np.float64)),
                                rtol=2e-3)
+
+
+def test_flags_around_and_inside_conditional_code(rng):
+    """A loop whose odd iterations take a different branch (scf.if): flags placed inside the
+    branches and around the if keep every access ordered; results match numpy."""
+    tile, iters = 128, 4
+    n = tile * iters
+    k = npu.KernelOp.make("k", "aiv", 1, [("x", "float16", n), ("y", "float16", n)])
+    b = npu.NpuBuilder(k)
+    x, y = k.body.block.args
+    src, dst = b.alloc("ub", "float16", tile), b.alloc("ub", "float16", tile)
+    with b.loop(0, n, tile) as off:
+        b.add(npu.Mte2Op.make(src, b.c(0), x, off, b.c(1), b.c(tile), b.c(0), b.c(0)))
+        odd = b.add(arith.CmpiOp(b.rem(off, 2 * tile), b.c(0), "ne")).results[0]
+        then_b, else_b = Block(), Block()
+        then_b.add_op(npu.VExpOp.make((dst, b.c(0)), (src, b.c(0)), repeat=1))
+        then_b.add_op(scf.YieldOp())
+        else_b.add_op(npu.VAbsOp.make((dst, b.c(0)), (src, b.c(0)), repeat=1))
+        else_b.add_op(scf.YieldOp())
+        b.add(scf.IfOp(odd, [], [then_b], [else_b]))
+        b.add(npu.Mte3Op.make(y, off, dst, b.c(0), b.c(1), b.c(tile), b.c(0), b.c(0)))
+    m = ModuleOp([k])
+    insert_sync(m)
+    m.verify()
+    xv = rng.uniform(-2, 2, n).astype(np.float16)
+    outs, _ = run_program(npu.print_program(m), "k", {"x": xv, "y": np.zeros_like(xv)})
+    xr = xv.reshape(iters, tile).astype(np.float64)
+    want = np.where((np.arange(iters) % 2 == 1)[:, None], np.exp(xr), np.abs(xr))
+    np.testing.assert_allclose(outs["y"].reshape(iters, tile).astype(np.float64), want,
+                               rtol=2e-3)
