@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Transformer, v_args
 from lark.exceptions import LarkError
 
 from portc.compiler.errors import IRError
@@ -261,5 +261,4 @@ def parse_program(text: str, source: str = "<npu program>") -> Program:
     return prog
 
 
-__all__ = ["Block", "KernelDef", "MemType", "NpuParseError", "Op", "Program", "Token",
-           "parse_program"]
+__all__ = ["Block", "KernelDef", "MemType", "NpuParseError", "Op", "Program", "parse_program"]
