@@ -81,8 +81,10 @@ class NpuSimExecutable:
         self.launches = man["npu"]["launches"]
         self.temps = man["npu"]["temps"]
         self.trace = man["npu"].get("trace")
-        self.sim = NpuSim(parse_program(artifact.files[PROGRAM_FILE], PROGRAM_FILE),
-                          soc=get_soc(man["npu"]["soc"]))
+        text = artifact.files[PROGRAM_FILE]
+        # a program whose every launch is on the AI CPU has no npu kernel to parse
+        self.sim = NpuSim(parse_program(text, PROGRAM_FILE), soc=get_soc(man["npu"]["soc"])) \
+            if any(la["core"] != "aicpu" for la in self.launches) else None
         self.kir = parse_ir(artifact.files[KERNEL_IR_FILE], artifact.weights, KERNEL_IR_FILE)
         self.kernels = {op.kernel_name(): op for op in k.kernels_of(self.kir.module)}
 
@@ -118,6 +120,7 @@ class NpuSimExecutable:
                 p = Path(self.trace)
                 trace = p.with_name(f"{p.stem}.{la['name']}{p.suffix or '.json'}")
             arrays = {arg: mem[buf] for arg, buf in la["gm_args"].items()}
+            assert self.sim is not None
             outs, st = self.sim.run(la["name"], arrays, trace_path=trace)
             for arg, buf in la["gm_args"].items():
                 mem[buf] = outs[arg].reshape(-1)
