@@ -459,7 +459,7 @@ def search_int8_layer(key: str, w: np.ndarray, rows: np.ndarray, chan_lo: np.nda
                     best = LayerChoice(key, float(alpha), asym, float(c), c * lo_s, c * hi_s,
                                        err, 0.0)
     assert best is not None
-    return LayerChoice(**{**best.__dict__, "baseline": baseline})
+    return replace(best, baseline=baseline)
 
 
 def tune_int8(program: Program, calibration: Calibration,
