@@ -6,8 +6,8 @@
     stats = PtxSim(mod, mem).launch("kernel", grid=(g, 1, 1), block=(256, 1, 1), params=[x, n])
     out = mem.read(x, np.float32, n)                    # stats.warp_instructions, .by_opcode
 
-Faults (out-of-bounds, misaligned, shared-memory races, barrier divergence, warp-collective
-misuse, trap, runaway loops) raise the ``PtxSimError`` subclasses below, naming kernel,
+Faults (out-of-bounds, misaligned, shared-memory races and reads of never-written shared memory,
+barrier divergence, warp-collective misuse, trap, runaway loops) raise the ``PtxSimError`` subclasses below, naming kernel,
 instruction with source line, block and thread; text that does not parse or decode raises
 ``PtxParseError`` (an ``IRError``) naming the line.
 
@@ -38,6 +38,7 @@ from portc.runtimes.ptxsim.errors import (
     PtxSimError,
     SharedMemoryRaceError,
     TrapError,
+    UninitializedSharedError,
     UnsupportedInstructionError,
     WarpSyncError,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "SharedMemoryRaceError",
     "SharedVar",
     "TrapError",
+    "UninitializedSharedError",
     "UnsupportedInstructionError",
     "WarpSyncError",
     "parse_module",

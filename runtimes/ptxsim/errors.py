@@ -46,6 +46,10 @@ class SharedMemoryRaceError(PtxSimError):
     """Two threads of one block touch the same shared byte between barriers, one of them writing."""
 
 
+class UninitializedSharedError(PtxSimError):
+    """A read of shared memory no thread of the block wrote in this launch (garbage on hardware)."""
+
+
 class BarrierDivergenceError(PtxSimError):
     """``bar.sync`` reached by only part of a block's live threads (a hang on real hardware)."""
 

@@ -38,6 +38,7 @@ from portc.runtimes.ptxsim.errors import (
     PtxSimError,
     SharedMemoryRaceError,
     TrapError,
+    UninitializedSharedError,
     WarpSyncError,
 )
 from portc.runtimes.ptxsim.module import (
@@ -219,6 +220,7 @@ class _Launch:
         self.alive = t < nthreads
         self.gen = 0
         self.full = False  # the executing instruction's mask covers every lane
+        self.check_init = True
         gblock = self.block_of + blocks.start
         bx = gblock % grid[0]
         by = (gblock // grid[0]) % grid[1]
@@ -497,6 +499,13 @@ class _Launch:
         ep = self.epoch[self.block_of[lanes]].astype(np.int64)[:, None]
         now = (self.wsync[lanes // WARP] & self._STAMP_MASK)[:, None]
         w = self.w_state[fb]
+        if not write and self.check_init:
+            never = (w >> self._EP_SHIFT) == -1
+            if never.any():
+                i, j = (int(x[0]) for x in np.nonzero(never))
+                raise self.fault(UninitializedSharedError, ins, int(lanes[i]),
+                                 f"reads shared byte {self._shared_var_at(self._byte_off(fb[i, j]))} "
+                                 "that no thread of its block has written in this launch")
         conflict = self._unordered(w, ep, t, now)
         if conflict.any():
             self._race(ins, lanes, fb, conflict, self.w_state, "wrote", write, writer_ins)
@@ -523,6 +532,18 @@ class _Launch:
                 sel = fb[several]
                 # thread field 0 encodes -2: several readers in this epoch
                 self.r_state[sel] = self.r_state[sel] & ~np.int64((1 << self._TID_BITS) - 1)
+
+    def _atomic_touch(self, ins: Instr, lanes: np.ndarray, fb: np.ndarray) -> None:
+        """Atomics take no part in race tracking, but they read the old value: it must have been
+        written before."""
+        w = self.w_state[fb]
+        never = (w >> self._EP_SHIFT) == -1
+        if never.any() and self.check_init:
+            i, j = (int(x[0]) for x in np.nonzero(never))
+            raise self.fault(UninitializedSharedError, ins, int(lanes[i]),
+                             f"atomically updates shared byte "
+                             f"{self._shared_var_at(self._byte_off(fb[i, j]))} that no thread of "
+                             "its block has written in this launch")
 
     def _byte_off(self, flat: int) -> int:
         return int(flat) % self.S_pad
@@ -627,6 +648,8 @@ class _Launch:
             e = _elem_index(a - np.uint64(GlobalMemory.BASE), esize)
         else:
             self._check_shared(ins, lanes, a, esize, "atomic")
+            if self.S:
+                self._atomic_touch(ins, lanes, self._flat_bytes(lanes, a, esize))
             arr = self.smem.view(dt)
             e = self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize)
         bv = np.asarray(b[lanes], dt)
@@ -1073,8 +1096,11 @@ class PtxSim:
 
     SHARED_BUDGET = 512 << 20  # bytes of shared memory + race state per batch of blocks
 
-    def __init__(self, module: PtxModule, memory: GlobalMemory) -> None:
+    def __init__(self, module: PtxModule, memory: GlobalMemory, check_shared_init: bool = True) -> None:
+        """``check_shared_init``: reading a shared byte no thread of the block has written in
+        this launch (its value is whatever the previous block left) is a fault."""
         self.module, self.memory = module, memory
+        self.check_shared_init = check_shared_init
         self.kernel_stats: dict[str, Counter[str]] = {}
 
     def launch(self, entry: str, grid: tuple[int, ...] = (1, 1, 1), block: tuple[int, ...] = (1, 1, 1),
@@ -1110,6 +1136,7 @@ class PtxSim:
             for first in range(0, nblocks, per_batch):
                 blocks = range(first, min(nblocks, first + per_batch))
                 L = _Launch(ent, self.memory, g, b, list(params), dynamic_shared, blocks)
+                L.check_init = self.check_shared_init
                 self._run(L, ent, counts, stats, max_instructions)
         stats.seconds = time.perf_counter() - t0
         by_op: Counter[str] = Counter()

@@ -10,6 +10,7 @@ from portc.runtimes.ptxsim import (
     OutOfBoundsError,
     PtxSim,
     TrapError,
+    UninitializedSharedError,
     UnsupportedInstructionError,
     parse_module,
 )
@@ -256,9 +257,14 @@ def test_64bit_shared_and_wrapping_atomics(rng):
 def test_cp_async_groups_are_counted_per_thread():
     words = np.arange(1, 65, dtype=np.uint32) * 7
     mem = GlobalMemory()
-    s = PtxSim(parse_module(ALL["cp_groups"], "cp_groups.ptx"), mem)
+    mod = parse_module(ALL["cp_groups"], "cp_groups.ptx")
     pin, pout = mem.alloc("in", 256), mem.alloc("out", 256)
     mem.write(pin, words)
+    # even threads read their destination before its group completed: with the
+    # uninitialised-shared check on, that read is the fault
+    with pytest.raises(UninitializedSharedError, match=r"thread \(0,0,0\).*wa\+0"):
+        PtxSim(mod, mem).launch("cp_groups", grid=(1,), block=(32,), params=[pin, pout])
+    s = PtxSim(mod, mem, check_shared_init=False)
     s.launch("cp_groups", grid=(1,), block=(32,), params=[pin, pout])
     out = mem.read(pout, np.uint32, 64).reshape(32, 2)
     t = np.arange(32)

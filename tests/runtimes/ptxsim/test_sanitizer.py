@@ -15,6 +15,7 @@ from portc.runtimes.ptxsim import (
     OutOfBoundsError,
     PtxSim,
     SharedMemoryRaceError,
+    UninitializedSharedError,
     WarpSyncError,
     parse_module,
 )
@@ -161,3 +162,12 @@ def test_bar_warp_sync_orders_shared_accesses_within_a_warp_only():
     s, mem = sim("wx_1_32")  # the partner sits in the other warp: a warp sync is not enough
     with pytest.raises(SharedMemoryRaceError, match=r"thread \(0,0,0\).*thread \(32,0,0\)"):
         s.launch("wx_1_32", grid=(1,), block=(64,), params=[mem.alloc("out", 256)])
+
+
+def test_reading_shared_memory_nobody_wrote_is_reported():
+    """The block reduction with its input store removed reads sdata before any write."""
+    text = ALL["block_sum"].replace("    st.shared.f32 [%r7], %f1;\n", "")
+    s, mem = sim("block_sum", text)
+    pin, pout = mem.alloc("in", 1024), mem.alloc("out", 4)
+    with pytest.raises(UninitializedSharedError, match=r"ld\.shared\.f32 %f2.*sdata\+512"):
+        s.launch("block_sum", grid=(1,), block=(256,), params=[pin, pout])
