@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from portc.runtimes.rvvsim import scalar, vector  # noqa: F401  (registers the ISA tables)
+from portc.runtimes.rvvsim import scalar, vector, vmem  # noqa: F401  (registers the ISA tables)
 from portc.runtimes.rvvsim.core import (
     FNAMES,
     HALT,

@@ -1,15 +1,9 @@
-"""RVV 1.0 semantics: every instruction is a handful of numpy operations over its whole vl.
-
-Register groups are views of the byte register file (``State.V``) reinterpreted at the element
-width; the parallel ``State.P`` bytes mark *undefined* bits (poison): tail-agnostic and
-mask-agnostic elements are written as all ones, as qemu does with ``rvv_ta_all_1s`` /
-``rvv_ma_all_1s``, and poisoned at the same time. Poison flows from an active source element
-into the result element; it raises ``TailRelianceError`` only when it becomes observable:
-a store, a move to a scalar register, a reduction, a mask population count.
+"""RVV 1.0 arithmetic, compare, mask, floating-point, reduction and permutation instructions.
 
 Tables, not chains: integer/fp binary ops, compares, fused multiply-adds, widening ops and
-conversions are each one dict from mnemonic stem to a numpy function; a handful of engines
-(``_elementwise``, ``_compare``, ``_reduce``) turn a table row into a closure.
+conversions are each one dict from mnemonic stem to a numpy function; the engines in
+``vregs.py`` turn a table row into a closure that runs a handful of numpy operations over the
+whole vl. Loads and stores live in ``vmem.py``.
 """
 
 from __future__ import annotations
@@ -21,421 +15,37 @@ import numpy as np
 
 from portc.runtimes.rvvsim import fpu
 from portc.runtimes.rvvsim.core import Ctx, Op, State, isa, sext
-from portc.runtimes.rvvsim.errors import (
-    AsmSyntaxError,
-    IllegalInstructionError,
-    TailRelianceError,
+from portc.runtimes.rvvsim.errors import AsmSyntaxError, IllegalInstructionError
+from portc.runtimes.rvvsim.fpu import FTYPE, UTYPE
+from portc.runtimes.rvvsim.scalar import put_f
+from portc.runtimes.rvvsim.vregs import (
+    ELEN,
+    KIND_T,
+    LMUL_NAMES,
+    LOG2,
+    SEW_NAMES,
+    Src,
+    compare,
+    describe,
+    elem_org,
+    elementwise,
+    fscalar,
+    ident,
+    mask_bits,
+    mask_org,
+    merge_org,
+    mwrite,
+    no_overlap,
+    por,
+    raise_poison,
+    ready,
+    rne_only,
+    vget,
+    vlmax,
+    vwrite,
+    width,
+    xscalar,
 )
-from portc.runtimes.rvvsim.fpu import FTYPE, STYPE, UTYPE
-from portc.runtimes.rvvsim.scalar import get_d, get_s, put_f
-
-LOG2 = {8: 3, 16: 4, 32: 5, 64: 6}
-ONES = {w: UTYPE[w](np.iinfo(UTYPE[w]).max) for w in UTYPE}
-KIND_T = {"u": UTYPE, "s": STYPE, "f": FTYPE}
-LMUL_NAMES = {"mf8": -3, "mf4": -2, "mf2": -1, "m1": 0, "m2": 1, "m4": 2, "m8": 3}
-SEW_NAMES = {"e8": 8, "e16": 16, "e32": 32, "e64": 64}
-ELEN = 64
-
-
-def _lmul_str(lg: int) -> str:
-    return f"m{1 << lg}" if lg >= 0 else f"mf{1 << -lg}"
-
-
-# --- register-group access ---------------------------------------------------------------------
-
-def ready(st: State) -> int:
-    if st.vill:
-        raise IllegalInstructionError("vector instruction executed while vtype.vill is set "
-                                      "(no valid vsetvli/vsetivli before it)")
-    return st.vl
-
-
-def rne_only(st: State) -> None:
-    """Rounding fp arithmetic is modelled for frm = rne (what portc emits and qemu defaults to)."""
-    if st.frm:
-        raise IllegalInstructionError(f"fp arithmetic under dynamic rounding mode "
-                                      f"{fpu.FRM_NAMES[st.frm]} is not modelled (only rne; "
-                                      f"float->int conversions honour every mode)")
-
-
-def width(st: State, wl: int) -> int:
-    eew = st.sew << wl if wl >= 0 else st.sew >> -wl
-    if eew not in LOG2:
-        raise IllegalInstructionError(f"element width {eew} bits is not supported at SEW={st.sew} "
-                                      f"(ELEN={ELEN}, widening needs SEW<=32)")
-    return eew
-
-
-def span(st: State, reg: int, eew: int) -> tuple[int, int]:
-    """Byte range of the register group of ``reg`` at element width ``eew`` (EMUL checked)."""
-    el = st.lmul + LOG2[eew] - LOG2[st.sew]
-    if not -3 <= el <= 3:
-        raise IllegalInstructionError(f"EEW={eew} at SEW={st.sew}, LMUL={_lmul_str(st.lmul)} "
-                                      f"gives EMUL={_lmul_str(el) if -6 < el < 6 else el}, "
-                                      f"outside 1/8..8")
-    n = 1 << el if el > 0 else 1
-    if reg % n or reg + n > 32:
-        raise IllegalInstructionError(f"v{reg} cannot start a group of {n} registers "
-                                      f"(EMUL={_lmul_str(el)}): the register number must be a "
-                                      f"multiple of {n}")
-    a = reg * st.vlenb
-    return a, a + n * st.vlenb
-
-
-def _nregs(st: State, eew: int) -> tuple[int, int]:
-    el = st.lmul + LOG2[eew] - LOG2[st.sew]
-    return el, (1 << el if el > 0 else 1)
-
-
-def check_overlap(st: State, vd: int, deew: int, srcs: list[tuple[int, int]]) -> None:
-    """RVV 1.0 section 5.2: where a destination group may overlap a source group of another EEW
-    (qemu traps on the rest). ``deew`` 1 means a mask destination."""
-    dn = 1 if deew == 1 else _nregs(st, deew)[1]
-    for reg, seew in srcs:
-        sel, sn = _nregs(st, seew)
-        if vd >= reg + sn or reg >= vd + dn or seew == deew:
-            continue
-        if deew < seew and vd == reg:
-            continue  # narrower destination in the lowest-numbered part of the source
-        if deew > seew and sel >= 0 and reg + sn == vd + dn:
-            continue  # wider destination; source EMUL >= 1 in its highest-numbered part
-        raise IllegalInstructionError(
-            f"destination v{vd} (EEW={deew}) overlaps source group v{reg}..v{reg + sn - 1} "
-            f"(EEW={seew}) in a way RVV 1.0 forbids (section 5.2)")
-
-
-def no_overlap(st: State, what: str, vd: int, deew: int, srcs: list[tuple[int, int]]) -> None:
-    """Instructions whose destination may not overlap a source at all (slideup, gather, ...)."""
-    dn = 1 if deew == 1 else _nregs(st, deew)[1]
-    for reg, seew in srcs:
-        sn = 1 if seew == 1 else _nregs(st, seew)[1]
-        if vd < reg + sn and reg < vd + dn:
-            raise IllegalInstructionError(f"{what}: destination v{vd} must not overlap source "
-                                          f"v{reg}")
-
-
-def vget(st: State, reg: int, eew: int, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """First ``n`` elements of a group as numeric ``kind`` and their poison flags."""
-    a, b = span(st, reg, eew)
-    u = UTYPE[eew]
-    vals = st.V[a:b].view(u)[:n]
-    pois = st.P[a:b].view(u)[:n] != 0
-    return (vals if kind == "u" else vals.view(KIND_T[kind][eew])), pois
-
-
-def mask_bits(st: State, reg: int, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mask bits 0..n-1 of ``reg`` (bool) and their poison (None when clean)."""
-    a = reg * st.vlenb
-    bits = np.unpackbits(st.V[a:a + st.vlenb], bitorder="little")[:n].view(bool)
-    pb = np.unpackbits(st.P[a:a + st.vlenb], bitorder="little")[:n].view(bool)
-    return bits, (pb if pb.any() else None)
-
-
-def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    if a is None:
-        return b
-    return a if b is None else a | b
-
-
-def elem_org(st: State, reg: int, eew: int, n: int) -> np.ndarray:
-    """Origin ids of the first ``n`` elements (any undefined byte of an element counts)."""
-    a, b = span(st, reg, eew)
-    return st.O[a:b].reshape(-1, eew // 8)[:n].max(axis=1)
-
-
-def mask_org(st: State, reg: int, n: int) -> np.ndarray:
-    a = reg * st.vlenb
-    return np.repeat(st.O[a:a + st.vlenb], 8)[:n]
-
-
-def _merge_org(pa: np.ndarray | None, oa: np.ndarray | None, pb: np.ndarray | None,
-               ob: np.ndarray | None) -> np.ndarray | None:
-    """Origin of a result poisoned by a or b: a's where a is poisoned, else b's."""
-    if pa is None:
-        return ob
-    if pb is None:
-        return oa
-    return np.where(pa, oa, ob)
-
-
-def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndarray | None,
-           mask: tuple[np.ndarray, np.ndarray | None] | None,
-           origin: np.ndarray | None) -> None:
-    """Write the body [0, vl) with mask policy, then the tail with tail policy; track poison.
-    ``pois``/``origin``: which result elements are undefined and which event caused it."""
-    vl = st.vl
-    a, b = span(st, vd, eew)
-    u, ones = UTYPE[eew], ONES[eew]
-    d = st.V[a:b].view(u)
-    p = st.P[a:b].view(u)
-    if mask is not None:
-        if vd == 0:
-            raise IllegalInstructionError("the destination of a masked instruction overlaps the "
-                                          "mask register v0")
-        active, mp = mask
-        if mp is not None:
-            origin = _merge_org(pois, origin, mp, mask_org(st, 0, vl))
-            pois = _or(pois, mp)
-        if st.vma:
-            res = np.where(active, res, ones)
-            inactive = ~active
-            if inactive.any():
-                mid = st.origin_id(f"{me}: masked-off elements (mask agnostic)")
-                origin = np.where(inactive, mid, origin if origin is not None else 0)
-                pois = _or(pois, inactive)
-        else:
-            res = np.where(active, res, d[:vl])
-            old = p[:vl] != 0
-            if old.any() or pois is not None:
-                oorg = elem_org(st, vd, eew, vl)
-                origin = np.where(active, origin if origin is not None else 0, oorg)
-                pois = np.where(active, pois if pois is not None else False, old)
-    d[:vl] = res
-    r0, r1 = vd, vd + (b - a) // st.vlenb
-    poisoned = pois is not None and bool(pois.any())
-    if not poisoned:
-        if any(st.dirty[r0:r1]):
-            p[:vl] = 0
-    else:
-        p[:vl] = np.where(pois, ones, u(0))
-        st.O[a:b].reshape(-1, eew // 8)[:vl][pois] = origin[pois][:, None]
-    if vl < d.size:
-        if st.vta:
-            d[vl:] = ones
-            p[vl:] = ones
-            st.O[a:b].reshape(-1, eew // 8)[vl:] = st.origin_id(
-                f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})")
-            poisoned = True
-        elif poisoned:
-            pass
-        else:
-            return  # tail undisturbed: the registers keep whatever flag they had
-    st.dirty[r0:r1] = [poisoned] * (r1 - r0)
-
-
-def mwrite(st: State, me: str, vd: int, bits: np.ndarray, pois: np.ndarray | None,
-           mask: tuple[np.ndarray, np.ndarray | None] | None,
-           origin: np.ndarray | None) -> None:
-    """Write mask bits [0, vl); the rest of the register is tail (always agnostic)."""
-    vl, vlenb = st.vl, st.vlenb
-    a = vd * vlenb
-    full = np.unpackbits(st.V[a:a + vlenb], bitorder="little").view(bool)
-    fullp = np.unpackbits(st.P[a:a + vlenb], bitorder="little").view(bool)
-    if mask is not None:
-        active, mp = mask
-        if mp is not None:
-            origin = _merge_org(pois, origin, mp, mask_org(st, 0, vl))
-            pois = _or(pois, mp)
-        if st.vma:
-            bits = bits | ~active
-            if not active.all():
-                mid = st.origin_id(f"{me}: masked-off mask bits (mask agnostic)")
-                origin = np.where(~active, mid, origin if origin is not None else 0)
-                pois = _or(pois, ~active)
-        else:
-            bits = np.where(active, bits, full[:vl])
-            if fullp[:vl].any() or pois is not None:
-                origin = np.where(active, origin if origin is not None else 0,
-                                  mask_org(st, vd, vl))
-                pois = np.where(active, pois if pois is not None else False, fullp[:vl])
-    borg = np.zeros(st.vlen, np.int32)
-    full[:vl] = bits
-    fullp[:vl] = False if pois is None else pois
-    if pois is not None:
-        borg[:vl] = np.where(pois, origin, 0)
-    if vl < st.vlen:
-        full[vl:] = True
-        fullp[vl:] = True
-        borg[vl:] = st.origin_id(f"{me}: mask tail bits {vl}.. (always agnostic)")
-    st.V[a:a + vlenb] = np.packbits(full, bitorder="little")
-    st.P[a:a + vlenb] = np.packbits(fullp, bitorder="little")
-    st.dirty[vd] = True if vl < st.vlen else bool(fullp.any())
-    st.O[a:a + vlenb] = borg.reshape(vlenb, 8).max(axis=1)
-
-
-def raise_poison(st: State, pois: np.ndarray | None, reg: int, bits: int, what: str,
-                 elems: np.ndarray | None = None) -> None:
-    """Raise ``TailRelianceError`` at the first poisoned element (if any); ``bits`` is the
-    element width (1 for mask bits) to find the bytes that hold it, ``elems`` maps
-    positions of ``pois`` back to element indices when it was filtered."""
-    if pois is None or not pois.any():
-        return
-    pos = int(np.argmax(pois))
-    k = int(elems[pos]) if elems is not None else pos
-    byte = reg * st.vlenb + k * bits // 8
-    oid = int(st.O[byte:byte + max(1, bits // 8)].max())
-    origin = st.origins[oid] if 0 < oid < len(st.origins) else ""
-    src = f"; it was left undefined by {origin}" if origin else ""
-    raise TailRelianceError(f"{what}: element {k} (register v{min(31, byte // st.vlenb)}) is "
-                            f"undefined{src}. Code must not rely on tail or masked-off "
-                            f"(agnostic) element values", element=k)
-
-
-# --- scalar operands ---------------------------------------------------------------------------
-
-def xscalar(v: int, eew: int, kind: str) -> np.ndarray:
-    arr = np.array([v & ((1 << eew) - 1)], UTYPE[eew])
-    return arr if kind == "u" else arr.view(KIND_T[kind][eew])
-
-
-def fscalar(st: State, r: int, eew: int) -> np.ndarray:
-    if eew == 32:
-        return get_s(st, r)
-    if eew == 64:
-        return get_d(st, r)
-    raise IllegalInstructionError(f"floating-point SEW={eew} is not supported (no Zvfh)")
-
-
-Src = tuple[str, int, int, str]  # (operand kind v/x/f/i, reg or imm, width log2 vs SEW, numeric)
-
-
-def _fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None,
-                                                 np.ndarray | None]:
-    """Operand values plus, when any is undefined, the poison flags and their origins."""
-    kind, val, wl, nk = s
-    eew = width(st, wl)
-    if kind == "v":
-        a, b = span(st, val, eew)
-        u = UTYPE[eew]
-        vals = st.V[a:b].view(u)[:vl]
-        if nk != "u":
-            vals = vals.view(KIND_T[nk][eew])
-        # common case: the group is known clean, or its active bytes are
-        if not any(st.dirty[val:val + (b - a) // st.vlenb]) or \
-                not st.P[a:a + vl * (eew >> 3)].any():
-            return vals, None, None
-        return vals, st.P[a:b].view(u)[:vl] != 0, elem_org(st, val, eew, vl)
-    if kind == "x":
-        return xscalar(st.x[val], eew, nk), None, None
-    if kind == "i":
-        return xscalar(val, eew, nk), None, None
-    return fscalar(st, val, eew), None, None
-
-
-USE_PLANS = True  # False forces the generic path (debugging the cached one)
-
-
-class _Plan:
-    """Views an unmasked element-wise instruction needs at one (SEW, LMUL, vl, vta): built on
-    first use, reused while vtype/vl stay put (the usual strip-mined loop body)."""
-
-    __slots__ = ("args", "scalars", "src_regs", "dst_regs", "d", "p", "tail", "tail_id", "t",
-                 "u")
-
-
-def _plan(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src]) -> _Plan:
-    vl = st.vl
-    pl = _Plan()
-    pl.args, pl.scalars, pl.src_regs = [], [], []
-    for i, (kind, val, wl, nk) in enumerate(srcs):
-        eew = width(st, wl)
-        if kind == "v":
-            a, b = span(st, val, eew)
-            v = st.V[a:b].view(UTYPE[eew])[:vl]
-            pl.args.append(v if nk == "u" else v.view(KIND_T[nk][eew]))
-            pl.src_regs.append((val, val + (b - a) // st.vlenb, a, vl * (eew >> 3)))
-        elif kind == "i":
-            pl.args.append(xscalar(val, eew, nk))
-        else:
-            pl.args.append(None)
-            pl.scalars.append((i, kind, val, eew, nk))
-    deew = width(st, dwl)
-    wide = [(s[1], width(st, s[2])) for s in srcs if s[0] == "v" and s[2] != dwl]
-    if wide:
-        check_overlap(st, vd, deew, wide)
-    a, b = span(st, vd, deew)
-    pl.u = UTYPE[deew]
-    pl.t = KIND_T[dkind][deew]
-    d = st.V[a:b].view(pl.u)
-    p = st.P[a:b].view(pl.u)
-    pl.d, pl.p = d[:vl], p[:vl]
-    pl.dst_regs = (vd, vd + (b - a) // st.vlenb)
-    pl.tail = None
-    if st.vta and vl < d.size:
-        pl.tail = (d[vl:], p[vl:], st.O[a:b].reshape(-1, deew // 8)[vl:], ONES[deew])
-        pl.tail_id = st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})")
-    return pl
-
-
-def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src],
-                fn: Callable[..., np.ndarray], masked: bool, sel: bool = False) -> None:
-    """The engine of every element-wise instruction: fetch, compute once, write with policies."""
-    vl = ready(st)
-    if vl == 0:
-        return
-    if USE_PLANS and not masked and not sel:
-        key = (id(srcs), vd, st.sew, st.lmul, vl, st.vta)
-        pl = st.plans.get(key)
-        if pl is None:
-            pl = st.plans[key] = _plan(st, me, vd, dwl, dkind, srcs)
-        dirty = st.dirty
-        if not any(any(dirty[r0:r1]) and st.P[a:a + nb].any() for r0, r1, a, nb in pl.src_regs):
-            args = pl.args
-            if pl.scalars:
-                args = list(args)
-                for i, kind, val, eew, nk in pl.scalars:
-                    args[i] = xscalar(st.x[val], eew, nk) if kind == "x" else \
-                        fscalar(st, val, eew)
-            res = np.asarray(fn(*args))
-            if res.dtype != pl.t:
-                res = res.astype(pl.t)
-            pl.d[:] = res.view(pl.u)
-            r0, r1 = pl.dst_regs
-            if any(dirty[r0:r1]):
-                pl.p[:] = 0
-            if pl.tail is not None:
-                td, tp, to, ones = pl.tail
-                td[:] = ones
-                tp[:] = ones
-                to[:] = pl.tail_id
-                dirty[r0:r1] = [True] * (r1 - r0)
-            elif pl.p.size * pl.p.itemsize == (r1 - r0) * st.vlenb:
-                dirty[r0:r1] = [False] * (r1 - r0)
-            return
-    args: list[np.ndarray] = []
-    pois = origin = None
-    if sel:  # vmerge/vfmerge: v0 selects, it does not mask
-        bits, pois = mask_bits(st, 0, vl)
-        args.append(bits)
-        origin = mask_org(st, 0, vl) if pois is not None else None
-    for s in srcs:
-        v, p, o = _fetch(st, s, vl)
-        args.append(v)
-        if p is not None:
-            origin, pois = _merge_org(pois, origin, p, o), _or(pois, p)
-    deew = width(st, dwl)
-    wide = [(s[1], width(st, s[2])) for s in srcs if s[0] == "v" and s[2] != dwl]
-    if wide:
-        check_overlap(st, vd, deew, wide)
-    res = np.asarray(fn(*args))  # fp exceptions are silenced by RvvMachine.call
-    t = KIND_T[dkind][deew]
-    if res.dtype != t:
-        res = res.astype(t)
-    mask = mask_bits(st, 0, vl) if masked else None
-    vwrite(st, me, vd, deew, res.view(UTYPE[deew]), pois, mask, origin)
-
-
-def compare(st: State, me: str, vd: int, srcs: list[Src], fn: Callable[..., np.ndarray],
-            masked: bool) -> None:
-    vl = ready(st)
-    if vl == 0:
-        return
-    check_overlap(st, vd, 1, [(s[1], width(st, s[2])) for s in srcs if s[0] == "v"])
-    args, pois, origin = [], None, None
-    for s in srcs:
-        v, p, o = _fetch(st, s, vl)
-        args.append(v)
-        if p is not None:
-            origin, pois = _merge_org(pois, origin, p, o), _or(pois, p)
-    bits = np.asarray(fn(*args), bool)
-    if bits.shape != (vl,):
-        bits = np.full(vl, bits.reshape(-1)[0])
-    mwrite(st, me, vd, bits, pois, mask_bits(st, 0, vl) if masked else None, origin)
-
-
-def _me(c: Ctx) -> str:
-    return f"line {c.instr.line} `{c.instr.text}`"
-
 
 # --- vsetvl ------------------------------------------------------------------------------------
 
@@ -709,8 +319,6 @@ def _scalar_src(c: Ctx, form: str, val: int, wl: int, kind: str, stem: str) -> S
     return ("i", val, wl, kind)
 
 
-def _ident(x: np.ndarray) -> np.ndarray:
-    return x
 
 
 def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -> None:
@@ -725,10 +333,10 @@ def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -
                 srcs: list[Src] = [("v", vs2, 0, kind)]
                 srcs.append(("v", s1, 0, kind) if form[1] == "v" else
                             _scalar_src(c, form, s1, 0, kind, stem))
-                me, nxt, dk = _me(c), c.nxt, dkind_of(kind)
+                me, nxt, dk = describe(c), c.nxt, dkind_of(kind)
                 if stem in ("vxor", "vsub") and form == "vv" and vs2 == s1:
                     # the zeroing idiom: the result is 0 whatever (even undefined) the source
-                    srcs, fn = [("i", 0, 0, kind)], _ident
+                    srcs, fn = [("i", 0, 0, kind)], ident
 
                 def op(st: State) -> int:
                     if rounds and st.frm and not stem.startswith("vfsgnj"):
@@ -758,7 +366,7 @@ def _mac_builder(fn: Callable, form: str, kinds: tuple[str, str, str], dwl: int,
         srcs.append(("v", s1, 0, kinds[1]) if form[1] == "v" else
                     (form[1], s1, 0, kinds[1]))
         srcs.append(("v", vs2, 0, kinds[2]))
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
             if rounds and st.frm:
@@ -776,10 +384,6 @@ for _stem, _fn in INT_MAC.items():
 
 
 # widening integer: dest 2*SEW
-def _wide(kind: str) -> Callable[[np.ndarray], np.ndarray]:
-    return (lambda a: a.astype(np.int64)) if kind == "s" else (lambda a: a.astype(np.uint64))
-
-
 WIDE_BIN: dict[str, tuple[str, str, Callable]] = {  # stem -> (vs2 kind, op1 kind, fn)
     "vwadd": ("s", "s", lambda a, b: a.astype(np.int64) + b.astype(np.int64)),
     "vwaddu": ("u", "u", lambda a, b: a.astype(np.uint64) + b.astype(np.uint64)),
@@ -796,7 +400,7 @@ for _stem, (_k2, _k1, _fn) in WIDE_BIN.items():
                      form: str = _form) -> Op:
             vd, vs2, s1, masked = a
             srcs: list[Src] = [("v", vs2, 0, k2), (form[1], s1, 0, k1)]
-            me, nxt = _me(c), c.nxt
+            me, nxt = describe(c), c.nxt
 
             def op(st: State) -> int:
                 elementwise(st, me, vd, 1, "u", srcs, fn, masked)
@@ -810,7 +414,7 @@ for _stem, (_k2, _k1, _fn) in WIDE_BIN.items():
                           form: str = _form) -> Op:
                 vd, vs2, s1, masked = a
                 srcs: list[Src] = [("v", vs2, 1, k2), (form[1], s1, 0, k1)]
-                me, nxt = _me(c), c.nxt
+                me, nxt = describe(c), c.nxt
 
                 def op(st: State) -> int:
                     elementwise(st, me, vd, 1, "u", srcs, fn, masked)
@@ -854,7 +458,7 @@ for _stem, _signed in (("vnsrl", False), ("vnsra", True)):
             srcs: list[Src] = [("v", vs2, 1, k)]
             srcs.append(("v", s1, 0, "u") if form == "wv" else
                         _scalar_src(c, form, s1, 0, "u", stem))
-            fn, me, nxt = _nshift(signed), _me(c), c.nxt
+            fn, me, nxt = _nshift(signed), describe(c), c.nxt
 
             def op(st: State) -> int:
                 elementwise(st, me, vd, 0, "u", srcs, lambda x, y: fn(x, y).view(
@@ -870,7 +474,7 @@ for _sign, _kind in (("vzext", "u"), ("vsext", "s")):
         def _build_ext(c: Ctx, a: list, kind: str = _kind, wl: int = _wl) -> Op:
             vd, vs2, masked = a
             srcs: list[Src] = [("v", vs2, wl, kind)]
-            me, nxt = _me(c), c.nxt
+            me, nxt = describe(c), c.nxt
 
             def op(st: State) -> int:
                 elementwise(st, me, vd, 0, kind, srcs, lambda x: x, masked)
@@ -886,10 +490,10 @@ def _build_mv(form: str) -> Callable[[Ctx, list], Op]:
         vd, s = a
         src: Src = ("v", s, 0, "u") if form == "v" else _scalar_src(
             c, {"x": "vx", "i": "vi", "f": "vf"}[form], s, 0, "u", "vmv")
-        me, nxt, dk = _me(c), c.nxt, "f" if form == "f" else "u"
+        me, nxt, dk = describe(c), c.nxt, "f" if form == "f" else "u"
 
         def op(st: State) -> int:
-            elementwise(st, me, vd, 0, dk, [src], _ident, False)
+            elementwise(st, me, vd, 0, dk, [src], ident, False)
             return nxt
         return op
     return build
@@ -911,7 +515,7 @@ def _build_merge(form: str) -> Callable[[Ctx, list], Op]:
         src: Src = ("v", s1, 0, nk) if form == "v" else _scalar_src(
             c, {"x": "vx", "i": "vi", "f": "vf"}[form], s1, 0, nk, "vmerge")
         srcs: list[Src] = [("v", vs2, 0, nk), src]
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def fn(sel: np.ndarray, a2: np.ndarray, b1: np.ndarray) -> np.ndarray:
             return np.where(sel, b1, a2)
@@ -969,7 +573,7 @@ def _build_to_s(form: str) -> Callable[[Ctx, list], Op]:
     """vmv.s.x / vfmv.s.f: element 0 when vl > 0; the rest of vd (one register) is tail."""
     def build(c: Ctx, a: list) -> Op:
         vd, r = a
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
             vl = ready(st)
@@ -1049,7 +653,7 @@ def _cmp_builder(kind: str, fn: Callable, form: str, stem: str,
                     _scalar_src(c, form, s1, 0, kind, stem))
         if swap:
             srcs.reverse()
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
             compare(st, me, vd, srcs, fn, masked)
@@ -1117,7 +721,7 @@ def _mask_logic(fn: Callable, unary: bool, stem: str = "") -> Callable[[Ctx, lis
             vs1 = vs2
         else:
             vd, vs2, vs1 = a
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
         constant = vs1 == vs2 and stem in CONST_IF_SAME
 
         def op(st: State) -> int:
@@ -1128,9 +732,9 @@ def _mask_logic(fn: Callable, unary: bool, stem: str = "") -> Callable[[Ctx, lis
             a1, p1 = mask_bits(st, vs1, vl)
             if constant:
                 p1 = p2 = None
-            origin = _merge_org(p2, None if p2 is None else mask_org(st, vs2, vl),
+            origin = merge_org(p2, None if p2 is None else mask_org(st, vs2, vl),
                                 p1, None if p1 is None else mask_org(st, vs1, vl))
-            mwrite(st, me, vd, fn(a2, a1), _or(p2, p1), None, origin)
+            mwrite(st, me, vd, fn(a2, a1), por(p2, p1), None, origin)
             return nxt
         return op
     return build
@@ -1159,7 +763,7 @@ def _active_bits(st: State, vs2: int, vl: int, masked: bool, me: str) -> np.ndar
 @isa("vcpop.m vpopc.m", "xvm")
 def _b_vcpop(c: Ctx, a: list) -> Op:
     rd, vs2, masked = a
-    me, nxt = _me(c), c.nxt
+    me, nxt = describe(c), c.nxt
 
     def op(st: State) -> int:
         vl = ready(st)
@@ -1173,7 +777,7 @@ def _b_vcpop(c: Ctx, a: list) -> Op:
 @isa("vfirst.m", "xvm")
 def _b_vfirst(c: Ctx, a: list) -> Op:
     rd, vs2, masked = a
-    me, nxt = _me(c), c.nxt
+    me, nxt = describe(c), c.nxt
 
     def op(st: State) -> int:
         vl = ready(st)
@@ -1192,7 +796,7 @@ def _build_set_first(kind: str) -> Callable[[Ctx, list], Op]:
         if vd == vs2 or (masked and vd == 0):
             raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: {c.mnemonic} destination "
                                  f"must not overlap its source or v0 in `{c.instr.text}`")
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
             vl = ready(st)
@@ -1216,7 +820,7 @@ for _k in ("bf", "if", "of"):
 @isa("vid.v", "vm")
 def _b_vid(c: Ctx, a: list) -> Op:
     vd, masked = a
-    me, nxt = _me(c), c.nxt
+    me, nxt = describe(c), c.nxt
 
     def op(st: State) -> int:
         vl = ready(st)
@@ -1230,7 +834,7 @@ def _b_vid(c: Ctx, a: list) -> Op:
 @isa("viota.m", "vvm")
 def _b_viota(c: Ctx, a: list) -> Op:
     vd, vs2, masked = a
-    me, nxt = _me(c), c.nxt
+    me, nxt = describe(c), c.nxt
 
     def op(st: State) -> int:
         vl = ready(st)
@@ -1328,7 +932,7 @@ for _stem, _fn in FP_WIDE_BIN.items():
         def _build_fw(c: Ctx, a: list, fn: Callable = _fn, form: str = _form) -> Op:
             vd, vs2, s1, masked = a
             srcs: list[Src] = [("v", vs2, 0, "f"), (form[1], s1, 0, "f")]
-            me, nxt = _me(c), c.nxt
+            me, nxt = describe(c), c.nxt
 
             def op(st: State) -> int:
                 if st.sew != 32:
@@ -1393,7 +997,7 @@ def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
     def build(c: Ctx, a: list) -> Op:
         vd, vs2, masked = a
         srcs: list[Src] = [("v", vs2, swl, sk)]
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
             if (sk == "f" and width(st, swl) < 32) or (dk == "f" and width(st, dwl) < 32):
@@ -1468,7 +1072,7 @@ def _build_reduce(stem: str) -> Callable[[Ctx, list], Op]:
 
     def build(c: Ctx, a: list) -> Op:
         vd, vs2, vs1, masked = a
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
             vl = ready(st)
@@ -1512,16 +1116,13 @@ isa("vfwredsum.vs", "vvvm")(_build_reduce("vfwredusum"))
 
 # --- permutations ------------------------------------------------------------------------------
 
-def _vlmax(st: State) -> int:
-    return (st.vlen << st.lmul >> LOG2[st.sew]) if st.lmul >= 0 else \
-        (st.vlen >> -st.lmul >> LOG2[st.sew])
 
 
 def _build_slide(kind: str, form: str) -> Callable[[Ctx, list], Op]:
     """vslideup/vslidedown (.vx/.vi) and vslide1up/vslide1down/vfslide1up/vfslide1down."""
     def build(c: Ctx, a: list) -> Op:
         vd, vs2, s1, masked = a
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
         if form == "vi" and not 0 <= s1 < 32:
             raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: slide amount must be 0..31 "
                                  f"in `{c.instr.text}`")
@@ -1530,13 +1131,13 @@ def _build_slide(kind: str, form: str) -> Callable[[Ctx, list], Op]:
             vl = ready(st)
             if vl == 0:
                 return nxt
-            sew, vlmax = st.sew, _vlmax(st)
+            sew, vmax = st.sew, vlmax(st)
             if kind in ("up", "1up"):
                 no_overlap(st, "slide up", vd, sew, [(vs2, sew)])
             u = UTYPE[sew]
-            src, spois = vget(st, vs2, sew, vlmax, "u")
+            src, spois = vget(st, vs2, sew, vmax, "u")
             src, spois = src.copy(), spois.copy()
-            sorg = elem_org(st, vs2, sew, vlmax) if spois.any() else np.zeros(vlmax, np.int32)
+            sorg = elem_org(st, vs2, sew, vmax) if spois.any() else np.zeros(vmax, np.int32)
             old, opois = vget(st, vd, sew, vl, "u")
             oorg = elem_org(st, vd, sew, vl) if opois.any() else np.zeros(vl, np.int32)
             res = np.empty(vl, u)
@@ -1552,9 +1153,9 @@ def _build_slide(kind: str, form: str) -> Callable[[Ctx, list], Op]:
                     pois = np.where(keep, opois, spois[j])
                     org = np.where(keep, oorg, sorg[j])
                 else:
-                    j = idx + off if off < vlmax else np.full(vl, vlmax)
-                    inside = j < vlmax
-                    jj = np.minimum(j, vlmax - 1)
+                    j = idx + off if off < vmax else np.full(vl, vmax)
+                    inside = j < vmax
+                    jj = np.minimum(j, vmax - 1)
                     res = np.where(inside, src[jj], u(0))
                     pois = np.where(inside, spois[jj], False)
                     org = sorg[jj]
@@ -1588,16 +1189,16 @@ isa("vfslide1down.vf", "vvfm")(_build_slide("1down", "vf"))
 def _build_gather(form: str, ei16: bool = False) -> Callable[[Ctx, list], Op]:
     def build(c: Ctx, a: list) -> Op:
         vd, vs2, s1, masked = a
-        me, nxt = _me(c), c.nxt
+        me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
             vl = ready(st)
             if vl == 0:
                 return nxt
-            sew, vlmax = st.sew, _vlmax(st)
+            sew, vmax = st.sew, vlmax(st)
             no_overlap(st, "vrgather", vd, sew, [(vs2, sew)] + (
                 [(s1, 16 if ei16 else sew)] if form == "vv" else []))
-            src, spois = vget(st, vs2, sew, vlmax, "u")
+            src, spois = vget(st, vs2, sew, vmax, "u")
             ipois = iorg = None
             if form == "vv":
                 ieew = 16 if ei16 else sew
@@ -1608,13 +1209,13 @@ def _build_gather(form: str, ei16: bool = False) -> Callable[[Ctx, list], Op]:
             else:
                 v = (st.x[s1] & ((1 << 64) - 1)) if form == "vx" else s1
                 idx = np.full(vl, v, np.uint64)
-            inside = idx < np.uint64(vlmax)
+            inside = idx < np.uint64(vmax)
             j = np.where(inside, idx, 0).astype(np.int64)
             res = np.where(inside, src[j], UTYPE[sew](0))
             gp = np.where(inside, spois[j], False)
-            gorg = elem_org(st, vs2, sew, vlmax)[j] if gp.any() else None
-            origin = _merge_org(ipois, iorg, gp, gorg)
-            pois = _or(ipois, gp)
+            gorg = elem_org(st, vs2, sew, vmax)[j] if gp.any() else None
+            origin = merge_org(ipois, iorg, gp, gorg)
+            pois = por(ipois, gp)
             mask = mask_bits(st, 0, vl) if masked else None
             vwrite(st, me, vd, sew, res, pois if pois.any() else None, mask, origin)
             return nxt
@@ -1631,7 +1232,7 @@ isa("vrgather.vi", "vvim")(_build_gather("vi"))
 @isa("vcompress.vm", "vvv")
 def _b_vcompress(c: Ctx, a: list) -> Op:
     vd, vs2, vs1 = a
-    me, nxt = _me(c), c.nxt
+    me, nxt = describe(c), c.nxt
 
     def op(st: State) -> int:
         vl = ready(st)
@@ -1652,274 +1253,3 @@ def _b_vcompress(c: Ctx, a: list) -> Op:
             st.vl = saved
         return nxt
     return op
-
-
-# --- loads and stores --------------------------------------------------------------------------
-
-def _addr_check(c: Ctx, mem: tuple[int, int]) -> int:
-    off, rs1 = mem
-    if off != 0:
-        raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: vector memory operands take "
-                             f"no offset, write (reg) in `{c.instr.text}`")
-    return rs1
-
-
-def _elem_addrs(st: State, base: int, n: int, stride: int) -> np.ndarray:
-    return (np.uint64(base & ((1 << 64) - 1))
-            + np.arange(n, dtype=np.uint64) * np.uint64(stride & ((1 << 64) - 1)))
-
-
-def _load(st: State, me: str, vd: int, eew: int, addrs: np.ndarray | None, base: int,
-          n: int, mask: tuple[np.ndarray, np.ndarray | None] | None, fixed: bool) -> None:
-    """Load elements [0, n) (only the mask's active ones are accessed) into vd at width eew;
-    ``addrs`` None means unit stride from ``base``."""
-    u = UTYPE[eew]
-    nb = eew // 8
-    res = None
-    if addrs is None:
-        view = st.mem.contiguous(base, n * nb)
-        if view is not None:  # the whole span is in one region: one slice (copied on write)
-            res = view.view(u)
-        else:
-            addrs = _elem_addrs(st, base, n, nb)
-    if res is None:
-        elems = np.arange(n)
-        if mask is not None:
-            res = np.zeros(n, u)
-            sel = np.nonzero(mask[0])[0]
-            res[sel] = st.mem.gather(addrs[sel], nb, elems[sel]).view(u).ravel()
-        else:
-            res = st.mem.gather(addrs, nb, elems).view(u).ravel()
-    if fixed:  # whole-register load: every element, no tail, no mask
-        a = vd * st.vlenb
-        st.V[a:a + n * nb] = res.view(np.uint8)
-        regs = n * nb // st.vlenb
-        off = st.mem.stack_span(base, n * nb) if st.mem.stack_poisoned else None
-        if off is not None:  # reload of a spill: undefined bytes stay undefined
-            st.P[a:a + n * nb] = st.mem.stack_poison[off:off + n * nb]
-            st.O[a:a + n * nb] = st.mem.stack_origin[off:off + n * nb]
-            st.dirty[vd:vd + regs] = [True] * regs
-        else:
-            st.P[a:a + n * nb] = 0
-            st.dirty[vd:vd + regs] = [False] * regs
-        return
-    pois = origin = None
-    if st.mem.stack_poisoned:
-        und = st.mem.undefined(addrs if addrs is not None else _elem_addrs(st, base, n, nb), nb)
-        if und is not None:
-            pois, origin = und
-            if mask is not None:
-                pois = pois & mask[0]
-    vwrite(st, me, vd, eew, res, pois, mask, origin)
-
-
-def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, base: int, n: int,
-           masked: bool, fixed: bool = False) -> None:
-    """Store elements [0, n) (active ones); undefined elements raise before memory changes."""
-    u = UTYPE[eew]
-    nb = eew // 8
-    if fixed:
-        a, b = vs3 * st.vlenb, vs3 * st.vlenb + n * nb
-    else:
-        a, b = span(st, vs3, eew)
-    vals = st.V[a:b].view(u)[:n]
-    active = None
-    if masked:
-        active, mp = mask_bits(st, 0, n)
-        raise_poison(st, mp, 0, 1, "mask v0")
-    if fixed and st.mem.stack_span(base, n * nb) is not None:
-        # a whole-register spill to the stack: undefined bytes travel with it (checked on use)
-        st.mem.spill(base, st.P[a:b], st.O[a:b])
-        st.mem.contiguous(base, n * nb)[:] = st.V[a:b]
-        return
-    if any(st.dirty[vs3:vs3 + (b - a) // st.vlenb]) and st.P[a:a + n * nb].any():
-        pois = st.P[a:b].view(u)[:n] != 0
-        raise_poison(st, pois if active is None else pois & active, vs3, eew, "stored value")
-    if st.mem.stack_poisoned:
-        ea = addrs if addrs is not None else _elem_addrs(st, base, n, nb)
-        st.mem.defined(ea if active is None else ea[active], nb)
-    if addrs is None:
-        view = st.mem.contiguous(base, n * nb)
-        if view is not None:
-            if active is None:
-                view.view(u)[:] = vals
-            else:
-                view.view(u)[active] = vals[active]
-            return
-        addrs = _elem_addrs(st, base, n, nb)
-    elems = np.arange(n)
-    data = vals.view(np.uint8).reshape(n, nb)
-    if active is not None:
-        sel = np.nonzero(active)[0]
-        st.mem.scatter(addrs[sel], data[sel], elems[sel])
-    else:
-        st.mem.scatter(addrs, data, elems)
-
-
-def _fast_unit(st: State, me: str, key: object, vreg: int, eew: int, vl: int, view: np.ndarray,
-               store: bool) -> bool:
-    """Unmasked unit-stride access whose bytes lie in one region, through a cached plan of
-    register views; False sends the access down the generic (checking) path."""
-    pk = (key, st.sew, st.lmul, vl, st.vta)
-    pl = st.plans.get(pk)
-    if pl is None:
-        a, b = span(st, vreg, eew)
-        u = UTYPE[eew]
-        d = st.V[a:b].view(u)
-        tail = None
-        if not store and st.vta and vl < d.size:
-            tail = (d[vl:], st.P[a:b].view(u)[vl:], st.O[a:b].reshape(-1, eew // 8)[vl:],
-                    ONES[eew], st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})"))
-        pl = st.plans[pk] = (d[:vl], st.P[a:a + vl * (eew >> 3)], u, vreg,
-                             vreg + (b - a) // st.vlenb, tail, vl * (eew >> 3) == b - a)
-    body, pbody, u, r0, r1, tail, full = pl
-    dirty = st.dirty
-    if store:
-        if any(dirty[r0:r1]) and pbody.any():
-            return False  # undefined elements: the generic path names them
-        view.view(u)[:] = body
-        return True
-    body[:] = view.view(u)
-    if any(dirty[r0:r1]):
-        pbody[:] = 0
-    if tail is not None:
-        td, tp, to, ones, tid = tail
-        td[:] = ones
-        tp[:] = ones
-        to[:] = tid
-        dirty[r0:r1] = [True] * (r1 - r0)
-    elif full:
-        dirty[r0:r1] = [False] * (r1 - r0)
-    return True
-
-
-def _build_unit(eew: int, store: bool, strided: bool) -> Callable[[Ctx, list], Op]:
-    def build(c: Ctx, a: list) -> Op:
-        if strided:
-            vreg, mem, rs2, masked = a
-        else:
-            vreg, mem, masked = a
-            rs2 = 0
-        rs1 = _addr_check(c, mem)
-        me, nxt = _me(c), c.nxt
-
-        key = object()  # this instruction's slot in State.plans
-
-        def op(st: State) -> int:
-            vl = ready(st)
-            if vl == 0:
-                return nxt
-            base = st.x[rs1]
-            if USE_PLANS and not masked and not strided and not st.mem.stack_poisoned:
-                view = st.mem.contiguous(base, vl * (eew >> 3))
-                if view is not None and _fast_unit(st, me, key, vreg, eew, vl, view, store):
-                    return nxt
-            span(st, vreg, eew)  # EMUL / register-group legality
-            addrs = _elem_addrs(st, base, vl, st.x[rs2]) if strided else None
-            if store:
-                _store(st, me, vreg, eew, addrs, base, vl, masked)
-            else:
-                _load(st, me, vreg, eew, addrs, base, vl,
-                      mask_bits(st, 0, vl) if masked else None, False)
-            return nxt
-        return op
-    return build
-
-
-def _build_indexed(ieew: int, store: bool) -> Callable[[Ctx, list], Op]:
-    def build(c: Ctx, a: list) -> Op:
-        vreg, mem, vs2, masked = a
-        rs1 = _addr_check(c, mem)
-        me, nxt = _me(c), c.nxt
-
-        def op(st: State) -> int:
-            vl = ready(st)
-            if vl == 0:
-                return nxt
-            sew = st.sew
-            span(st, vreg, sew)
-            idx, ipois = vget(st, vs2, ieew, vl, "u")
-            mask = mask_bits(st, 0, vl) if masked else None
-            raise_poison(st, ipois & mask[0] if mask is not None else ipois, vs2, ieew,
-                         "index operand")
-            addrs = np.uint64(st.x[rs1] & ((1 << 64) - 1)) + idx.astype(np.uint64)
-            if store:
-                _store(st, me, vreg, sew, addrs, 0, vl, masked)
-            else:
-                _load(st, me, vreg, sew, addrs, 0, vl, mask, False)
-            return nxt
-        return op
-    return build
-
-
-def _build_whole(nregs: int, eew: int, store: bool) -> Callable[[Ctx, list], Op]:
-    def build(c: Ctx, a: list) -> Op:
-        vreg, mem = a
-        rs1 = _addr_check(c, mem)
-        if vreg % nregs:
-            raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: v{vreg} must be a multiple "
-                                 f"of {nregs} in `{c.instr.text}`")
-        me, nxt = _me(c), c.nxt
-
-        def op(st: State) -> int:
-            n = nregs * st.vlenb // (eew // 8)
-            if store:
-                _store(st, me, vreg, eew, None, st.x[rs1], n, False, fixed=True)
-            else:
-                _load(st, me, vreg, eew, None, st.x[rs1], n, None, True)
-            return nxt
-        return op
-    return build
-
-
-def _build_mask_mem(store: bool) -> Callable[[Ctx, list], Op]:
-    """vlm.v / vsm.v: ceil(vl/8) bytes, EEW=8, always unmasked."""
-    def build(c: Ctx, a: list) -> Op:
-        vreg, mem = a
-        rs1 = _addr_check(c, mem)
-        me, nxt = _me(c), c.nxt
-
-        def op(st: State) -> int:
-            vl = ready(st)
-            n = (vl + 7) // 8
-            if n == 0:
-                return nxt
-            if store:
-                # only bits below vl must be defined: the rest of the last byte is the mask's
-                # tail, which software storing a mask legitimately ignores
-                raise_poison(st, mask_bits(st, vreg, vl)[1], vreg, 1, "stored mask bit")
-                data = st.V[vreg * st.vlenb:vreg * st.vlenb + n]
-                st.mem.defined(_elem_addrs(st, st.x[rs1], n, 1), 1)
-                view = st.mem.contiguous(st.x[rs1], n)
-                if view is None:
-                    st.mem.scatter(_elem_addrs(st, st.x[rs1], n, 1), data.reshape(n, 1),
-                                   np.arange(n))
-                else:
-                    view[:] = data
-                return nxt
-            saved = (st.vl, st.sew, st.lmul)
-            st.vl, st.sew, st.lmul = n, 8, 0
-            try:
-                _load(st, me, vreg, 8, None, st.x[rs1], n, None, False)
-            finally:
-                st.vl, st.sew, st.lmul = saved
-            return nxt
-        return op
-    return build
-
-
-for _eew in (8, 16, 32, 64):
-    isa(f"vle{_eew}.v", "vam")(_build_unit(_eew, False, False))
-    isa(f"vse{_eew}.v", "vam")(_build_unit(_eew, True, False))
-    isa(f"vlse{_eew}.v", "vaxm")(_build_unit(_eew, False, True))
-    isa(f"vsse{_eew}.v", "vaxm")(_build_unit(_eew, True, True))
-    for _o in ("u", "o"):
-        isa(f"vl{_o}xei{_eew}.v", "vavm")(_build_indexed(_eew, False))
-        isa(f"vs{_o}xei{_eew}.v", "vavm")(_build_indexed(_eew, True))
-    for _n in (1, 2, 4, 8):
-        isa(f"vl{_n}re{_eew}.v", "va")(_build_whole(_n, _eew, False))
-for _n in (1, 2, 4, 8):
-    isa(f"vs{_n}r.v", "va")(_build_whole(_n, 8, True))
-    isa(f"vl{_n}r.v", "va")(_build_whole(_n, 8, False))
-isa("vlm.v vle1.v", "va")(_build_mask_mem(False))
-isa("vsm.v vse1.v", "va")(_build_mask_mem(True))
