@@ -21,8 +21,9 @@ Modelling choices (what a reader of a result must know):
 - Shared-memory accesses are ordered by ``bar.sync`` (per block) and ``bar.warp.sync`` (per
   warp); two readers of a byte followed by a writer in the same epoch are reported even when a
   warp sync orders them (conservative).
-- Only barrier 0 without a thread count; no ``.local``/``.const``/``.global`` variables, no
-  ``.func``/``call``, no ``mma.sp``; unknown qualifiers are refused rather than ignored.
+- Only barrier 0 without a thread count; ``.global``/``.const`` variables at module scope only
+  (allocated in ``GlobalMemory`` when ``PtxSim`` is made); no ``.local``, no ``.func``/``call``,
+  no ``mma.sp``; unknown qualifiers are refused rather than ignored.
 - Integer division by zero yields the values NVIDIA hardware returns (all ones / the dividend).
 - Large grids run in batches of whole blocks (``launch(max_lanes=...)``); blocks never
   communicate except through atomics, so results do not depend on the batch size.
@@ -42,13 +43,21 @@ from portc.runtimes.ptxsim.errors import (
     UnsupportedInstructionError,
     WarpSyncError,
 )
-from portc.runtimes.ptxsim.module import Entry, Param, PtxModule, SharedVar, parse_module
+from portc.runtimes.ptxsim.module import (
+    Entry,
+    GlobalVar,
+    Param,
+    PtxModule,
+    SharedVar,
+    parse_module,
+)
 from portc.runtimes.ptxsim.sim import GlobalMemory, LaunchStats, PtxSim
 
 __all__ = [
     "BarrierDivergenceError",
     "Entry",
     "GlobalMemory",
+    "GlobalVar",
     "InstructionLimitError",
     "LaunchError",
     "LaunchStats",

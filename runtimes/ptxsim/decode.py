@@ -940,11 +940,14 @@ def _dec_ld(d: Dec) -> Run:
     dst, a = d.ops(2)
     if not isinstance(a, Addr):
         d.fail("ld needs an address operand [..]")
-    if space in ("local", "const"):
-        d.fail(f"ld.{space} is not modelled")
+    if space == "local":
+        d.fail("ld.local is not modelled")
     items = list(dst.items) if isinstance(dst, Vec) else [dst]
     if len(items) != vec:
         d.fail(f"{len(items)} destination registers for a .v{vec} load")
+    if space == "const":
+        # .const variables live in global memory (allocated by PtxSim): same checks and data
+        space = "global"
     esize = DT[ty].itemsize
     ins = d.ins
     if space == "param":
@@ -1274,7 +1277,8 @@ def decode_entry(ent: Entry) -> None:
                     if n not in ent.regs:
                         dec.fail(f"undeclared register {n}")
                 continue
-            if name is None or name in ent.regs or name in ent.labels or name in ent.shared:
+            if name is None or name in ent.regs or name in ent.labels or name in ent.shared \
+                    or name in ent.globals:
                 continue
             if name == "_" or name.startswith(specials) or any(p.name == name for p in ent.params):
                 continue

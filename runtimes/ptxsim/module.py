@@ -14,6 +14,7 @@ from functools import cache
 from importlib import resources
 
 import lark
+import ml_dtypes
 import numpy as np
 
 from portc.runtimes.ptxsim.errors import PtxParseError
@@ -100,6 +101,18 @@ class SharedVar:
 
 
 @dataclass
+class GlobalVar:
+    """A module-scope ``.global``/``.const`` variable: allocated in global memory by PtxSim,
+    filled from its initializer (zeros without one)."""
+
+    name: str
+    space: str
+    type: str
+    align: int
+    data: np.ndarray  # uint8 bytes
+
+
+@dataclass
 class Param:
     name: str
     type: str
@@ -121,6 +134,7 @@ class Entry:
     line: int
     param_bytes: int = 0
     reqntid: tuple[int, ...] | None = None
+    globals: dict[str, GlobalVar] = field(default_factory=dict)
 
     @property
     def param_types(self) -> list[str]:
@@ -134,6 +148,7 @@ class PtxModule:
     address_size: int
     entries: dict[str, Entry] = field(default_factory=dict)
     source: str = "<ptx>"
+    globals: dict[str, GlobalVar] = field(default_factory=dict)
 
 
 @cache
@@ -236,7 +251,16 @@ def parse_module(text: str, source: str = "<ptx>") -> PtxModule:
                 raise PtxParseError(source, _line(item), lines[_line(item) - 1].strip(),
                                     "only .address_size 64 is modelled")
         elif item.data == "var_decl":
-            module_shared.append(item)
+            space = next(str(t) for t in item.children
+                         if isinstance(t, lark.Token) and t.type == "STATE_SPACE")
+            if space == ".shared":
+                module_shared.append(item)
+            else:
+                gv = _global_var(item, lines, source)
+                if gv.name in mod.globals:
+                    raise PtxParseError(source, _line(item), lines[_line(item) - 1].strip(),
+                                        f"duplicate symbol '{gv.name}'")
+                mod.globals[gv.name] = gv
         elif item.data == "debug_file":
             continue
         elif item.data == "entry":
@@ -247,6 +271,7 @@ def parse_module(text: str, source: str = "<ptx>") -> PtxModule:
     if not mod.version:
         raise PtxParseError(source, 1, "", "missing .version directive")
     for ent in mod.entries.values():
+        ent.globals = mod.globals
         decode_entry(ent)
         _post_dominators(ent)
     return mod
@@ -298,13 +323,17 @@ def _var_decl(ent: Entry, tree: lark.Tree, lines: list[str], source: str) -> Non
     space = next(str(t) for t in toks if t.type == "STATE_SPACE")
     if space != ".shared":
         raise PtxParseError(source, line, lines[line - 1].strip(),
-                            f"{space} variables are not modelled (only .shared)")
+                            f"{space} variables are modelled at module scope only")
+    if any(isinstance(c, lark.Tree) and c.data == "initializer" for c in tree.children):
+        raise PtxParseError(source, line, lines[line - 1].strip(),
+                            ".shared variables cannot have initializers")
     ty = str(next(t for t in toks if t.type == "TYPE"))[1:]
     name = str(next(t for t in toks if t.type == "IDENT"))
     ints = [_int(str(t)) for t in toks if t.type == "INT"]
     elem = TYPE_BITS[ty] // 8 or 1
     align = ints[0] if ints else elem
-    dims_tree = next((c for c in tree.children if isinstance(c, lark.Tree)), None)
+    dims_tree = next((c for c in tree.children if isinstance(c, lark.Tree) and c.data == "dims"),
+                     None)
     count = 1
     if dims_tree is not None:
         dims = [c for c in dims_tree.children]
@@ -325,6 +354,62 @@ def _var_decl(ent: Entry, tree: lark.Tree, lines: list[str], source: str) -> Non
     off = _align_up(ent.shared_bytes, align)
     ent.shared[name] = SharedVar(name, off, elem * count, align, False)
     ent.shared_bytes = off + elem * count
+
+
+def _init_leaves(node: lark.Tree) -> list[Imm]:
+    if node.data == "imm":
+        return [_imm(node.children)]
+    return [leaf for c in node.children for leaf in _init_leaves(c)]
+
+
+def _global_var(tree: lark.Tree, lines: list[str], source: str) -> GlobalVar:
+    toks = [t for t in tree.children if isinstance(t, lark.Token)]
+    line = _line(tree)
+    text = lines[line - 1].strip()
+    if any(t.type == "EXTERN" for t in toks):
+        raise PtxParseError(source, line, text, ".extern .global/.const variables are not modelled")
+    space = next(str(t) for t in toks if t.type == "STATE_SPACE")[1:]
+    if space not in ("global", "const"):
+        raise PtxParseError(source, line, text, f".{space} variables are not modelled")
+    ty = str(next(t for t in toks if t.type == "TYPE"))[1:]
+    if ty == "pred":
+        raise PtxParseError(source, line, text, ".pred variables are not memory")
+    name = str(next(t for t in toks if t.type == "IDENT"))
+    ints = [_int(str(t)) for t in toks if t.type == "INT"]
+    elem = TYPE_BITS[ty] // 8 or 1
+    align = ints[0] if ints else elem
+    init = next((c for c in tree.children if isinstance(c, lark.Tree) and c.data == "initializer"),
+                None)
+    leaves = _init_leaves(init.children[0]) if init is not None else []
+    dims_tree = next((c for c in tree.children if isinstance(c, lark.Tree) and c.data == "dims"),
+                     None)
+    count = 1
+    if dims_tree is not None:
+        for dtok in dims_tree.children:
+            count = count * _int(str(dtok)) if dtok is not None else max(len(leaves), 1)
+    if len(leaves) > count:
+        raise PtxParseError(source, line, text, f"{len(leaves)} initializers for {count} elements")
+    data = np.zeros(count * elem, np.uint8)
+    for i, imm in enumerate(leaves):
+        data[i * elem:(i + 1) * elem] = _imm_bytes(imm, ty)
+    return GlobalVar(name, space, ty, align, data)
+
+
+def _imm_bytes(imm: Imm, ty: str) -> np.ndarray:
+    """Little-endian bytes of an initializer element of type ``ty``."""
+    bits = TYPE_BITS[ty]
+    if imm.bits is not None:
+        raw = np.array([imm.bits], np.uint32 if imm.width == 32 else np.uint64)
+        if ty in ("f32", "f64") and bits != imm.width:
+            val = raw.view(np.float32 if imm.width == 32 else np.float64)[0]
+            return np.array([val], np.float32 if ty == "f32" else np.float64).view(np.uint8)
+        return np.array([imm.bits & ((1 << bits) - 1)], f"<u{bits // 8}").view(np.uint8) \
+            if bits >= 16 else np.array([imm.bits & 0xFF], np.uint8)
+    if ty in ("f32", "f64", "f16", "bf16"):
+        return np.array([imm.value], {"f32": np.float32, "f64": np.float64, "f16": np.float16,
+                                      "bf16": ml_dtypes.bfloat16}[ty]).view(np.uint8)
+    v = int(imm.value) & ((1 << bits) - 1)
+    return np.array([v], f"<u{max(bits, 8) // 8}").view(np.uint8)
 
 
 def _body(ent: Entry, stmts: list, lines: list[str], source: str) -> None:

@@ -221,6 +221,7 @@ class _Launch:
         self.gen = 0
         self.full = False  # the executing instruction's mask covers every lane
         self.check_init = True
+        self.global_addr: dict[str, int] = {}
         gblock = self.block_of + blocks.start
         bx = gblock % grid[0]
         by = (gblock // grid[0]) % grid[1]
@@ -346,6 +347,8 @@ class _Launch:
             var = self.entry.shared.get(op.name)
             if var is not None:
                 return dt.type(self.dyn_off if var.extern else var.offset)
+            if op.name in self.global_addr:
+                return dt.type(self.global_addr[op.name])
             raise PtxSimError(self.entry.name, 0, op.name, "operand",
                               f"'{op.name}' cannot be read as a value")
         if isinstance(op, Addr) or isinstance(op, Vec):
@@ -396,6 +399,11 @@ class _Launch:
             if space not in ("shared", "generic"):
                 raise PtxSimError(self.entry.name, 0, a.base, "operand",
                                   f"shared variable '{a.base}' used with .{space}")
+        elif a.base in self.global_addr:
+            if space == "shared":
+                raise PtxSimError(self.entry.name, 0, a.base, "operand",
+                                  f"global variable '{a.base}' used with .shared")
+            base = self.global_addr[a.base]
         else:
             raise PtxSimError(self.entry.name, 0, a.base, "operand",
                               f"'{a.base}' is not an address register or variable")
@@ -1102,6 +1110,13 @@ class PtxSim:
         self.module, self.memory = module, memory
         self.check_shared_init = check_shared_init
         self.kernel_stats: dict[str, Counter[str]] = {}
+        # module-scope .global/.const variables: one allocation each, initialised once
+        self.global_addr: dict[str, int] = {}
+        for gv in module.globals.values():
+            addr = memory.alloc(gv.name, max(gv.data.size, 1), align=max(16, gv.align))
+            if gv.data.size:
+                memory.write(addr, gv.data)
+            self.global_addr[gv.name] = addr
 
     def launch(self, entry: str, grid: tuple[int, ...] = (1, 1, 1), block: tuple[int, ...] = (1, 1, 1),
                params: list | tuple = (), max_instructions: int = 200_000_000,
@@ -1137,6 +1152,7 @@ class PtxSim:
                 blocks = range(first, min(nblocks, first + per_batch))
                 L = _Launch(ent, self.memory, g, b, list(params), dynamic_shared, blocks)
                 L.check_init = self.check_shared_init
+                L.global_addr = self.global_addr
                 self._run(L, ent, counts, stats, max_instructions)
         stats.seconds = time.perf_counter() - t0
         by_op: Counter[str] = Counter()

@@ -1523,6 +1523,45 @@ INT64_OPS = HEADER + """
 }
 """
 
+
+# module-scope .global/.const variables with initializers, addressed by name and through a
+# register; a .global counter updated atomically across launches
+GLOBALS = HEADER + """
+.global .align 4 .f32 tbl[4] = {0f3F800000, 2.5, 0f40400000, -1.0};
+.const .align 4 .u32 ctab[3] = {7, 0x10, -1};
+.global .align 8 .u64 counter;
+
+.visible .entry globals(
+    .param .u64 pout
+)
+{
+    .reg .b32 %r<10>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<12>;
+
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r1, %tid.x;
+    and.b32 %r2, %r1, 3;
+    mul.wide.u32 %rd2, %r2, 4;
+    mov.u64 %rd3, tbl;
+    add.s64 %rd4, %rd3, %rd2;
+    ld.global.f32 %f1, [%rd4];
+    rem.u32 %r3, %r1, 3;
+    mul.wide.u32 %rd5, %r3, 4;
+    mov.u64 %rd6, ctab;
+    add.s64 %rd7, %rd6, %rd5;
+    ld.const.u32 %r4, [%rd7];
+    ld.const.u32 %r5, [ctab+4];
+    atom.global.add.u64 %rd8, [counter], 1;
+    mul.wide.u32 %rd9, %r1, 16;
+    add.s64 %rd10, %rd1, %rd9;
+    mov.b32 %r6, %f1;
+    cvt.u32.u64 %r7, %rd8;
+    st.global.v4.u32 [%rd10], {%r6, %r4, %r5, %r7};
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1567,4 +1606,5 @@ ALL = {
     "cp_groups": CP_GROUPS,
     "f2i64": F2I64,
     "int64_ops": INT64_OPS,
+    "globals": GLOBALS,
 }

@@ -309,3 +309,21 @@ def test_float_min_max_ignore_nan_and_order_signed_zeros():
     np.testing.assert_array_equal(np.signbit(hi[:2]), [False, False])
     np.testing.assert_array_equal(lo[2:4], [2.0, 1.0])
     assert np.isnan(lo[4]) and np.isnan(hi[4])
+
+
+def test_module_global_and_const_variables_with_initializers():
+    mod = parse_module(ALL["globals"], "globals.ptx")
+    assert mod.globals["tbl"].data.view(np.float32).tolist() == [1.0, 2.5, 3.0, -1.0]
+    mem = GlobalMemory()
+    s = PtxSim(mod, mem)
+    pout = mem.alloc("out", 16 * 32)
+    for launch in range(2):
+        s.launch("globals", grid=(1,), block=(32,), params=[pout])
+        out = mem.read(pout, np.uint32, 128).reshape(32, 4)
+        t = np.arange(32)
+        np.testing.assert_array_equal(out[:, 0].view(np.float32), np.array([1.0, 2.5, 3.0, -1.0], np.float32)[t % 4])
+        np.testing.assert_array_equal(out[:, 1], np.array([7, 16, 0xFFFFFFFF], np.uint32)[t % 3])
+        assert (out[:, 2] == 16).all()
+        # the counter persists across launches: tickets 0..31, then 32..63
+        np.testing.assert_array_equal(np.sort(out[:, 3]), np.arange(32) + 32 * launch)
+    assert mem.read(s.global_addr["counter"], np.uint64, 1)[0] == 64
