@@ -8,7 +8,8 @@ import pytest
 from tests.runtimes.rvvsim.harness import Case, compare, need_tools, run_qemu
 
 VLENS = [128, 256, 512, 1024]
-LMULS = {8: ["mf2", "m1", "m2", "m8"], 16: ["mf2", "m1", "m4"], 32: ["mf2", "m1", "m2"],
+LMULS = {8: ["mf8", "mf4", "mf2", "m1", "m2", "m8"], 16: ["mf4", "mf2", "m1", "m4"],
+         32: ["mf2", "m1", "m2"],
          64: ["m1", "m2", "m8"]}
 BIN = {
     "vadd": "vv vx vi", "vsub": "vv vx", "vrsub": "vx vi", "vand": "vv vx vi",
