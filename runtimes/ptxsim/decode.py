@@ -117,8 +117,8 @@ class Dec:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _to64(x: np.ndarray, ty: str) -> np.ndarray:
-    """A float operand of PTX type ``ty`` as exact float64."""
+def _to64(x: np.ndarray) -> np.ndarray:
+    """A float operand (f16, bf16, f32 or f64) as exact float64."""
     return np.asarray(x).astype(fp.F64)
 
 
@@ -204,9 +204,9 @@ def _float_elementwise(d: Dec, kind: str, n_in: int) -> Run:
             if native:
                 out = NATIVE_BINARY[kind](*[np.asarray(v, dt) for v in vals])
             elif kind == "fma":
-                out = fp.fma_exact(*[_to64(v, "") for v in vals], dt, mode)
+                out = fp.fma_exact(*[_to64(v) for v in vals], dt, mode)
             else:
-                out = FLOAT_BINARY[kind](*[_to64(v, "") for v in vals], dt, mode)
+                out = FLOAT_BINARY[kind](*[_to64(v) for v in vals], dt, mode)
         out = np.asarray(out, dt)
         if dt == fp.F32 and ftz:
             out = _ftz(out, True)
@@ -724,7 +724,9 @@ def _dec_cvt(d: Dec) -> Run:
             d.fail(f"cvt.{dty} packs two .f32 operands")
         dst, a, b = ops
         el = PACKED[dty]
-        mode = frnd[0] if frnd else d.fail("cvt to a packed type needs .rn/.rz") or "rn"
+        if not frnd:
+            d.fail("cvt to a packed type needs .rn/.rz/.rm/.rp")
+        mode = frnd[0]
 
         def run_pack(ctx: object, m: np.ndarray) -> None:
             hi = fp.round_f64(np.asarray(ctx.read(a, "f32")).astype(fp.F64), el, mode)
@@ -993,8 +995,7 @@ def _dec_st(d: Dec) -> Run:
         addr = ctx.address(a, space)
         vals = np.empty((ctx.T, vec), ut)
         for k, it in enumerate(items):
-            vals[:, k] = np.asarray(ctx.read(it, ty)).view(ut) if np.ndim(ctx.read(it, ty)) else \
-                np.asarray(ctx.read(it, ty)).view(ut)
+            vals[:, k] = np.asarray(ctx.read(it, ty)).view(ut)
         ctx.store(ins, space, addr, m, ty, vals)
     return run
 

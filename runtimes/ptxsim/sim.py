@@ -1166,6 +1166,12 @@ class PtxSim:
 
     def _run(self, L: _Launch, ent: Entry, counts: np.ndarray, stats: LaunchStats,
              limit: int) -> None:
+        """The SIMT stack.  Each frame is (pc, lane mask, reconvergence pc); the top frame runs.
+        A conditional branch on which live lanes disagree turns the top frame into the join
+        (pc := the branch's immediate post-dominator) and pushes the taken and fall-through
+        paths, each ending at that join; a frame that reaches its reconvergence pc pops.  When
+        the join equals the top frame's own reconvergence pc the top frame is dropped instead,
+        so loops with per-lane trip counts keep the stack bounded."""
         instrs = ent.instrs
         n = len(instrs)
         stack = [_Frame(0, L.alive.copy(), n)]
@@ -1235,7 +1241,7 @@ class PtxSim:
                     else:
                         top.pc = r
                     stack.append(_Frame(target, m.copy(), r))
-                    stack.append(_Frame(top_pc_after(ins), not_taken, r))
+                    stack.append(_Frame(ins.index + 1, not_taken, r))
             elif kind == "exit":
                 if m.any():
                     L.alive = L.alive & ~m
@@ -1250,6 +1256,3 @@ class PtxSim:
         stats.thread_instructions = threads
         stats.warp_instructions = total
 
-
-def top_pc_after(ins: Instr) -> int:
-    return ins.index + 1
