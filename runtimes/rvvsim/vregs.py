@@ -390,10 +390,22 @@ def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Sr
             return
     args: list[np.ndarray] = []
     pois = origin = None
-    if sel:  # vmerge/vfmerge: v0 selects, it does not mask
+    if sel:  # vmerge/vfmerge: v0 selects, it does not mask; only the chosen source is read
         bits, pois = mask_bits(st, 0, vl)
         args.append(bits)
         origin = mask_org(st, 0, vl) if pois is not None else None
+        (v2, p2, o2), (v1, p1, o1) = (fetch(st, s, vl) for s in srcs)
+        args += [v2, v1]
+        if p2 is not None:  # element i reads vs2 where the selector bit is 0
+            p2 = p2 & ~bits
+        if p1 is not None:
+            p1 = p1 & bits
+        po, oo = p2, o2
+        if p1 is not None:
+            oo, po = merge_org(p2, o2, p1, o1), por(p2, p1)
+        if po is not None:
+            origin, pois = merge_org(pois, origin, po, oo), por(pois, po)
+        srcs = []
     for s in srcs:
         v, p, o = fetch(st, s, vl)
         args.append(v)

@@ -28,7 +28,7 @@ def _fn(body: str, name: str = "f") -> str:
 
 
 def _run(body: str, buffers: dict[str, np.ndarray], args: list[str | int], vlen: int = 256,
-         **kw: int) -> tuple[Memory, dict[str, int]]:
+         **kw: object) -> tuple[Memory, dict[str, int]]:
     mem = Memory()
     addrs = {}
     for name, data in buffers.items():
@@ -493,3 +493,23 @@ def test_ordered_reduction_rounds_after_every_add() -> None:
     assert mem.read(addrs["o"], np.float32, 1).view(np.uint32)[0] == np.array(
         [ref]).view(np.uint32)[0]
     assert ref != np.float32(x.astype(np.float64).sum())  # the order really matters here
+
+
+def test_vmerge_reads_only_the_selected_operand() -> None:
+    """A mask-agnostic load padded with vmerge: masked-off (undefined) lanes are replaced, so
+    storing the merge is fine; storing the unmerged load is not."""
+    body = """
+    vsetivli zero, 4, e32, m1, ta, ma
+    vlm.v v0, (a1)
+    vle32.v v8, (a0), v0.t
+    vfmv.v.f v9, fa0
+    vmerge.vvm v10, v9, v8, v0
+    vse32.v v10, (a2)
+    {extra}"""
+    bufs = {"a": np.arange(4, dtype=np.float32), "m": np.array([0b1010], np.uint8),
+            "o": np.zeros(4, np.float32)}
+    mem, addrs = _run(body.format(extra=""), bufs, ["a", "m", "o"], fp_args=[np.float32(-1)])
+    np.testing.assert_array_equal(mem.read(addrs["o"], np.float32, 4), [-1, 1, -1, 3])
+    with pytest.raises(TailRelianceError, match="element 0"):
+        _run(body.format(extra="vse32.v v8, (a2)"), bufs, ["a", "m", "o"],
+             fp_args=[np.float32(-1)])
