@@ -160,6 +160,11 @@ class RvvMachine:
             ins = self.program.instrs[at]
             exc.locate(self.program.function_of(at), ins.line, ins.text)
             raise
+        except Exception as exc:  # a simulator bug: keep the traceback, say where it happened
+            ins = self.program.instrs[min(pc, n - 1)]
+            exc.add_note(f"rvvsim: while executing line {ins.line} `{ins.text}` in function "
+                         f"'{self.program.function_of(ins.index)}'")
+            raise
         assert pc == HALT
         for r, v in zip(CALLEE_SAVED_X + [2], saved_x, strict=True):
             if x[r] != v:
