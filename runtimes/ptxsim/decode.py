@@ -840,19 +840,20 @@ def _int_range(ty: str) -> tuple[int, int]:
 
 
 def _dec_cvta(d: Dec) -> Run:
-    """cvta: generic <-> state-space addresses.  Global addresses are identical in both; shared
-    addresses live in a generic window starting at ``ctx.SHARED_WINDOW``."""
+    """cvta: generic <-> state-space addresses.  Global (and .const) addresses are identical in
+    both; shared and local addresses live in generic windows at ``ctx.SHARED_WINDOW`` and
+    ``ctx.LOCAL_WINDOW``."""
     ty = d.type()
     dst, a = d.ops(2)
     to = d.has("to")
     space = d.one_of({"global", "shared", "local", "param", "const"}, "state space")
-    if space not in ("global", "shared"):
+    if space not in ("global", "shared", "local", "const"):
         d.fail(f"cvta for .{space} is not modelled")
 
     def run(ctx: object, m: np.ndarray) -> None:
         x = np.asarray(ctx.read(a, ty)).astype(np.uint64)
-        if space == "shared":
-            w = np.uint64(ctx.SHARED_WINDOW)
+        if space in ("shared", "local"):
+            w = np.uint64(ctx.SHARED_WINDOW if space == "shared" else ctx.LOCAL_WINDOW)
             x = (x - w) if to else (x + w)
         ctx.write(dst, np.broadcast_to(x.astype(DT[ty]), (ctx.T,)), ty, m)
     return run
@@ -942,8 +943,6 @@ def _dec_ld(d: Dec) -> Run:
     dst, a = d.ops(2)
     if not isinstance(a, Addr):
         d.fail("ld needs an address operand [..]")
-    if space == "local":
-        d.fail("ld.local is not modelled")
     items = list(dst.items) if isinstance(dst, Vec) else [dst]
     if len(items) != vec:
         d.fail(f"{len(items)} destination registers for a .v{vec} load")
@@ -983,8 +982,8 @@ def _dec_st(d: Dec) -> Run:
     a, src = d.ops(2)
     if not isinstance(a, Addr):
         d.fail("st needs an address operand [..]")
-    if space in ("local", "const", "param"):
-        d.fail(f"st.{space} is not modelled")
+    if space in ("const", "param"):
+        d.fail(f"st.{space}: the state space is read-only")
     items = list(src.items) if isinstance(src, Vec) else [src]
     if len(items) != vec:
         d.fail(f"{len(items)} source registers for a .v{vec} store")
@@ -1005,6 +1004,8 @@ ATOM_OPS = {"add", "min", "max", "exch", "cas", "and", "or", "xor", "inc", "dec"
 
 def _dec_atom(d: Dec, red: bool = False) -> Run:
     space = next((q for q in d.quals if q in SPACES), "generic")
+    if space not in ("global", "shared", "generic"):
+        d.fail(f"atomics on .{space} do not exist")
     op = d.one_of(ATOM_OPS, "atomic operation")
     ty = d.type()
     if ty in ("f16", "bf16", "f16x2", "bf16x2"):
@@ -1279,7 +1280,7 @@ def decode_entry(ent: Entry) -> None:
                         dec.fail(f"undeclared register {n}")
                 continue
             if name is None or name in ent.regs or name in ent.labels or name in ent.shared \
-                    or name in ent.globals:
+                    or name in ent.globals or name in ent.local:
                 continue
             if name == "_" or name.startswith(specials) or any(p.name == name for p in ent.params):
                 continue

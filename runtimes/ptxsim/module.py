@@ -135,6 +135,8 @@ class Entry:
     param_bytes: int = 0
     reqntid: tuple[int, ...] | None = None
     globals: dict[str, GlobalVar] = field(default_factory=dict)
+    local: dict[str, SharedVar] = field(default_factory=dict)  # per-thread .local arrays
+    local_bytes: int = 0
 
     @property
     def param_types(self) -> list[str]:
@@ -321,6 +323,9 @@ def _var_decl(ent: Entry, tree: lark.Tree, lines: list[str], source: str) -> Non
     line = _line(tree)
     extern = any(t.type == "EXTERN" for t in toks)
     space = next(str(t) for t in toks if t.type == "STATE_SPACE")
+    if space == ".local":
+        _local_decl(ent, tree, lines, source)
+        return
     if space != ".shared":
         raise PtxParseError(source, line, lines[line - 1].strip(),
                             f"{space} variables are modelled at module scope only")
@@ -354,6 +359,34 @@ def _var_decl(ent: Entry, tree: lark.Tree, lines: list[str], source: str) -> Non
     off = _align_up(ent.shared_bytes, align)
     ent.shared[name] = SharedVar(name, off, elem * count, align, False)
     ent.shared_bytes = off + elem * count
+
+
+def _local_decl(ent: Entry, tree: lark.Tree, lines: list[str], source: str) -> None:
+    """A per-thread ``.local`` array (nvcc's ``__local_depot``): laid out like shared memory,
+    one copy per thread."""
+    toks = [t for t in tree.children if isinstance(t, lark.Token)]
+    line = _line(tree)
+    if any(isinstance(c, lark.Tree) and c.data == "initializer" for c in tree.children) or \
+            any(t.type == "EXTERN" for t in toks):
+        raise PtxParseError(source, line, lines[line - 1].strip(),
+                            ".local variables take neither initializers nor .extern")
+    ty = str(next(t for t in toks if t.type == "TYPE"))[1:]
+    name = str(next(t for t in toks if t.type == "IDENT"))
+    ints = [_int(str(t)) for t in toks if t.type == "INT"]
+    elem = TYPE_BITS[ty] // 8 or 1
+    align = ints[0] if ints else elem
+    count = 1
+    dims_tree = next((c for c in tree.children if isinstance(c, lark.Tree) and c.data == "dims"),
+                     None)
+    for dtok in (dims_tree.children if dims_tree is not None else []):
+        if dtok is None:
+            raise PtxParseError(source, line, lines[line - 1].strip(), ".local arrays need a size")
+        count *= _int(str(dtok))
+    if name in ent.local or name in ent.shared:
+        raise PtxParseError(source, line, lines[line - 1].strip(), f"duplicate symbol '{name}'")
+    off = _align_up(ent.local_bytes, align)
+    ent.local[name] = SharedVar(name, off, elem * count, align, False)
+    ent.local_bytes = off + elem * count
 
 
 def _init_leaves(node: lark.Tree) -> list[Imm]:

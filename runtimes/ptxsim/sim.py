@@ -56,6 +56,7 @@ from portc.runtimes.ptxsim.module import (
 
 WARP = 32
 SHARED_WINDOW = 1 << 48  # generic addresses of shared memory: window base + shared offset
+LOCAL_WINDOW = 1 << 47   # generic addresses of a thread's .local memory
 REG_STORE = {1: np.dtype(bool), 8: np.dtype(np.uint8), 16: np.dtype(np.uint16),
              32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
 
@@ -201,6 +202,7 @@ class _Launch:
     """State of one kernel launch; decoded executors call its methods with a lane mask."""
 
     SHARED_WINDOW = SHARED_WINDOW
+    LOCAL_WINDOW = LOCAL_WINDOW
 
     def __init__(self, entry: Entry, memory: GlobalMemory, grid: tuple[int, int, int],
                  block: tuple[int, int, int], params: list, dynamic_shared: int,
@@ -261,6 +263,9 @@ class _Launch:
         self.special["%dynamic_smem_size"] = u32(dynamic_shared)
         self.special["%total_smem_size"] = u32(self.S)
         self.smem = np.zeros(self.B * self.S_pad, np.uint8)
+        self.Lsz = entry.local_bytes
+        self.L_pad = (self.Lsz + 15) // 16 * 16
+        self.lmem = np.zeros(self.T * self.L_pad, np.uint8)
         if self.S:
             n = self.B * self.S_pad
             none = int(self._pack_state(np.array(-1), 0, np.array(-1)))
@@ -349,6 +354,9 @@ class _Launch:
                 return dt.type(self.dyn_off if var.extern else var.offset)
             if op.name in self.global_addr:
                 return dt.type(self.global_addr[op.name])
+            lvar = self.entry.local.get(op.name)
+            if lvar is not None:
+                return dt.type(lvar.offset)
             raise PtxSimError(self.entry.name, 0, op.name, "operand",
                               f"'{op.name}' cannot be read as a value")
         if isinstance(op, Addr) or isinstance(op, Vec):
@@ -399,6 +407,11 @@ class _Launch:
             if space not in ("shared", "generic"):
                 raise PtxSimError(self.entry.name, 0, a.base, "operand",
                                   f"shared variable '{a.base}' used with .{space}")
+        elif a.base in self.entry.local:
+            if space not in ("local", "generic"):
+                raise PtxSimError(self.entry.name, 0, a.base, "operand",
+                                  f"local variable '{a.base}' used with .{space}")
+            base = self.entry.local[a.base].offset + (LOCAL_WINDOW if space == "generic" else 0)
         elif a.base in self.global_addr:
             if space == "shared":
                 raise PtxSimError(self.entry.name, 0, a.base, "operand",
@@ -411,10 +424,19 @@ class _Launch:
             out = np.asarray(base, np.uint64) + np.uint64(a.offset & (2**64 - 1))
         return np.broadcast_to(out, (self.T,))
 
-    def _split_generic(self, addr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w = np.uint64(SHARED_WINDOW)
-        sh = m & (addr >= w) & (addr < w + np.uint64(1 << 32))
-        return sh, m & ~sh, np.where(sh, addr - w, addr)
+    def _generic_parts(self, addr: np.ndarray, m: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Split a generic access by window: (space, lanes, state-space address) per part."""
+        parts = []
+        rest = m
+        for space, base in (("shared", SHARED_WINDOW), ("local", LOCAL_WINDOW)):
+            w = np.uint64(base)
+            sel = rest & (addr >= w) & (addr < w + np.uint64(1 << 32))
+            if sel.any():
+                parts.append((space, sel, addr - w))
+                rest = rest & ~sel
+        if rest.any():
+            parts.append(("global", rest, addr))
+        return parts
 
     def _check_global(self, ins: Instr, lanes: np.ndarray, a: np.ndarray, size: int, what: str) -> None:
         if not a.size:
@@ -439,6 +461,20 @@ class _Launch:
             i = int(np.flatnonzero(mis)[0])
             raise self.fault(MisalignedAccessError, ins, int(lanes[i]),
                              f"{what} of {size} bytes at {int(a[i]):#x} is not {size}-byte aligned")
+
+    def _check_local(self, ins: Instr, lanes: np.ndarray, a: np.ndarray, size: int, what: str) -> None:
+        bad = a + np.uint64(size) > np.uint64(self.Lsz)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise self.fault(OutOfBoundsError, ins, int(lanes[i]),
+                             f"{what} of {size} bytes at local offset {int(a[i])} is outside the "
+                             f"thread's {self.Lsz} bytes of .local memory")
+        mis = _misaligned(a, size)
+        if mis.any():
+            i = int(np.flatnonzero(mis)[0])
+            raise self.fault(MisalignedAccessError, ins, int(lanes[i]),
+                             f"{what} of {size} bytes at local offset {int(a[i])} is not "
+                             f"{size}-byte aligned")
 
     def _shared_var_at(self, off: int) -> str:
         best = None
@@ -583,11 +619,8 @@ class _Launch:
         ut = fp.uint_of(DT[ty]) if esize > 1 else np.dtype(np.uint8)
         out = np.zeros((self.T, vec), ut)
         if space == "generic":
-            sh, gl, a2 = self._split_generic(addr, m)
-            if sh.any():
-                out[sh] = self.load(ins, "shared", a2, sh, ty, vec)[sh]
-            if gl.any():
-                out[gl] = self.load(ins, "global", a2, gl, ty, vec)[gl]
+            for part, sel, a2 in self._generic_parts(addr, m):
+                out[sel] = self.load(ins, part, a2, sel, ty, vec)[sel]
             return out
         lanes = np.flatnonzero(m)
         a = addr[lanes]
@@ -596,6 +629,10 @@ class _Launch:
             self._check_global(ins, lanes, a, size, "load")
             view = self.memory.data.view(ut)
             idx = _elem_index(a - np.uint64(GlobalMemory.BASE), esize)
+        elif space == "local":
+            self._check_local(ins, lanes, a, size, "load")
+            view = self.lmem.view(ut)
+            idx = lanes * (self.L_pad // esize) + _elem_index(a, esize)
         else:
             self._check_shared(ins, lanes, a, size, "load")
             if self.S:
@@ -610,11 +647,8 @@ class _Launch:
         esize = DT[ty].itemsize
         vec = vals.shape[1]
         if space == "generic":
-            sh, gl, a2 = self._split_generic(addr, m)
-            if sh.any():
-                self.store(ins, "shared", a2, sh, ty, vals)
-            if gl.any():
-                self.store(ins, "global", a2, gl, ty, vals)
+            for part, sel, a2 in self._generic_parts(addr, m):
+                self.store(ins, part, a2, sel, ty, vals)
             return
         lanes = np.flatnonzero(m)
         a = addr[lanes]
@@ -623,6 +657,10 @@ class _Launch:
             self._check_global(ins, lanes, a, size, "store")
             view = self.memory.data.view(vals.dtype)
             idx = _elem_index(a - np.uint64(GlobalMemory.BASE), esize)
+        elif space == "local":
+            self._check_local(ins, lanes, a, size, "store")
+            view = self.lmem.view(vals.dtype)
+            idx = lanes * (self.L_pad // esize) + _elem_index(a, esize)
         else:
             self._check_shared(ins, lanes, a, size, "store")
             if self.S:
@@ -640,11 +678,12 @@ class _Launch:
         esize = dt.itemsize
         old = np.zeros(self.T, dt)
         if space == "generic":
-            sh, gl, a2 = self._split_generic(addr, m)
-            for sub, sp in ((sh, "shared"), (gl, "global")):
-                if sub.any():
-                    o = self.atomic(ins, sp, a2, sub, ty, op, b, c)
-                    old[sub] = o[sub]
+            for part, sel, a2 in self._generic_parts(addr, m):
+                if part == "local":
+                    lane = int(np.flatnonzero(sel)[0])
+                    raise self.fault(OutOfBoundsError, ins, lane,
+                                     "atomic on a generic address in the thread's .local window")
+                old[sel] = self.atomic(ins, part, a2, sel, ty, op, b, c)[sel]
             return old
         lanes = np.flatnonzero(m)
         if not lanes.size:

@@ -1562,6 +1562,60 @@ GLOBALS = HEADER + """
 }
 """
 
+
+# nvcc-style per-thread local depot: arr[i] = tid * i + 1 stored through .local and through a
+# generic (cvta.local) pointer, then out[tid] = arr[tid % 8] + arr[7 - tid % 8]
+LOCAL_DEPOT = HEADER + """
+.visible .entry local_depot(
+    .param .u64 pout,
+    .param .u32 nstore
+)
+{
+    .local .align 4 .b8 __local_depot0[32];
+    .reg .pred %p<2>;
+    .reg .b32 %r<12>;
+    .reg .b64 %SP;
+    .reg .b64 %SPL;
+    .reg .b64 %rd<10>;
+
+    mov.u64 %SPL, __local_depot0;
+    cvta.local.u64 %SP, %SPL;
+    ld.param.u64 %rd1, [pout];
+    ld.param.u32 %r9, [nstore];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, 0;
+$L_fill:
+    mad.lo.s32 %r3, %r1, %r2, 1;
+    mul.wide.u32 %rd2, %r2, 4;
+    and.b32 %r4, %r2, 1;
+    setp.eq.u32 %p1, %r4, 0;
+    @%p1 bra $L_generic;
+    add.s64 %rd3, %SPL, %rd2;
+    st.local.u32 [%rd3], %r3;
+    bra.uni $L_next;
+$L_generic:
+    add.s64 %rd3, %SP, %rd2;
+    st.u32 [%rd3], %r3;
+$L_next:
+    add.s32 %r2, %r2, 1;
+    setp.lt.u32 %p1, %r2, %r9;
+    @%p1 bra $L_fill;
+    and.b32 %r5, %r1, 7;
+    mul.wide.u32 %rd4, %r5, 4;
+    add.s64 %rd5, %SPL, %rd4;
+    ld.local.u32 %r6, [%rd5];
+    sub.s32 %r7, 7, %r5;
+    mul.wide.u32 %rd6, %r7, 4;
+    add.s64 %rd7, %SP, %rd6;
+    ld.u32 %r8, [%rd7];
+    add.s32 %r6, %r6, %r8;
+    mul.wide.u32 %rd8, %r1, 4;
+    add.s64 %rd9, %rd1, %rd8;
+    st.global.u32 [%rd9], %r6;
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1607,4 +1661,5 @@ ALL = {
     "f2i64": F2I64,
     "int64_ops": INT64_OPS,
     "globals": GLOBALS,
+    "local_depot": LOCAL_DEPOT,
 }

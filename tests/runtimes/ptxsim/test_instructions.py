@@ -327,3 +327,16 @@ def test_module_global_and_const_variables_with_initializers():
         # the counter persists across launches: tickets 0..31, then 32..63
         np.testing.assert_array_equal(np.sort(out[:, 3]), np.arange(32) + 32 * launch)
     assert mem.read(s.global_addr["counter"], np.uint64, 1)[0] == 64
+
+
+def test_per_thread_local_memory_through_local_and_generic_pointers():
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["local_depot"], "local.ptx"), mem)
+    pout = mem.alloc("out", 4 * 64)
+    s.launch("local_depot", grid=(1,), block=(64,), params=[pout, 8])
+    t = np.arange(64)
+    np.testing.assert_array_equal(mem.read(pout, np.uint32, 64),
+                                  (t * (t % 8) + 1) + (t * (7 - t % 8) + 1))
+    # element 8 is even, so it goes through the generic pointer into the local window
+    with pytest.raises(OutOfBoundsError, match=r"`st\.u32 \[%rd3\], %r3`.*local offset 32"):
+        s.launch("local_depot", grid=(1,), block=(64,), params=[pout, 9])
