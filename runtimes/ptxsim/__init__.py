@@ -22,8 +22,9 @@ Modelling choices (what a reader of a result must know):
   warp); two readers of a byte followed by a writer in the same epoch are reported even when a
   warp sync orders them (conservative).
 - Only barrier 0 without a thread count; ``.global``/``.const`` variables at module scope only
-  (allocated in ``GlobalMemory`` when ``PtxSim`` is made); no ``.local``, no ``.func``/``call``,
-  no ``mma.sp``; unknown qualifiers are refused rather than ignored.
+  (allocated in ``GlobalMemory`` when ``PtxSim`` is made); ``.local`` arrays per thread (also
+  through generic pointers); no ``.func``/``call``, no ``mma.sp``; unknown qualifiers are
+  refused rather than ignored.
 - Integer division by zero yields the values NVIDIA hardware returns (all ones / the dividend).
 - Large grids run in batches of whole blocks (``launch(max_lanes=...)``); blocks never
   communicate except through atomics, so results do not depend on the batch size.
