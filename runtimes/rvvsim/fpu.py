@@ -67,35 +67,41 @@ def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Single-rounding a*b + c for float32 arrays (see module docstring)."""
-    a64, b64, c64 = (np.asarray(v, np.float64) for v in (a, b, c))
-    p = a64 * b64  # exact: 24+24 bit significands, exponents well inside float64
+    p = a.astype(np.float64) * b.astype(np.float64)  # exact: 24+24 bit significands
+    c64 = c.astype(np.float64)
     s = p + c64
     r = s.astype(np.float32)
     # rounding s again is only wrong when s sits exactly on a float32 midpoint (low 29 bits
-    # of the float64 significand = 1000...0) or in float32's subnormal range
+    # of the float64 significand = 1000...0) or in float32's subnormal range, and the float64
+    # sum was inexact (sums of float32 values land on midpoints exactly all the time)
     bits = s.view(np.uint64)
     mag = np.abs(s)
     risky = ((bits & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000)) | (
         (mag < 2.0**-125) & (mag > 0))
     if risky.any():
         idx = np.nonzero(risky & np.isfinite(s))[0]
-        r = _fix_midpoints(r.copy(), idx, np.broadcast_to(p, s.shape)[idx],
-                           np.broadcast_to(c64, s.shape)[idx], s[idx])
+        if p.shape != s.shape:
+            p = np.broadcast_to(p, s.shape)
+        if c64.shape != s.shape:
+            c64 = np.broadcast_to(c64, s.shape)
+        ps, cs, ss = p[idx], c64[idx], s[idx]
+        bb = ss - ps
+        e = (ps - (ss - bb)) + (cs - bb)  # TwoSum: the exact error of s
+        inexact = e != 0
+        if inexact.any():
+            r = _fix_midpoints(r.copy(), idx[inexact], ss[inexact], e[inexact])
     return canon(r)
 
 
-def _fix_midpoints(r: np.ndarray, idx: np.ndarray, p: np.ndarray, c: np.ndarray,
-                   s: np.ndarray) -> np.ndarray:
-    """Round p + c (float64 sum s, error e from TwoSum) to float32 exactly at ``idx``."""
-    bb = s - p
-    e = (p - (s - bb)) + (c - bb)
+def _fix_midpoints(r: np.ndarray, idx: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Round s + e (s the float64 sum, e its exact error) to float32 at ``idx``."""
     rv = r[idx]
     toward = np.where(s > rv.astype(np.float64), np.float32(np.inf), np.float32(-np.inf))
     other = np.nextafter(rv, toward)
     lo64 = np.where(np.isinf(rv), np.copysign(2.0**128, rv.astype(np.float64)), rv)
     hi64 = np.where(np.isinf(other), np.copysign(2.0**128, other.astype(np.float64)), other)
     mid = (lo64.astype(np.float64) + hi64.astype(np.float64)) * 0.5
-    on_mid = (mid == s) & (rv.astype(np.float64) != s) & (e != 0)
+    on_mid = (mid == s) & (rv.astype(np.float64) != s)
     # the exact value lies on the side of the midpoint given by the error's sign
     big = np.where(rv > other, rv, other)
     small = np.where(rv > other, other, rv)
