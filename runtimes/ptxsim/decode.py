@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 
 from portc.runtimes.ptxsim import fp
@@ -50,6 +51,10 @@ DT: dict[str, np.dtype] = {
     "f64": fp.F64,
 }
 FLOATS = {"f16", "bf16", "f32", "f64", "f16x2", "bf16x2"}
+# 8-bit floats (sm_89+): the element formats and their largest finite magnitudes (.satfinite)
+FP8 = {"e4m3": (np.dtype(ml_dtypes.float8_e4m3fn), 448.0),
+       "e5m2": (np.dtype(ml_dtypes.float8_e5m2), 57344.0)}
+FP8X2 = {"e4m3x2": "e4m3", "e5m2x2": "e5m2"}
 SPACES_ALL = ("global", "shared", "param", "local", "const")
 PACKED = {"f16x2": fp.F16, "bf16x2": fp.BF16}
 SIGNED = {"s8", "s16", "s32", "s64"}
@@ -72,6 +77,7 @@ KNOWN_QUALIFIERS = (
     | {"async", "commit_group", "wait_group", "wait_all", "proxy", "acq_rel", "sc", "gl",
        "mbarrier_init", "f4e", "b4e", "rc8", "ecl", "ecr", "rc16", "finite", "infinite",
        "number", "notanumber", "normal", "subnormal"}
+    | set(FP8) | set(FP8X2)
 )
 
 
@@ -709,7 +715,58 @@ def _dec_mov(d: Dec) -> Run:
     return run
 
 
+def _dec_cvt_fp8(d: Dec) -> Run:
+    """cvt.rn.satfinite{.relu}.{e4m3x2,e5m2x2}.f32 d, a, b (a -> upper byte, b -> lower),
+    cvt.rn.satfinite{.relu}.{e4m3x2,e5m2x2}.f16x2 d, a, and cvt.rn{.relu}.f16x2.{e4m3x2,e5m2x2}.
+    Narrowing rounds to nearest even and, with .satfinite, clamps to the largest finite value
+    (NaN stays NaN); widening to f16 is exact."""
+    types = [q for q in d.quals if q in DT or q in FP8X2]  # destination type first
+    relu = d.has("relu")
+    if d.rnd() != "rn":
+        d.fail("fp8 conversions round to nearest (.rn)")
+    if len(types) == 2 and types[0] in FP8X2 and types[1] in ("f32", "f16x2"):
+        # narrowing: fp8x2 destination, f32 pair or f16x2 source
+        el, big = FP8[FP8X2[types[0]]]
+        if not d.has("satfinite"):
+            d.fail("cvt to fp8 needs .satfinite")
+        src = types[1]
+        ops = d.ops(3 if src == "f32" else 2)
+        dst = ops[0]
+
+        def narrow(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v, np.float32)
+            if relu:
+                v = np.where(v < 0, np.float32(0), v)
+            v = np.where(np.isnan(v), v, np.clip(v, -big, big)).astype(np.float32)
+            return v.astype(el).view(np.uint8).astype(np.uint16)
+
+        def run_narrow(ctx: object, m: np.ndarray) -> None:
+            if src == "f32":
+                hi, lo = (np.broadcast_to(np.asarray(ctx.read(o, "f32")), (ctx.T,)) for o in ops[1:])
+            else:
+                lo16, hi16 = _unpack(np.broadcast_to(np.asarray(ctx.read(ops[1], "b32")), (ctx.T,)), fp.F16)
+                lo, hi = lo16.astype(np.float32), hi16.astype(np.float32)
+            ctx.write(dst, (narrow(hi) << np.uint16(8)) | narrow(lo), "b16", m)
+        return run_narrow
+    if len(types) == 2 and types[0] == "f16x2" and types[1] in FP8X2:
+        el, _ = FP8[FP8X2[types[1]]]
+        dst, a = d.ops(2)
+
+        def run_widen(ctx: object, m: np.ndarray) -> None:
+            w = np.broadcast_to(np.asarray(ctx.read(a, "b16")), (ctx.T,)).astype(np.uint16)
+            lo = (w & np.uint16(0xFF)).astype(np.uint8).view(el).astype(np.float16)
+            hi = (w >> np.uint16(8)).astype(np.uint8).view(el).astype(np.float16)
+            if relu:
+                lo, hi = (np.where(v < 0, np.float16(0), v) for v in (lo, hi))
+            ctx.write(dst, _pack(lo, hi), "b32", m)
+        return run_widen
+    d.fail("fp8 conversion form not modelled")
+    raise AssertionError
+
+
 def _dec_cvt(d: Dec) -> Run:
+    if any(q in FP8X2 for q in d.quals):
+        return _dec_cvt_fp8(d)
     ts = d.types()
     if len(ts) != 2:
         d.fail("cvt needs a destination and a source type")
@@ -1126,13 +1183,14 @@ MMA_SHAPES = {
     ("m16n8k8", "f16"): (2, 1), ("m16n8k8", "bf16"): (2, 1),
     ("m16n8k8", "tf32"): (4, 2),
     ("m16n8k32", "s8"): (4, 2), ("m16n8k32", "u8"): (4, 2),
+    ("m16n8k32", "e4m3"): (4, 2), ("m16n8k32", "e5m2"): (4, 2),
 }
 
 
 def _dec_mma(d: Dec) -> Run:
     """mma.sync.aligned.shape.row.col.dtype.atype.btype.ctype d, a, b, c."""
     shape = next((q for q in d.quals if q.startswith("m") and "n" in q and "k" in q), None)
-    ts = d.types()
+    ts = [q for q in d.quals if q in DT or q in FP8]
     if len(ts) != 4 or (shape, ts[1]) not in MMA_SHAPES:
         d.fail(f"mma {shape} {'.'.join(ts)} is not modelled")
     dty, aty, bty, cty = ts
@@ -1140,6 +1198,9 @@ def _dec_mma(d: Dec) -> Run:
     if integer:
         if bty not in ("s8", "u8") or dty != "s32" or cty != "s32":
             d.fail("integer mma takes .s32 accumulators and .s8/.u8 operands")
+    elif aty in FP8:
+        if bty not in FP8 or dty != "f32" or cty != "f32":
+            d.fail("fp8 mma takes .e4m3/.e5m2 operands and .f32 accumulators")
     elif bty != aty or dty not in ("f32", "f16") or cty not in ("f32", "f16") or \
             ("f16" in (dty, cty) and aty != "f16"):
         d.fail(f"mma types .{dty}.{aty}.{bty}.{cty} are not a valid combination")
@@ -1154,7 +1215,7 @@ def _dec_mma(d: Dec) -> Run:
     if d.has("satfinite") and not integer:
         d.fail(".satfinite is modelled on integer mma only")
     ins = d.ins
-    kind = f"{aty}.{bty}" if integer else aty
+    kind = f"{aty}.{bty}" if integer or aty in FP8 else aty
     sat = d.has("satfinite")
 
     def run(ctx: object, m: np.ndarray) -> None:

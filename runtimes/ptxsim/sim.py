@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 from portc.runtimes.ptxsim import fp
@@ -885,7 +886,7 @@ class _Launch:
         if not warps.size:
             return
         if shape == "m16n8k32":
-            self._mma_int8(warps, m, kind, dst, a, b, c, sat)
+            self._mma_8bit(warps, m, kind, dst, a, b, c, sat)
             return
         lay = MMA_LAYOUT[(shape, kind)]
 
@@ -930,31 +931,44 @@ class _Launch:
             full[warps] = dv[..., i]
             self.write(r, full.reshape(-1), "f32", m)
 
-    def _mma_int8(self, warps: np.ndarray, m: np.ndarray, kind: str, dst: Vec, a: Vec, b: Vec,
+    def _mma_8bit(self, warps: np.ndarray, m: np.ndarray, kind: str, dst: Vec, a: Vec, b: Vec,
                   c: Vec, sat: bool) -> None:
-        """m16n8k32 s8/u8 with s32 accumulators: exact integer products, wrapping (or, with
-        .satfinite, saturating) 32-bit sums."""
+        """m16n8k32 with 8-bit operands (the PTX ISA gives s8/u8 and e4m3/e5m2 one layout).
+        Integers: exact products, s32 sums that wrap (or saturate with .satfinite).  FP8: exact
+        products accumulated in float64 with the f32 C, one rounding to f32."""
         lay = MMA_LAYOUT[("m16n8k32", "i8")]
         at, bt = kind.split(".")
+        fp8 = at in ("e4m3", "e5m2")
+        formats = {"s8": np.dtype(np.int8), "u8": np.dtype(np.uint8),
+                   "e4m3": np.dtype(ml_dtypes.float8_e4m3fn), "e5m2": np.dtype(ml_dtypes.float8_e5m2)}
+        acc = np.float64 if fp8 else np.int64
 
-        def bytes_of(v: Vec, signed: bool) -> np.ndarray:
+        def bytes_of(v: Vec, fmt: str) -> np.ndarray:
             words = np.stack([np.broadcast_to(np.asarray(self.read(r, "b32")), (self.T,))
                               .reshape(self.W, WARP)[warps] for r in v.items], axis=-1)
             raw = words.astype("<u4").view(np.uint8).reshape(*words.shape, 4)
-            return (raw.view(np.int8) if signed else raw).astype(np.int64)
+            return raw.view(formats[fmt]).astype(acc)
 
-        av = bytes_of(a, at == "s8")   # [Wa, 32, 4 regs, 4 bytes]
-        bv = bytes_of(b, bt == "s8")   # [Wa, 32, 2 regs, 4 bytes]
-        cv = np.stack([np.broadcast_to(np.asarray(self.read(r, "s32")), (self.T,))
-                       .reshape(self.W, WARP)[warps] for r in c.items], axis=-1).astype(np.int64)
+        av = bytes_of(a, at)   # [Wa, 32, 4 regs, 4 bytes]
+        bv = bytes_of(b, bt)   # [Wa, 32, 2 regs, 4 bytes]
+        cty = "f32" if fp8 else "s32"
+        cv = np.stack([np.broadcast_to(np.asarray(self.read(r, cty)), (self.T,))
+                       .reshape(self.W, WARP)[warps] for r in c.items], axis=-1).astype(acc)
         nw = warps.size
-        A = np.zeros((nw, 16, 32), np.int64)
-        B = np.zeros((nw, 32, 8), np.int64)
-        C = np.zeros((nw, 16, 8), np.int64)
+        A = np.zeros((nw, 16, 32), acc)
+        B = np.zeros((nw, 32, 8), acc)
+        C = np.zeros((nw, 16, 8), acc)
         A[:, lay["a_row"], lay["a_col"]] = av
         B[:, lay["b_row"], lay["b_col"]] = bv
         C[:, lay["c_row"], lay["c_col"]] = cv
         D = A @ B + C
+        if fp8:
+            dvf = D.astype(np.float32)[:, lay["c_row"], lay["c_col"]]
+            for i, r in enumerate(dst.items):
+                full = np.zeros((self.W, WARP), np.float32)
+                full[warps] = dvf[..., i]
+                self.write(r, full.reshape(-1), "f32", m)
+            return
         if sat:
             D = np.clip(D, -(2**31), 2**31 - 1)
         D = (D & 0xFFFF_FFFF).astype(np.uint32).view(np.int32)

@@ -1616,6 +1616,87 @@ $L_next:
 }
 """
 
+
+# FP8 (sm_89+, PTX 8.4): pack (x, y) into e4m3x2 and e5m2x2 with .satfinite, widen back to
+# f16x2, and an m16n8k32 e4m3 x e5m2 mma whose fragments follow the 8-bit layout of MMA_S8.
+# (Assembled with -arch=sm_90: sm_80 has no FP8.)
+FP8 = """.version 8.4
+.target sm_90
+.address_size 64
+
+.visible .entry fp8_cvt(
+    .param .u64 px,
+    .param .u64 py,
+    .param .u64 pout
+)
+{
+    .reg .b16 %h<4>;
+    .reg .b32 %r<8>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<10>;
+
+    ld.param.u64 %rd1, [px];
+    ld.param.u64 %rd2, [py];
+    ld.param.u64 %rd3, [pout];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd4, %r1, 4;
+    add.s64 %rd5, %rd1, %rd4;
+    ld.global.f32 %f1, [%rd5];
+    add.s64 %rd5, %rd2, %rd4;
+    ld.global.f32 %f2, [%rd5];
+    cvt.rn.satfinite.e4m3x2.f32 %h1, %f1, %f2;
+    cvt.rn.satfinite.e5m2x2.f32 %h2, %f1, %f2;
+    cvt.rn.f16x2.e4m3x2 %r2, %h1;
+    cvt.rn.f16x2.e5m2x2 %r3, %h2;
+    cvt.u32.u16 %r4, %h1;
+    cvt.u32.u16 %r5, %h2;
+    mul.wide.u32 %rd6, %r1, 16;
+    add.s64 %rd7, %rd3, %rd6;
+    st.global.v4.u32 [%rd7], {%r4, %r5, %r2, %r3};
+    ret;
+}
+
+.visible .entry mma_fp8(
+    .param .u64 pa,
+    .param .u64 pbt,
+    .param .u64 pd
+)
+{
+    .reg .b32 %r<32>;
+    .reg .f32 %f<12>;
+    .reg .b64 %rd<16>;
+
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pbt];
+    ld.param.u64 %rd4, [pd];
+    mov.u32 %r1, %laneid;
+    shr.u32 %r2, %r1, 2;
+    and.b32 %r3, %r1, 3;
+    shl.b32 %r4, %r2, 5;
+    shl.b32 %r5, %r3, 2;
+    add.s32 %r4, %r4, %r5;
+    cvt.u64.u32 %rd5, %r4;
+    add.s64 %rd6, %rd1, %rd5;
+    ld.global.b32 %r10, [%rd6];
+    ld.global.b32 %r11, [%rd6+256];
+    ld.global.b32 %r12, [%rd6+16];
+    ld.global.b32 %r13, [%rd6+272];
+    add.s64 %rd7, %rd2, %rd5;
+    ld.global.b32 %r14, [%rd7];
+    ld.global.b32 %r15, [%rd7+16];
+    mov.f32 %f1, 0f3F800000;
+    mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e5m2.f32 {%f5, %f6, %f7, %f8}, {%r10, %r11, %r12, %r13}, {%r14, %r15}, {%f1, %f1, %f1, %f1};
+    shl.b32 %r6, %r2, 3;
+    shl.b32 %r7, %r3, 1;
+    add.s32 %r6, %r6, %r7;
+    mul.wide.u32 %rd8, %r6, 4;
+    add.s64 %rd10, %rd4, %rd8;
+    st.global.v2.f32 [%rd10], {%f5, %f6};
+    st.global.v2.f32 [%rd10+256], {%f7, %f8};
+    ret;
+}
+"""
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1662,4 +1743,5 @@ ALL = {
     "int64_ops": INT64_OPS,
     "globals": GLOBALS,
     "local_depot": LOCAL_DEPOT,
+    "fp8": FP8,
 }

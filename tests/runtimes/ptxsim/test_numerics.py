@@ -240,3 +240,42 @@ def test_f64_to_64bit_integers_saturate_at_the_exact_boundaries():
             want_s = min(max(math.trunc(v), -(2**63)), 2**63 - 1)
             want_u = min(max(math.trunc(v), 0), 2**64 - 1)
         assert int(np.array(got_s).view(np.int64)) == want_s and int(got_u) == want_u, v
+
+
+def test_fp8_conversions_saturate_and_round_to_nearest_even(rng):
+    n = 64
+    x = (rng.standard_normal(n) * 2.0 ** rng.integers(-10, 18, n)).astype(np.float32)
+    y = (rng.standard_normal(n) * 4).astype(np.float32)
+    x[:5] = [1000.0, -1e6, np.nan, 0.0, 460.0]
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["fp8"], "fp8.ptx"), mem)
+    px, py, po = mem.alloc("x", 4 * n), mem.alloc("y", 4 * n), mem.alloc("out", 16 * n)
+    mem.write(px, x)
+    mem.write(py, y)
+    s.launch("fp8_cvt", grid=(1,), block=(n,), params=[px, py, po])
+    out = mem.read(po, np.uint32, 4 * n).reshape(n, 4)
+    for k, (fmt, big) in enumerate(((ml_dtypes.float8_e4m3fn, 448.0), (ml_dtypes.float8_e5m2, 57344.0))):
+        sat = lambda v, big=big: np.where(np.isnan(v), v, np.clip(v, -big, big)).astype(np.float32)  # noqa: E731
+        want_hi = sat(x).astype(fmt).view(np.uint8)
+        want_lo = sat(y).astype(fmt).view(np.uint8)
+        np.testing.assert_array_equal(out[:, k] >> 8, want_hi)
+        np.testing.assert_array_equal(out[:, k] & 0xFF, want_lo)
+        # widening back to f16x2 is exact
+        back = np.ascontiguousarray(out[:, 2 + k]).view(np.float16).reshape(n, 2)
+        fin = ~np.isnan(x)
+        np.testing.assert_array_equal(back[fin, 1], sat(x[fin]).astype(fmt).astype(np.float16))
+        np.testing.assert_array_equal(back[:, 0], sat(y).astype(fmt).astype(np.float16))
+    assert (out[0, 0] >> 8) == np.float32(448).astype(ml_dtypes.float8_e4m3fn).view(np.uint8)
+
+
+def test_mma_m16n8k32_fp8_matches_numpy(rng):
+    A = (rng.integers(-8, 9, (16, 32)) / 4).astype(ml_dtypes.float8_e4m3fn)
+    B = (rng.integers(-8, 9, (32, 8)) / 2).astype(ml_dtypes.float8_e5m2)
+    mem = GlobalMemory()
+    s = PtxSim(parse_module(ALL["fp8"], "fp8.ptx"), mem)
+    pa, pbt, pd = mem.alloc("A", 512), mem.alloc("Bt", 256), mem.alloc("D", 512)
+    mem.write(pa, A.view(np.uint8))
+    mem.write(pbt, np.ascontiguousarray(B.T).view(np.uint8))
+    s.launch("mma_fp8", grid=(1,), block=(32,), params=[pa, pbt, pd])
+    want = A.astype(np.float64) @ B.astype(np.float64) + 1.0
+    np.testing.assert_array_equal(mem.read(pd, np.float32, 128).reshape(16, 8), want.astype(np.float32))
