@@ -1171,7 +1171,8 @@ class PtxSim:
                 memory.write(addr, gv.data)
             self.global_addr[gv.name] = addr
 
-    def launch(self, entry: str, grid: tuple[int, ...] = (1, 1, 1), block: tuple[int, ...] = (1, 1, 1),
+    def launch(self, entry: str, grid: tuple[int, ...] | int = (1, 1, 1),
+               block: tuple[int, ...] | int = (1, 1, 1),
                params: list | tuple = (), max_instructions: int = 200_000_000,
                dynamic_shared: int = 0, max_lanes: int = 1 << 16) -> LaunchStats:
         """Execute ``entry`` over the whole grid; raises the first fault it meets.
@@ -1184,6 +1185,8 @@ class PtxSim:
         if ent is None:
             raise LaunchError(f"module {self.module.source} has no entry '{entry}' "
                               f"(entries: {', '.join(self.module.entries) or 'none'})")
+        grid = (grid,) if isinstance(grid, int | np.integer) else grid
+        block = (block,) if isinstance(block, int | np.integer) else block
         g = tuple(int(x) for x in (*grid, 1, 1)[:3])
         b = tuple(int(x) for x in (*block, 1, 1)[:3])
         if min(g) < 1 or min(b) < 1 or b[0] * b[1] * b[2] > 1024:
