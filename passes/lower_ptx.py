@@ -314,6 +314,8 @@ def _reduction_count(op: k.GenericOp) -> int:
 
 
 def choose_schedule(op: k.GenericOp, bufs: dict[str, k.BufferOp], precision: str) -> str:
+    from portc.passes import ptx_gemm
+
     terms = op.indirect_terms
     npar = op.parallel_count
     if any(t[0] == -1 for t in terms) or not injective(op.extents[:npar],
@@ -321,6 +323,8 @@ def choose_schedule(op: k.GenericOp, bufs: dict[str, k.BufferOp], precision: str
         return "serial"
     if op.combine == "none":
         return "vector" if vector_width(op, bufs) > 1 else "thread"
+    if ptx_gemm.match_gemm(op, bufs) is not None:
+        return "gemm"
     out_cls = pb.CLASS_OF.get(bufs[op.output_name].dtype.data, "")
     if _reduction_count(op) >= WARP_MIN_REDUCTION and out_cls != "pred":
         return "warp"
@@ -676,7 +680,12 @@ def lower_kernel_module(module: Operation, sm: int = 80, precision: str = "fp32"
             if _parallel_count(op) == 0:
                 continue
             sched = choose_schedule(op, bufs, precision)
-            ent, ln = SCHEDULES[sched](op, bufs, name)
+            if sched == "gemm":
+                from portc.passes import ptx_gemm
+
+                ent, ln = ptx_gemm.lower_gemm(op, bufs, name, precision, sm)
+            else:
+                ent, ln = SCHEDULES[sched](op, bufs, name)
         entries.append(ent)
         launches.append(ln)
     mod = ptx.PtxModuleOp.make(sm, entries)
