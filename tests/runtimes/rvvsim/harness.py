@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from portc.runtimes.rvvsim import Memory, RvvMachine, parse_program
-from tests.conftest import need
+
+from ...conftest import need
 
 CC = "riscv64-linux-gnu-gcc"
 QEMU = "qemu-riscv64"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtimes.rvvsim.harness import Case, compare, need_tools, run_qemu
+from .harness import Case, compare, need_tools, run_qemu
 
 VLENS = [128, 256, 512, 1024]
 SPECIAL = {

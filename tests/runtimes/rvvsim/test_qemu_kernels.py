@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtimes.rvvsim.harness import Case, compare, need_tools, run_qemu
+from .harness import Case, compare, need_tools, run_qemu
 
 VLENS = [128, 256, 512, 1024]
 
@@ -167,7 +167,7 @@ def test_strip_mined_kernels_match_qemu(qemu_results: tuple, vlen: int) -> None:
 
 def test_gemm_kernel_matches_numpy() -> None:
     """The same GEMM against numpy (fp32 fma chains vs float64 reference, loose tolerance)."""
-    from tests.runtimes.rvvsim.harness import run_sim
+    from .harness import run_sim
     case = next(c for c in _cases() if c.name == "gemm_33_7")
     out = np.frombuffer(run_sim([case], 256)[0], np.float32).reshape(4, 33)
     a, b = case.inputs

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtimes.rvvsim.harness import Case, compare, need_tools, run_qemu
+from .harness import Case, compare, need_tools, run_qemu
 
 VLENS = [128, 256, 512, 1024]
 LMULS = {8: ["mf2", "m1", "m4"], 16: ["mf2", "m1", "m2"], 32: ["mf2", "m1", "m2", "m8"],

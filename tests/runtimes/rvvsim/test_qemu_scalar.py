@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtimes.rvvsim.harness import Case, compare, need_tools, run_qemu
-from tests.runtimes.rvvsim.test_qemu_fp import _floats
+from .harness import Case, compare, need_tools, run_qemu
+from .test_qemu_fp import _floats
 
 VLENS = [128, 1024]  # scalar code does not depend on VLEN; two widths prove it
 RRR = ("add sub mul mulh mulhu mulhsu div divu rem remu and or xor sll srl sra slt sltu addw "

@@ -20,7 +20,8 @@ from portc.runtimes.rvvsim import (
     TailRelianceError,
     parse_program,
 )
-from tests.runtimes.rvvsim.harness import CC, QEMU, need_tools
+
+from .harness import CC, QEMU, need_tools
 
 
 def _fn(body: str, name: str = "f") -> str:
