@@ -7,7 +7,8 @@
     out = mem.read(x, np.float32, n)                    # stats.warp_instructions, .by_opcode
 
 Faults (out-of-bounds, misaligned, shared-memory races and reads of never-written shared memory,
-barrier divergence, warp-collective misuse, trap, runaway loops) raise the ``PtxSimError`` subclasses below, naming kernel,
+conflicting global stores within one instruction, barrier divergence, warp-collective misuse,
+trap, runaway loops) raise the ``PtxSimError`` subclasses below, naming kernel,
 instruction with source line, block and thread; text that does not parse or decode raises
 ``PtxParseError`` (an ``IRError``) naming the line.
 
@@ -32,6 +33,7 @@ Modelling choices (what a reader of a result must know):
 
 from portc.runtimes.ptxsim.errors import (
     BarrierDivergenceError,
+    GlobalWriteConflictError,
     InstructionLimitError,
     LaunchError,
     MisalignedAccessError,
@@ -59,6 +61,7 @@ __all__ = [
     "Entry",
     "GlobalMemory",
     "GlobalVar",
+    "GlobalWriteConflictError",
     "InstructionLimitError",
     "LaunchError",
     "LaunchStats",

@@ -46,6 +46,10 @@ class SharedMemoryRaceError(PtxSimError):
     """Two threads of one block touch the same shared byte between barriers, one of them writing."""
 
 
+class GlobalWriteConflictError(PtxSimError):
+    """Two threads store different values to one global element in the same instruction."""
+
+
 class UninitializedSharedError(PtxSimError):
     """A read of shared memory no thread of the block wrote in this launch (garbage on hardware)."""
 

@@ -32,6 +32,7 @@ from portc.runtimes.ptxsim import fp
 from portc.runtimes.ptxsim.decode import DT, SIGNED
 from portc.runtimes.ptxsim.errors import (
     BarrierDivergenceError,
+    GlobalWriteConflictError,
     InstructionLimitError,
     LaunchError,
     MisalignedAccessError,
@@ -668,7 +669,25 @@ class _Launch:
                 self._track(ins, lanes, self._flat_bytes(lanes, a, size), write=True)
             view = self.smem.view(vals.dtype)
             idx = (self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize))
-        view[idx[:, None] + np.arange(vec)[None, :]] = vals[lanes]
+        where = idx[:, None] + np.arange(vec)[None, :]
+        mine = vals[lanes]
+        view[where] = mine
+        if space == "global":
+            # two lanes of this store hit one element with different values: the result depends
+            # on which write lands last (an indexing bug; identical values are benign)
+            clash = view[where] != mine
+            if clash.any():
+                self._write_conflict(ins, lanes, where, mine, clash, a, esize)
+
+    def _write_conflict(self, ins: Instr, lanes: np.ndarray, where: np.ndarray, mine: np.ndarray,
+                        clash: np.ndarray, a: np.ndarray, esize: int) -> None:
+        i, k = (int(x[0]) for x in np.nonzero(clash))
+        other = np.flatnonzero((where == where[i, k]).any(1) & (np.arange(lanes.size) != i))
+        who = self.where(int(lanes[other[-1]])) if other.size else "another thread"
+        addr = int(a[i]) + k * esize
+        raise self.fault(GlobalWriteConflictError, ins, int(lanes[i]),
+                         f"stores to {self.memory.describe(addr)} in the same instruction as "
+                         f"{who}, with a different value")
 
     # -- atomics -------------------------------------------------------------------------------
     def atomic(self, ins: Instr, space: str, addr: np.ndarray, m: np.ndarray, ty: str, op: str,

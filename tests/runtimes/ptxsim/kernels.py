@@ -1697,6 +1697,11 @@ FP8 = """.version 8.4
 }
 """
 
+
+# seeded bug: the output index forgets the block offset, so blocks overwrite each other
+COPY_NO_BLOCK_OFFSET = VADD.replace(".entry vadd(", ".entry copy_bad(").replace(
+    "    add.s64 %rd9, %rd6, %rd7;\n", "    mul.wide.u32 %rd9, %r4, 4;\n    add.s64 %rd9, %rd6, %rd9;\n")
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
@@ -1744,4 +1749,5 @@ ALL = {
     "globals": GLOBALS,
     "local_depot": LOCAL_DEPOT,
     "fp8": FP8,
+    "copy_bad": COPY_NO_BLOCK_OFFSET,
 }

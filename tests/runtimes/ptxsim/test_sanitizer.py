@@ -9,6 +9,7 @@ from portc.compiler.errors import PortcError
 from portc.runtimes.ptxsim import (
     BarrierDivergenceError,
     GlobalMemory,
+    GlobalWriteConflictError,
     InstructionLimitError,
     LaunchError,
     MisalignedAccessError,
@@ -171,3 +172,18 @@ def test_reading_shared_memory_nobody_wrote_is_reported():
     pin, pout = mem.alloc("in", 1024), mem.alloc("out", 4)
     with pytest.raises(UninitializedSharedError, match=r"ld\.shared\.f32 %f2.*sdata\+512"):
         s.launch("block_sum", grid=(1,), block=(256,), params=[pin, pout])
+
+
+def test_blocks_storing_different_values_to_one_element_is_a_conflict(rng):
+    s, mem = sim("copy_bad")
+    n = 128
+    a = rng.standard_normal(n).astype(np.float32)
+    pa, pb, pc = mem.alloc("a", 4 * n), mem.alloc("b", 4 * n), mem.alloc("c", 4 * n)
+    mem.write(pa, a)
+    with pytest.raises(GlobalWriteConflictError,
+                       match=r"block \(0,0,0\) thread \(0,0,0\).*offset 0 in allocation 'c'.*block \(1,0,0\) thread \(0,0,0\)"):
+        s.launch("copy_bad", grid=(2,), block=(64,), params=[pa, pb, pc, n])
+    # identical values are benign: with zero inputs every block writes 0.0
+    s2, mem2 = sim("copy_bad")
+    pa, pb, pc = mem2.alloc("a", 4 * n), mem2.alloc("b", 4 * n), mem2.alloc("c", 4 * n)
+    s2.launch("copy_bad", grid=(2,), block=(64,), params=[pa, pb, pc, n])
