@@ -514,3 +514,26 @@ def test_vmerge_reads_only_the_selected_operand() -> None:
     with pytest.raises(TailRelianceError, match="element 0"):
         _run(body.format(extra="vse32.v v8, (a2)"), bufs, ["a", "m", "o"],
              fp_args=[np.float32(-1)])
+
+
+def test_indexed_access_may_span_several_regions() -> None:
+    """Absolute addresses as indices (base x0): a gather from two buffers and a scatter back."""
+    mem = Memory()
+    a = mem.alloc("a", 32)
+    b = mem.alloc("b", 32)
+    idx = mem.alloc("idx", 64)
+    mem.write(a, np.arange(8, dtype=np.float32))
+    mem.write(b, np.arange(100, 108, dtype=np.float32))
+    addrs = np.array([a + 4, b + 8, a, b + 28], np.uint64)
+    mem.write(idx, addrs)
+    body = """
+    vsetivli zero, 4, e64, m2, ta, ma
+    vle64.v v2, (a0)
+    vsetivli zero, 4, e32, m1, ta, ma
+    vluxei64.v v1, (zero), v2
+    vfadd.vv v1, v1, v1
+    vsoxei64.v v1, (zero), v2"""
+    RvvMachine(parse_program(_fn(body)), mem, 128).call("f", [idx])
+    np.testing.assert_array_equal(mem.read(a, np.float32, 8), [0, 2, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(mem.read(b, np.float32, 8),
+                                  [100, 101, 204, 103, 104, 105, 106, 214])
