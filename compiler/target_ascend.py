@@ -49,12 +49,15 @@ def compile_ascend(program: Program, options: CompileOptions) -> Artifact:
     soc = str(options.extra.get("soc") or "910b")
     precision = str(options.extra.get("precision") or "fp16")
     kp = lower_for_target(program)
-    lowered = lower_kernel_module(kp.module, soc, precision)
+    lowered = lower_kernel_module(kp.module, soc, precision, weights=kp.weights)
+    for name, arr in lowered.constants.items():
+        kp.weights.put(name, arr)
     manifest: dict[str, Any] = {
         **buffer_manifest(kp.module),
         "npu": {"soc": soc, "precision": precision,
                 "launches": [la.manifest() for la in lowered.launches],
-                "temps": [{"name": n, "dtype": dt, "elements": e}
+                "temps": [{"name": n, "dtype": dt, "elements": e,
+                           **({"weight": n} if n in lowered.constants else {})}
                           for n, (dt, e) in lowered.temps.items()]},
     }
     if options.extra.get("trace"):
@@ -98,7 +101,9 @@ class NpuSimExecutable:
             mem[b.name] = (np.array(init, copy=True) if init is not None
                            else np.zeros(b.elements, b.numpy_dtype))
         for t in self.temps:
-            mem[t["name"]] = np.zeros(t["elements"], dtypes.dtype(t["dtype"]).numpy)
+            mem[t["name"]] = (np.array(self.weights[t["weight"]], copy=True).reshape(-1)
+                              if "weight" in t else
+                              np.zeros(t["elements"], dtypes.dtype(t["dtype"]).numpy))
         cpu = KernelModuleExecutor(self.kir.module, self.weights)
         rows: list[dict[str, Any]] = []
         busy = dict.fromkeys(PIPES, 0.0)

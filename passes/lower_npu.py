@@ -48,11 +48,14 @@ instead of infinities (the artifact stays free of non-finite literals).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import ml_dtypes
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from xdsl.dialects import arith, scf
 from xdsl.dialects.builtin import IndexType, ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
@@ -116,6 +119,9 @@ class NpuProgram:
     module: ModuleOp
     launches: list[Launch]
     temps: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: temps whose contents the compiler computed (weights packed offline, as ATC converts
+    #: weights to the cube dtype at compile time); the bundle ships them as weights
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
 
     def text(self) -> str:
         return npu.print_program(self.module)
@@ -374,15 +380,26 @@ class _VectorKernel:
     def _in_ok(self, d: int) -> bool:
         return all(a.strides[d] in (0, 1) for a in self.acc)
 
-    def _find_u(self, v: int) -> int | None:
+    def _find_u(self, v: int, row: bool = False) -> int | None:
         """A second parallel dim for 2-D tiles (rows of ``v``, one DMA burst each): every
-        operand moves by 1 along ``v`` and by at least a row along ``u``."""
+        operand moves by 1 along ``v`` and by at least a row along ``u``. Rows of at most 64
+        elements may also take 32-bit *row scalars* (0 along ``v``, 0 or 1 along ``u``: a
+        softmax's row max), broadcast by ``vbrcb`` + a block-replicating ``vcopy``; in row
+        mode (``row``) each 64-element row reduces to one result, contiguous along ``u``."""
         L = self.dims[v]
-        ops = [*self.acc, self.out]
-        if any(a.strides[v] != 1 for a in ops):
+        short = L <= 64
+
+        def ok(a: _Access, d: int) -> bool:
+            if a.strides[v] == 1:
+                return a.strides[d] >= L
+            return (a.strides[v] == 0 and short and a is not self.out
+                    and a.strides[d] in (0, 1) and _itemsize(a.dtype) == 4)
+
+        if row and not (short and len(self.red) == 1 and self.op.init_value is not None):
             return None
         cand = [d for d in range(self.npar) if d != v and self.dims[d] > 1
-                and all(a.strides[d] >= L for a in ops)]
+                and all(ok(a, d) for a in self.acc)
+                and (self.out.strides[d] == 1 if row else ok(self.out, d))]
         return min(cand, key=lambda d: self.out.strides[d]) if cand else None
 
     def _choose_mode(self) -> None:
@@ -419,8 +436,12 @@ class _VectorKernel:
         if self.comb in ("sum", "max", "min") and self.res_dt == "float32":
             for r in self.red:
                 if self._in_ok(r) and dims[r] > 1:
-                    plans.append((-(-P // cores) * (R // dims[r]) * -(-dims[r] // 8192) * 1.2, 1,
-                                  "row", r, None))
+                    u = self._find_u(r, row=True)
+                    if u is not None:
+                        tasks = P // dims[u] * -(-dims[u] // 255)
+                        plans.append((-(-tasks // cores) * 1.0, 2, "row", r, u))
+                    plans.append((-(-P // cores) * (R // dims[r]) * -(-dims[r] // 8192) * 1.2,
+                                  1, "row", r, None))
         _, _, self.mode, self.v, self.u = min(plans, key=lambda p: (p[0], -p[1]))
 
     # -- build -------------------------------------------------------------------------------
@@ -430,7 +451,9 @@ class _VectorKernel:
         L = self.dims[v] if v is not None else 1
         spread_in = {i for i, a in enumerate(self.acc) if v is not None and a.strides[v] > 1}
         spread_out = self.mode != "row" and v is not None and self.out.strides[v] > 1
-        T = self._tile(L, self._slot_count(spread_in, spread_out), bool(spread_in or spread_out))
+        span = L if self.u is None else 64 * self.dims[self.u]  # 2-D tiles hold many rows
+        T = self._tile(span, self._slot_count(spread_in, spread_out),
+                       bool(spread_in or spread_out))
         if self.mode == "col" and self.u is None and v is not None:
             # enough tiles to give every core work (tiles of at least 256 elements)
             outer = 1
@@ -449,21 +472,27 @@ class _VectorKernel:
 
     def _build(self, T: int, L: int, spread_in: set[int], spread_out: bool) -> npu.KernelOp:
         dims, v, u = self.dims, self.v, self.u
-        self.pitch = ceil_to(L, 16)
+        row_scalars = u is not None and any(a.strides[v] == 0 for a in self.acc)
+        packed_rows = u is not None and (self.mode == "row" or row_scalars)
+        self.pitch = 64 if packed_rows else ceil_to(L, 16)
         if u is not None and T // self.pitch < 2:
+            if self.mode == "row":
+                self.u = None
+                raise _UbFull  # retry as a one-row-per-task reduction
             u = self.u = None
         outer = [d for d in range(self.npar) if d not in (v, u)]
         red_loops = [d for d in self.red if d != v]
         row = self.mode == "row"
         if u is not None:
-            self.rows = T // self.pitch
+            # vcopy / vwhole_reduce take one row per repeat: at most 255 rows
+            self.rows = min(T // self.pitch, 255) if packed_rows else T // self.pitch
             ntiles = -(-dims[u] // self.rows)
         else:
             ntiles = -(-L // T)
         tasks = 1
         for d in outer:
             tasks *= dims[d]
-        if not row:
+        if not row or u is not None:
             tasks *= ntiles
         if tasks == 0:
             raise Unsupported("empty iteration space")
@@ -539,8 +568,11 @@ class _VectorKernel:
     def _slot_set(self, spread_in: set[int], spread_out: bool, row: bool) -> dict[str, Any]:
         T, ub = self.T, self.ub
         s: dict[str, Any] = {"raw": [], "spread": {}, "bc": {}, "val": {}}
+        s["rb"] = {}
         for i, a in enumerate(self.acc):
             s["raw"].append(ub.alloc(a.dtype, T))
+            if self.u is not None and a.strides[self.v] == 0 and a.strides[self.u] == 1:
+                s["rb"][i] = (ub.alloc(a.dtype, T), ub.alloc(a.dtype, T))
             if i in spread_in:
                 s["spread"][i] = ub.alloc(a.dtype, T * (32 // _itemsize(a.dtype)))
             if a.dtype in ("float16", "bfloat16"):
@@ -563,8 +595,8 @@ class _VectorKernel:
             for b in self.op.body.block.ops) else []
         s["mask"] = ub.alloc("uint8", T // 8)
         if self.comb != "none":
-            s["acc"] = ub.alloc(self.res_dt, 64 if row else T)
-            s["red"] = ub.alloc(self.res_dt, 64)
+            s["acc"] = ub.alloc(self.res_dt, 64 if row and self.u is None else T)
+            s["red"] = ub.alloc(self.res_dt, 64 if self.u is None else T)
         if self.out.dtype != self.res_dt:
             s["out"] = ub.alloc(self.out.dtype, T)
         if spread_out:
@@ -630,6 +662,9 @@ class _VectorKernel:
                 off = bld.addi(off, bld.muli(c, a.strides[d]))
             return off
 
+        if row and u is not None:
+            self._rowpack_task(s, base, L, spread_in)
+            return
         if row:
             self._row_task(s, base, red_loops, L, spread_in)
             return
@@ -664,6 +699,20 @@ class _VectorKernel:
                   tlen: SSAValue | int, spread_in: set[int], acc: _Slot) -> None:
         val = self._load_and_body(s, base, ex, tlen, self.n, spread_in)
         self.binary(_COMBINE[self.comb], acc, acc, val, self.n)
+
+    def _rowpack_task(self, s: dict[str, Any], base: Callable, L: int,
+                      spread_in: set[int]) -> None:
+        """Rows of at most 64 elements, one per 256-byte repeat: ``vwhole_reduce`` gives one
+        result per row, combined with ``init`` and stored as one burst."""
+        bld, v, R = self.bld, self.v, self.rows
+        assert v is not None and self.op.init_value is not None
+        acc, red = s["acc"], s["red"]
+        val = self._load_and_body(s, base, {v: 0}, L, self.n, spread_in)
+        bld.add(npu.VWholeReduceOp.make(self.o(red), self.o(val), self.comb, R,
+                                        npu.mask_first(L), blk=[1], rep=[8]))
+        self.vdup(acc, _init_scalar(self.op.init_value, self.res_dt), R)
+        self.binary(_COMBINE[self.comb], acc, acc, red, R)
+        self._store(s, acc, base(self.out, {}), self.cur_rows, R, False)
 
     def _row_task(self, s: dict[str, Any], base: Callable, red_loops: list[int], L: int,
                   spread_in: set[int]) -> None:
@@ -713,6 +762,15 @@ class _VectorKernel:
             gm = self.gm[a.buf]
             off = bld.val(base(a, ex))
             stride = a.strides[v] if v is not None else 0
+            if i in s["rb"]:  # row scalars: one per row, replicated over the row's 64 lanes
+                tmp, rb = s["rb"][i]
+                bld.add(npu.Mte2Op.make(raw.value, bld.c(0), gm, off, bld.c(1),
+                                        bld.val(self.cur_rows), bld.c(0), bld.c(0)))
+                bld.add(npu.VBrcbOp.make(self.o(tmp), self.o(raw), -(-self.rows // 8)))
+                bld.add(npu.VCopyOp.make(self.o(rb), self.o(tmp), self.rows, blk=[1, 0],
+                                         rep=[8, 1]))
+                vals[body.args[i]] = rb
+                continue
             if v is None or stride == 0:
                 bld.add(npu.Mte2Op.make(raw.value, bld.c(0), gm, off, bld.c(1), bld.c(1),
                                         bld.c(0), bld.c(0)))
@@ -885,7 +943,7 @@ class _VectorKernel:
         """A contiguous tile (one burst) or, with 2-D tiles, one burst per row at the UB
         pitch."""
         bld = self.bld
-        if self.u is not None and self.mode != "row":
+        if self.u is not None:
             L = self.dims[self.v]  # type: ignore[index]
             bld.add(npu.Mte2Op.make(slot.value, bld.c(0), gm, bld.val(off),
                                     bld.val(self.cur_rows), bld.c(L),
@@ -945,8 +1003,13 @@ def _contiguous(dims: Sequence[int]) -> list[int]:
 
 
 class _Lowering:
-    def __init__(self, module: Any, soc: NpuSoc, precision: str, verify: bool) -> None:
+    def __init__(self, module: Any, soc: NpuSoc, precision: str, verify: bool,
+                 weights: Mapping[str, np.ndarray] | None) -> None:
         self.verify = verify
+        self.weights = weights
+        self.constants: dict[str, np.ndarray] = {}
+        self.bindings = {n: b.binding.data for n, b in k.buffers_of(module).items()
+                         if b.kind.data == "weight" and b.binding is not None}
         if precision not in PRECISIONS:
             raise LoweringError(f"ascend: precision '{precision}' is not one of "
                                 f"{', '.join(PRECISIONS)}")
@@ -976,7 +1039,7 @@ class _Lowering:
         insert_sync(self.out)
         if self.verify:
             self.out.verify()
-        return NpuProgram(self.out, self.launches, self.temps)
+        return NpuProgram(self.out, self.launches, self.temps, self.constants)
 
     def _aicpu(self, kop: k.KernelOp, reason: str) -> None:
         if isinstance(kop, k.SortOp):
@@ -987,6 +1050,27 @@ class _Lowering:
         name = kop.kernel_name()
         self.launches.append(Launch(name, "aicpu", name, 1, {b: b for b in dict.fromkeys(used)},
                                     "aicpu", reason))
+
+    def _pack(self, op: k.GenericOp) -> npu.KernelOp | None:
+        """The pack's AIV kernel, or None when its source is a weight, packed here instead."""
+        src = op.input_names[0]
+        binding = self.bindings.get(src)
+        if binding is None or self.weights is None or binding not in self.weights:
+            return _VectorKernel(op, op.kernel_name(), {**self.bufs, **self.temps},
+                                 self.soc).build()
+        w = np.ascontiguousarray(self.weights[binding]).reshape(-1)
+        item = w.itemsize
+        view = as_strided(w[op.input_offset(0):], shape=op.extents,
+                          strides=[st * item for st in op.input_strides(0)], writeable=False)
+        dt = self.temps[op.output_name][0]
+        npdt = np.float16 if dt == "float16" else ml_dtypes.bfloat16
+        self.constants[op.output_name] = np.ascontiguousarray(view.astype(npdt)).reshape(-1)
+        return None
+
+    def _add_vector(self, kern: npu.KernelOp, origin: str, role: str) -> None:
+        self.out.body.block.add_op(kern)
+        self.launches.append(Launch(kern.sym_name.data, "aiv", origin,
+                                    kern.block_dim.value.data, {n: n for n in kern.names}, role))
 
     def _vector(self, op: k.GenericOp, name: str, origin: str, role: str) -> None:
         kern = _VectorKernel(op, name, {**self.bufs, **self.temps}, self.soc).build()
@@ -1044,8 +1128,11 @@ class _Lowering:
         out_dt = dto if direct else "float32"
         if not direct:
             self.temps[tc] = ("float32", B * M * N)
-        self._vector(pa, pa.kernel_name(), name, "pack")
-        self._vector(pb, pb.kernel_name(), name, "pack")
+        # pack both before adding either, so a refused pack leaves no launch behind
+        packs = [self._pack(p) for p in (pa, pb)]
+        for kern in packs:
+            if kern is not None:
+                self._add_vector(kern, name, "pack")
         spec = GemmSpec(m=M, n=N, k=K, batch=B, dtype=cdt, out_dtype=out_dt)
         gemm = build_gemm_kernel(spec, f"{name}_gemm", self.soc)
         self.out.body.block.add_op(gemm)
@@ -1060,12 +1147,14 @@ class _Lowering:
 
 
 def lower_kernel_module(module: Any, soc: str = "910b", precision: str = "fp16",
-                        verify: bool = False) -> NpuProgram:
+                        verify: bool = False, weights: Mapping[str, np.ndarray] | None = None
+                        ) -> NpuProgram:
     """Planned kernel module -> npu program + launch sequence (module docstring); ``verify``
     runs the npu dialect's verifiers over the result (tests do; it costs seconds on an
-    encoder)."""
+    encoder); with ``weights`` (binding -> array), cube operands that are weights are packed
+    to the cube dtype here instead of by a launch."""
     try:
         s = get_soc(soc)
     except KeyError as e:
         raise LoweringError(f"ascend: {e.args[0]}") from None
-    return _Lowering(module, s, precision, verify).run()
+    return _Lowering(module, s, precision, verify, weights).run()

@@ -231,3 +231,20 @@ def test_program_text_is_the_npu_dialect_and_has_derived_flags(rng: np.random.Ge
     assert '"npu.kernel"' in text and '"npu.set_flag"' in text and '"npu.vrelu"' in text
     kern = next(o for o in prog.module.walk() if isinstance(o, npu.KernelOp))
     assert kern.core.data == "aiv" and kern.block_dim.value.data == 48
+
+
+def test_short_softmax_rows_reduce_one_row_per_repeat(rng: np.random.Generator) -> None:
+    """Rows of <= 64 elements: many rows per task, one ``vwhole_reduce`` result per row, the
+    row max broadcast back over its row by vbrcb + a block-replicating vcopy."""
+    m = _model([helper.make_node("Softmax", ["x"], ["z"], axis=-1)], [_vi("x", [300, 32])],
+               [_vi("z", [300, 32])])
+    x = rng.standard_normal((300, 32), np.float32) * 4
+    got, want, stats, launches = _run(m, {"x": x})
+    _close(got, want, 1e-5, 1e-7)
+    e = np.exp(x.astype(np.float64) - x.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(got["z"], e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    imp = import_model(m)
+    text = lower_kernel_module(lower_for_target(imp.program).module).text()
+    assert "npu.vwhole_reduce" in text and "npu.vbrcb" in text
+    # many rows per task: fewer tasks than the 48 cores (one row per task would be 300)
+    assert all(la["block_dim"] < 48 for la in launches)
