@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from fractions import Fraction
 
 import numpy as np
 
@@ -253,3 +254,67 @@ def fclass(x: np.ndarray) -> np.ndarray:
 def i2f(x: np.ndarray, bits: int) -> np.ndarray:
     """Int (int64/uint64 array) -> float32/64, rounded to nearest even by the cast."""
     return np.asarray(x).astype(FTYPE[bits])
+
+
+# --- directed rounding for scalar F/D ops (exact rationals: slow, scalar-only, rare) ---------
+
+FORMATS = {32: (24, -126, 127), 64: (53, -1022, 1023)}  # significand bits, emin, emax
+
+
+def round_rational(x: Fraction, bits: int, mode: str) -> np.ndarray:
+    """Round a nonzero rational to float32/float64 (1-element array) with rounding ``mode``."""
+    p, emin, emax = FORMATS[bits]
+    neg = x < 0
+    ax = -x if neg else x
+    e = ax.numerator.bit_length() - ax.denominator.bit_length()
+    if Fraction(2) ** e > ax:
+        e -= 1  # now 2**e <= ax < 2**(e+1)
+    e = max(e, emin)  # subnormals share emin's quantum
+    q = Fraction(2) ** (e - (p - 1))
+    m = ax / q
+    n = m.numerator // m.denominator
+    rem = m - n
+    half = Fraction(1, 2)
+    up = {
+        "rne": rem > half or (rem == half and n % 2 == 1),
+        "rmm": rem >= half,
+        "rtz": False,
+        "rdn": neg and rem > 0,
+        "rup": (not neg) and rem > 0,
+    }[mode]
+    val = (n + int(up)) * q
+    t = FTYPE[bits]
+    if val >= Fraction(2) ** (emax + 1):  # overflow: infinity or the largest finite value
+        to_inf = mode in ("rne", "rmm") or (mode == "rup" and not neg) or (mode == "rdn" and neg)
+        big = t(np.inf) if to_inf else np.finfo(t).max
+        return np.array([-big if neg else big], t)
+    f = float(val)
+    return np.array([-f if neg else f], t)
+
+
+def directed(kind: str, ops: list[np.ndarray], mode: str, rne: np.ndarray) -> np.ndarray:
+    """Scalar add/sub/mul/div/fma/convert under a non-nearest rounding mode. ``rne`` is numpy's
+    round-to-nearest result, right for every special case (NaN, infinite operands, division by
+    zero, exact zeros of products); finite cases are recomputed exactly and rounded."""
+    bits = rne.dtype.itemsize * 8
+    vals = [float(v[0]) for v in ops]
+    if not all(math.isfinite(v) for v in vals) or (kind == "div" and vals[1] == 0):
+        return rne
+    fr = [Fraction(v) for v in vals]
+    if kind == "add":
+        exact, summands = fr[0] + fr[1], (fr[0], fr[1])
+    elif kind == "sub":
+        exact, summands = fr[0] - fr[1], (fr[0], -fr[1])
+    elif kind == "mul":
+        exact, summands = fr[0] * fr[1], None
+    elif kind == "div":
+        exact, summands = fr[0] / fr[1], None
+    elif kind == "fma":
+        exact, summands = fr[0] * fr[1] + fr[2], (fr[0] * fr[1], fr[2])
+    else:  # "cvt": a value converted to a narrower format
+        exact, summands = fr[0], None
+    if exact == 0:
+        if summands is not None and all(v != 0 for v in summands):
+            return np.array([-0.0 if mode == "rdn" else 0.0], rne.dtype)  # x - x
+        return rne  # exact zero from zero operands: IEEE sign rules, no rounding
+    return round_rational(exact, bits, mode)

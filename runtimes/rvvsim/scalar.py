@@ -9,6 +9,7 @@ rounding/NaN rules cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 
 import numpy as np
 
@@ -406,17 +407,22 @@ FCMP: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def _rm_rne(c: Ctx, rm: str) -> None:
-    if rm not in ("rne", "dyn"):
-        raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: static rounding mode {rm} is "
-                             f"only modelled on conversions to integer (use rne/dyn) in "
-                             f"`{c.instr.text}`")
+def _static_rm(c: Ctx, rm: str, kind: str) -> None:
+    """Static rounding modes are modelled for add/sub/mul/div/fma/conversions, not fsqrt."""
+    if rm not in ("rne", "dyn") and kind == "sqrt":
+        raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: fsqrt with static rounding "
+                             f"mode {rm} is not modelled (use rne/dyn) in `{c.instr.text}`")
+
+
+def _mode(st: State, rm: str) -> str:
+    """The effective rounding mode: the static one, or frm for ``dyn``."""
+    return fpu.FRM_NAMES[st.frm] if rm == "dyn" else rm
 
 
 def _dyn_rne(st: State) -> None:
-    """``dyn`` arithmetic is modelled for frm = rne only."""
+    """fsqrt under a dynamic mode other than rne is not modelled."""
     if st.frm:
-        raise IllegalInstructionError(f"fp arithmetic under dynamic rounding mode "
+        raise IllegalInstructionError(f"fsqrt under dynamic rounding mode "
                                       f"{fpu.FRM_NAMES[st.frm]} is not modelled (only rne)")
 
 
@@ -424,19 +430,26 @@ def _fbuild(names: list[str], sig: str) -> Callable[[Callable], Callable]:
     return isa([f"{n}.{k}" for n in names for k in "sd"], sig)
 
 
-@_fbuild(list(FBIN), "fffr")
+ROUNDING_FBIN = ["fadd", "fsub", "fmul", "fdiv"]  # take a rounding-mode operand; the rest do not
+
+
+@_fbuild([n for n in FBIN if n not in ROUNDING_FBIN], "fff")
+@_fbuild(ROUNDING_FBIN, "fffr")
 def _b_fbin(c: Ctx, a: list) -> Op:
-    rd, r1, r2, rm = a
-    _rm_rne(c, rm)
+    rd, r1, r2 = a[:3]
+    rm = a[3] if len(a) > 3 else "rne"
     base, k = c.mnemonic.split(".")
     fn, get, nxt = FBIN[base], GET[k], c.nxt
-    rounds = rm == "dyn" and base in ("fadd", "fsub", "fmul", "fdiv")
+    kind = {"fadd": "add", "fsub": "sub", "fmul": "mul", "fdiv": "div"}.get(base)
 
     def op(st: State) -> int:
-        if st.frm and rounds:
-            _dyn_rne(st)
+        x, y = get(st, r1), get(st, r2)
         with np.errstate(all="ignore"):
-            put_f(st, rd, fn(get(st, r1), get(st, r2)))
+            r = fn(x, y)
+            mode = _mode(st, rm)
+            if kind is not None and mode != "rne":
+                r = fpu.directed(kind, [x, y], mode, r)
+        put_f(st, rd, r)
         return nxt
     return op
 
@@ -444,7 +457,7 @@ def _b_fbin(c: Ctx, a: list) -> Op:
 @_fbuild(["fsqrt"], "ffr")
 def _b_fsqrt(c: Ctx, a: list) -> Op:
     rd, r1, rm = a
-    _rm_rne(c, rm)
+    _static_rm(c, rm, "sqrt")
     get, nxt = GET[c.mnemonic[-1]], c.nxt
 
     def op(st: State) -> int:
@@ -459,17 +472,19 @@ def _b_fsqrt(c: Ctx, a: list) -> Op:
 @_fbuild(list(FMA), "ffffr")
 def _b_fma(c: Ctx, a: list) -> Op:
     rd, r1, r2, r3, rm = a
-    _rm_rne(c, rm)
     base, k = c.mnemonic.split(".")
     ps, cs = FMA[base]
     get, nxt = GET[k], c.nxt
     t = FT[k]
 
     def op(st: State) -> int:
-        if st.frm and rm == "dyn":
-            _dyn_rne(st)
+        ops = [get(st, r1) * t(ps), get(st, r2), get(st, r3) * t(cs)]
         with np.errstate(all="ignore"):
-            put_f(st, rd, fpu.fma(get(st, r1) * t(ps), get(st, r2), get(st, r3) * t(cs)))
+            r = fpu.fma(*ops)
+            mode = _mode(st, rm)
+            if mode != "rne":
+                r = fpu.directed("fma", ops, mode, r)
+        put_f(st, rd, r)
         return nxt
     return op
 
@@ -584,37 +599,43 @@ def _b_fcvt_to_int(c: Ctx, a: list) -> Op:
     return op
 
 
-@isa([f"fcvt.{k}.{i}" for i in INT_KINDS for k in "sd"], "fxr")
+@isa(["fcvt.d.w", "fcvt.d.wu"], "fx")  # exact: GNU as takes no rounding mode here
+@isa(["fcvt.s.w", "fcvt.s.wu", "fcvt.s.l", "fcvt.s.lu", "fcvt.d.l", "fcvt.d.lu"], "fxr")
 def _b_fcvt_from_int(c: Ctx, a: list) -> Op:
-    rd, r1, rm = a
-    _rm_rne(c, rm)
+    rd, r1 = a[:2]
+    rm = a[2] if len(a) > 2 else "rne"
     _, fk, ik = c.mnemonic.split(".")
     bits, signed = INT_KINDS[ik]
     t, nxt = FT[fk], c.nxt
 
     def op(st: State) -> int:
-        if st.frm and rm == "dyn":
-            _dyn_rne(st)
         v = st.x[r1]
         v = sext(v, bits) if signed else v & ((1 << bits) - 1)
-        arr = np.array([v], np.int64 if signed else np.uint64)
-        put_f(st, rd, arr.astype(t))
+        r = np.array([v], np.int64 if signed else np.uint64).astype(t)
+        mode = _mode(st, rm)
+        if mode != "rne" and v != 0:
+            r = fpu.round_rational(Fraction(v), 32 if t == np.float32 else 64, mode)
+        put_f(st, rd, r)
         return nxt
     return op
 
 
-@isa("fcvt.s.d fcvt.d.s", "ffr")
+@isa("fcvt.d.s", "ff")
+@isa("fcvt.s.d", "ffr")
 def _b_fcvt_ff(c: Ctx, a: list) -> Op:
-    rd, r1, rm = a
-    _rm_rne(c, rm)
+    rd, r1 = a[:2]
+    rm = a[2] if len(a) > 2 else "rne"
     to_single, nxt = c.mnemonic == "fcvt.s.d", c.nxt
 
     def op(st: State) -> int:
-        if st.frm and rm == "dyn" and to_single:
-            _dyn_rne(st)
         with np.errstate(all="ignore"):
             if to_single:
-                put_f(st, rd, fpu.canon(get_d(st, r1).astype(np.float32)))
+                x = get_d(st, r1)
+                r = fpu.canon(x.astype(np.float32))
+                mode = _mode(st, rm)
+                if mode != "rne":
+                    r = fpu.directed("cvt", [x], mode, r)
+                put_f(st, rd, r)
             else:
                 put_f(st, rd, fpu.canon(get_s(st, r1).astype(np.float64)))
         return nxt

@@ -188,6 +188,35 @@ def _fp_cases(rng: np.random.Generator) -> list[Case]:
                 lines += [f"ld t0, {8 * i}(a0)", f"fcvt.{k}.{ik} ft0, t0", f"{fs} ft0, {es * i}(a3)"]
             cases.append(Case(f"fcvt_{k}_{ik}_{len(cases)}", "\n".join(lines), [_i64(rng, NV)],
                               es * NV))
+        # every static rounding mode, and the dynamic one through fsrmi, on rounding ops
+        for rm in RMS[1:]:
+            for op in ("fadd", "fsub", "fmul", "fdiv", "fmadd", "fnmsub"):
+                lines = []
+                for i in range(NV):
+                    lines += loads(i)
+                    srcs = "ft0, ft1, ft2" if op in F_FMA else "ft0, ft1"
+                    if i % 2:
+                        lines.append(f"{op}.{k} ft3, {srcs}, {rm}")
+                    else:
+                        lines += [f"fsrmi {RMS.index(rm)}", f"{op}.{k} ft3, {srcs}", "fsrmi 0"]
+                    lines.append(f"{fs} ft3, {es * i}(a3)")
+                aa, bb, cc = (_floats(rng, w, NV) for _ in range(3))
+                bb[:2] = aa[:2]  # exact cancellation: the sign of zero depends on the mode
+                cases.append(Case(f"{op}_{k}_{rm}_{len(cases)}", "\n".join(lines), [aa, bb, cc],
+                                  es * NV))
+            lines = []
+            for i in range(NV):
+                if w == 64:
+                    lines += [f"fld ft0, {8 * i}(a0)", f"fcvt.s.d ft1, ft0, {rm}",
+                              f"fsw ft1, {4 * i}(a3)"]
+                wu_rm = f", {rm}" if k == "s" else ""  # int32 -> double is exact: no rm
+                lines += [f"ld t0, {8 * i}(a1)", f"fcvt.{k}.l ft2, t0, {rm}",
+                          f"{fs} ft2, {32 + es * i}(a3)", f"fcvt.{k}.wu ft2, t0{wu_rm}",
+                          f"{fs} ft2, {32 + es * NV + es * i}(a3)"]
+            big = _floats(rng, 64, NV)
+            big[:3] = [3.4028235677973366e38, -3.4028235677973366e38, 1e-46]  # overflow/tiny
+            cases.append(Case(f"fcvt_rm_{k}_{rm}_{len(cases)}", "\n".join(lines),
+                              [big, _i64(rng, NV)], 32 + 2 * es * NV))
         lines = []
         for i in range(NV):
             if w == 32:
