@@ -13,7 +13,9 @@ RISC-V computes under ``frm = rne``; what numpy does differently is fixed up her
   ``math.fma``): the product is split exactly with Dekker's TwoProduct, ``c + p`` with TwoSum, the
   two low parts are added with round-to-odd, and the final add rounds once (Boldo-Melquiond);
   elements whose exponents make the split or the round-to-odd step unsafe (huge/tiny/non-finite
-  operands) are recomputed exactly with Python integers, element by element (rare).
+  operands) are recomputed exactly with Python integers, element by element (rare);
+- scalar ops under a directed rounding mode (rtz/rdn/rup/rmm) are recomputed exactly with
+  ``fractions.Fraction`` and rounded by hand (``round_rational``): slow, but scalar and rare.
 """
 
 from __future__ import annotations
