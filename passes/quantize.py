@@ -10,6 +10,15 @@ narrow constants (int8, int4, int2, float8_e4m3fn) in the weight store, so the b
 Activation scales come from calibration (``portc.passes.calibration``) carried in the IR as the
 ``portc.act_range`` attribute of each matmul/conv; ops without it stay in float. Rewritten
 matmul/convs carry ``portc.quantized = "<scheme>"`` so that reports and lowerings can find them.
+
+Static per-tensor int8 activations lose accuracy on BERT-style models where a few LayerNorm
+channels and the post-GELU FFN activations carry outliers (MiniLM: cosine 0.957 with plain
+min-max scales; one-layer-at-a-time sweeps, ``sensitivity_sweep``, point at the FFN matmuls).
+``tune_int8`` fixes that without leaving per-tensor static scales: per matmul it searches the
+SmoothQuant strength, the clipping ratio and symmetric vs zero-point quantization on calibration
+rows by layer output error, and writes the choice onto the op (``portc.smooth_alpha``,
+``portc.act_asym``, a tuned ``portc.act_range``). ``quantize_int8_with_fallback`` then keeps the
+most sensitive matmuls in float only while a check batch misses a cosine target, and says why.
 """
 
 from __future__ import annotations
