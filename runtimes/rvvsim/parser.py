@@ -125,7 +125,10 @@ def parse_program(text: str, source: str = "<asm>") -> Program:
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            items = _parse_line(stripped)
+            # ';' separates statements (outside strings, which only directives carry)
+            parts = [stripped] if '"' in stripped else stripped.split("#")[0].split(";")
+            items = tuple(it for part in parts if part.strip()
+                          for it in _parse_line(part.strip()))
         except LarkError as exc:
             raise AsmSyntaxError(f"{source}:{lineno}: cannot parse `{stripped}`: "
                                  f"{str(exc).splitlines()[0]}") from None

@@ -537,3 +537,9 @@ def test_indexed_access_may_span_several_regions() -> None:
     np.testing.assert_array_equal(mem.read(a, np.float32, 8), [0, 2, 2, 3, 4, 5, 6, 7])
     np.testing.assert_array_equal(mem.read(b, np.float32, 8),
                                   [100, 101, 204, 103, 104, 105, 106, 214])
+
+
+def test_semicolons_separate_statements_on_one_line() -> None:
+    prog = parse_program(_fn("    li a0, 1; addi a0, a0, 2 ; addi a0, a0, 4  # done"))
+    assert [i.mnemonic for i in prog.instrs] == ["li", "addi", "addi", "ret"]
+    assert RvvMachine(prog, Memory(), 128).call("f").a0 == 7
