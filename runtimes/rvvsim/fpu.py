@@ -299,6 +299,9 @@ def directed(kind: str, ops: list[np.ndarray], mode: str, rne: np.ndarray) -> np
     round-to-nearest result, right for every special case (NaN, infinite operands, division by
     zero, exact zeros of products); finite cases are recomputed exactly and rounded."""
     bits = rne.dtype.itemsize * 8
+    if kind == "icvt":  # an integer to a float format
+        v = int(ops[0][0])
+        return rne if v == 0 else round_rational(Fraction(v), bits, mode)
     vals = [float(v[0]) for v in ops]
     if not all(math.isfinite(v) for v in vals) or (kind == "div" and vals[1] == 0):
         return rne
@@ -320,3 +323,17 @@ def directed(kind: str, ops: list[np.ndarray], mode: str, rne: np.ndarray) -> np
             return np.array([-0.0 if mode == "rdn" else 0.0], rne.dtype)  # x - x
         return rne  # exact zero from zero operands: IEEE sign rules, no rounding
     return round_rational(exact, bits, mode)
+
+
+def directed_vec(kind: str, prep: Callable[..., list[np.ndarray]], fn: Callable[..., np.ndarray],
+                 mode: str) -> Callable[..., np.ndarray]:
+    """A vector op under a directed frm: numpy's rne result, then every element recomputed
+    exactly (``directed``). Slow, but only code that changes frm around arithmetic pays."""
+    def run(*arrays: np.ndarray) -> np.ndarray:
+        rne = np.atleast_1d(np.asarray(fn(*arrays)))
+        ops = np.broadcast_arrays(*prep(*arrays))
+        out = rne.copy()
+        for i in range(out.size):
+            out[i] = directed(kind, [o[i:i + 1] for o in ops], mode, rne[i:i + 1])[0]
+        return out
+    return run

@@ -321,6 +321,26 @@ def _scalar_src(c: Ctx, form: str, val: int, wl: int, kind: str, stem: str) -> S
 
 
 
+def _same(*a: np.ndarray) -> list[np.ndarray]:
+    return list(a)
+
+
+def _swap(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    return [b, a]
+
+
+def _wide2(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    return [a.astype(np.float64), b.astype(np.float64)]
+
+
+# rounding fp ops under a directed frm: (exact-operation kind, operands in that order)
+FP_DIRECTED: dict[str, tuple[str, Callable[..., list[np.ndarray]]]] = {
+    "vfadd": ("add", _same), "vfsub": ("sub", _same), "vfrsub": ("sub", _swap),
+    "vfmul": ("mul", _same), "vfdiv": ("div", _same), "vfrdiv": ("div", _swap),
+    "vfwadd": ("add", _wide2), "vfwsub": ("sub", _wide2), "vfwmul": ("mul", _wide2),
+}
+
+
 def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -> None:
     for stem, (kind, fn, forms) in table.items():
         for form in forms.split():
@@ -338,10 +358,14 @@ def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -
                     # the zeroing idiom: the result is 0 whatever (even undefined) the source
                     srcs, fn = [("i", 0, 0, kind)], ident
 
+                directed = FP_DIRECTED.get(stem) if rounds else None
+
                 def op(st: State) -> int:
-                    if rounds and st.frm and not stem.startswith("vfsgnj"):
-                        rne_only(st)
-                    elementwise(st, me, vd, 0, dk, srcs, fn, masked)
+                    f = fn
+                    if directed is not None and st.frm:
+                        dkind, prep = directed
+                        f = fpu.directed_vec(dkind, prep, fn, fpu.FRM_NAMES[st.frm])
+                    elementwise(st, me, vd, 0, dk, srcs, f, masked)
                     return nxt
                 return op
             isa(f"{stem}.{form}", sig)(build)
@@ -359,7 +383,10 @@ INT_MAC: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] =
 
 
 def _mac_builder(fn: Callable, form: str, kinds: tuple[str, str, str], dwl: int,
-                 dkind: str, rounds: bool = False) -> Callable[[Ctx, list], Op]:
+                 dkind: str, prep: Callable[..., list[np.ndarray]] | None = None
+                 ) -> Callable[[Ctx, list], Op]:
+    """Multiply-adds; ``prep`` maps (vd, s1, vs2) to the fma operands (a, b, c) for the exact
+    recomputation under a directed frm (fp forms only)."""
     def build(c: Ctx, a: list) -> Op:
         vd, s1, vs2, masked = a
         srcs: list[Src] = [("v", vd, dwl, kinds[0])]
@@ -369,9 +396,10 @@ def _mac_builder(fn: Callable, form: str, kinds: tuple[str, str, str], dwl: int,
         me, nxt = describe(c), c.nxt
 
         def op(st: State) -> int:
-            if rounds and st.frm:
-                rne_only(st)
-            elementwise(st, me, vd, dwl, dkind, srcs, fn, masked)
+            f = fn
+            if prep is not None and st.frm:
+                f = fpu.directed_vec("fma", prep, fn, fpu.FRM_NAMES[st.frm])
+            elementwise(st, me, vd, dwl, dkind, srcs, f, masked)
             return nxt
         return op
     return build
@@ -903,10 +931,22 @@ def _fmac_fn(ps: float, cs: float, acc_vd: bool) -> Callable:
     return fn
 
 
+def _fmac_prep(ps: float, cs: float, acc_vd: bool, wide: bool = False) -> Callable:
+    def prep(d: np.ndarray, s: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
+        if wide:
+            s, v = s.astype(np.float64), v.astype(np.float64)
+        t = d.dtype.type
+        if acc_vd:
+            return [s * t(ps), v, d * t(cs)]
+        return [s * t(ps), d, v * t(cs)]
+    return prep
+
+
 for _stem, (_ps, _cs, _acc) in FP_MAC.items():
     for _form in ("vv", "vf"):
         isa(f"{_stem}.{_form}", "v" + _form[1] + "vm")(
-            _mac_builder(_fmac_fn(_ps, _cs, _acc), _form, ("f", "f", "f"), 0, "f", True))
+            _mac_builder(_fmac_fn(_ps, _cs, _acc), _form, ("f", "f", "f"), 0, "f",
+                         _fmac_prep(_ps, _cs, _acc)))
 
 
 def _fwmac_fn(ps: float, cs: float) -> Callable:
@@ -919,7 +959,8 @@ for _stem, (_ps, _cs, _acc) in FP_MAC.items():
     if _acc:
         for _form in ("vv", "vf"):
             isa(f"vfw{_stem[2:]}.{_form}", "v" + _form[1] + "vm")(
-                _mac_builder(_fwmac_fn(_ps, _cs), _form, ("f", "f", "f"), 1, "f", True))
+                _mac_builder(_fwmac_fn(_ps, _cs), _form, ("f", "f", "f"), 1, "f",
+                             _fmac_prep(_ps, _cs, True, wide=True)))
 
 
 FP_WIDE_BIN: dict[str, Callable] = {
@@ -929,16 +970,18 @@ FP_WIDE_BIN: dict[str, Callable] = {
 }
 for _stem, _fn in FP_WIDE_BIN.items():
     for _form in ("vv", "vf"):
-        def _build_fw(c: Ctx, a: list, fn: Callable = _fn, form: str = _form) -> Op:
+        def _build_fw(c: Ctx, a: list, fn: Callable = _fn, form: str = _form,
+                      stem: str = _stem) -> Op:
             vd, vs2, s1, masked = a
             srcs: list[Src] = [("v", vs2, 0, "f"), (form[1], s1, 0, "f")]
             me, nxt = describe(c), c.nxt
+            dkind, prep = FP_DIRECTED[stem]
 
             def op(st: State) -> int:
                 if st.sew != 32:
                     raise IllegalInstructionError("widening fp ops need SEW=32 (no Zvfh)")
-                rne_only(st)
-                elementwise(st, me, vd, 1, "f", srcs, fn, masked)
+                f = fpu.directed_vec(dkind, prep, fn, fpu.FRM_NAMES[st.frm]) if st.frm else fn
+                elementwise(st, me, vd, 1, "f", srcs, f, masked)
                 return nxt
             return op
         isa(f"{_stem}.{_form}", "vv" + _form[1] + "m")(_build_fw)
@@ -987,8 +1030,9 @@ FP_UNARY: dict[str, tuple[int, int, str, str, Callable]] = {
 
 DYN_TO_INT = {"vfcvt.xu.f.v", "vfcvt.x.f.v", "vfwcvt.xu.f.v", "vfwcvt.x.f.v", "vfncvt.xu.f.w",
               "vfncvt.x.f.w"}  # round with the dynamic frm
-ROUNDING_TO_FLOAT = {"vfsqrt.v", "vfcvt.f.xu.v", "vfcvt.f.x.v", "vfncvt.f.f.w", "vfncvt.f.xu.w",
-                     "vfncvt.f.x.w"}  # supported under frm = rne only
+# conversions that round to a float: exact per-element recomputation under a directed frm
+DIRECTED_CVT = {"vfcvt.f.xu.v": "icvt", "vfcvt.f.x.v": "icvt", "vfncvt.f.xu.w": "icvt",
+                "vfncvt.f.x.w": "icvt", "vfncvt.f.f.w": "cvt"}
 
 
 def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
@@ -1004,10 +1048,13 @@ def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
                 raise IllegalInstructionError(f"{name} at SEW={st.sew} needs 16-bit floats "
                                               f"(Zvfh), which rvvsim does not model")
             f = fn
-            if name in DYN_TO_INT and st.frm:
-                f = functools.partial(fn, rm=fpu.FRM_NAMES[st.frm])
-            elif name in ROUNDING_TO_FLOAT:
-                rne_only(st)
+            if st.frm:
+                if name in DYN_TO_INT:
+                    f = functools.partial(fn, rm=fpu.FRM_NAMES[st.frm])
+                elif name in DIRECTED_CVT:
+                    f = fpu.directed_vec(DIRECTED_CVT[name], _same, fn, fpu.FRM_NAMES[st.frm])
+                elif name == "vfsqrt.v":
+                    rne_only(st)
             elementwise(st, me, vd, dwl, dk, srcs, f, masked)
             return nxt
         return op

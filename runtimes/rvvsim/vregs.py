@@ -47,11 +47,11 @@ def ready(st: State) -> int:
 
 
 def rne_only(st: State) -> None:
-    """Rounding fp arithmetic is modelled for frm = rne (what portc emits and qemu defaults to)."""
+    """vfsqrt and fp reductions are modelled for frm = rne only (elementwise arithmetic and
+    conversions honour every mode)."""
     if st.frm:
-        raise IllegalInstructionError(f"fp arithmetic under dynamic rounding mode "
-                                      f"{fpu.FRM_NAMES[st.frm]} is not modelled (only rne; "
-                                      f"float->int conversions honour every mode)")
+        raise IllegalInstructionError(f"vfsqrt/fp reductions under dynamic rounding mode "
+                                      f"{fpu.FRM_NAMES[st.frm]} are not modelled (only rne)")
 
 
 def width(st: State, wl: int) -> int:

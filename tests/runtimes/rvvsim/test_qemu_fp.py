@@ -163,6 +163,59 @@ def _arith_cases(rng: np.random.Generator) -> list[Case]:
     sd t1, {n * w // 8}(a3)
     fsrmi 0"""
             add(f"frm{rm}", w, body, [x], n * w // 8 + 8, n)
+    # vector arithmetic and float-producing conversions under every dynamic rounding mode
+    for rm in range(1, 5):
+        n = 24
+        a, b, c = (_floats(rng, 32, n) for _ in range(3))
+        b[:3] = a[:3]  # exact cancellation: the sign of zero depends on the mode
+        ints = rng.integers(-(2**62), 2**62, n)
+        body = f"""
+    fsrmi {rm}
+    vsetvli t0, a4, e32, m2, ta, ma
+    vle32.v v8, (a0)
+    vle32.v v12, (a1)
+    vle32.v v16, (a2)
+    flw fa0, 4(a2)
+    vfadd.vv v20, v8, v12
+    vse32.v v20, (a3)
+    addi a3, a3, {4 * n}
+    vfmul.vf v20, v8, fa0
+    vse32.v v20, (a3)
+    addi a3, a3, {4 * n}
+    vfmacc.vv v16, v8, v12
+    vse32.v v16, (a3)
+    addi a3, a3, {4 * n}
+    vfrdiv.vf v20, v8, fa0
+    vse32.v v20, (a3)
+    addi a3, a3, {4 * n}
+    vfwadd.vv v24, v8, v12
+    vsetvli t0, a4, e64, m4, ta, ma
+    vse64.v v24, (a3)
+    addi a3, a3, {8 * n}
+    vsetvli t0, a4, e32, m2, ta, ma
+    vfncvt.f.f.w v20, v24
+    vse32.v v20, (a3)
+    fsrmi 0"""
+        add(f"vfrm{rm}", 32, body, [a, b, c], 4 * n * 5 + 8 * n, n)
+        # int64 -> float conversions, from their own input buffer
+        body_i = f"""
+    fsrmi {rm}
+    vsetvli t0, a4, e64, m4, ta, ma
+    vle64.v v24, (a0)
+    vfcvt.f.x.v v8, v24
+    vse64.v v8, (a3)
+    addi a3, a3, {8 * n}
+    vfcvt.f.xu.v v8, v24
+    vse64.v v8, (a3)
+    addi a3, a3, {8 * n}
+    vsetvli t0, a4, e32, m2, ta, ma
+    vfncvt.f.x.w v8, v24
+    vse32.v v8, (a3)
+    addi a3, a3, {4 * n}
+    vfncvt.f.xu.w v8, v24
+    vse32.v v8, (a3)
+    fsrmi 0"""
+        add(f"vfrm_int{rm}", 64, body_i, [ints], 24 * n, n)
     # exact float32 midpoints: (1+2^-23)*1.5 lies halfway between two floats; a tiny addend
     # decides the rounding, which a double-rounded fma gets wrong
     a = np.array([1 + 2.0**-23] * 4 + [1.0 + 2.0**-22] * 4, np.float32)
