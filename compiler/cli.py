@@ -72,7 +72,7 @@ def _import(args: argparse.Namespace):  # noqa: ANN202 - returns api.ImportedMod
 
 def _target_options(args: argparse.Namespace) -> dict[str, object]:
     opts: dict[str, object] = {}
-    for key in ("sm", "precision", "soc", "vlen"):
+    for key in ("sm", "precision", "soc", "vlen", "trace"):
         v = getattr(args, key, None)
         if v is not None:
             opts[key] = v
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sm", type=int, choices=[80, 90], help="cuda: PTX target sm (80|90)")
         p.add_argument("--precision", help="target precision mode (e.g. fp32|fp16|bf16)")
         p.add_argument("--soc", help="ascend: SoC description (default 910b)")
+        p.add_argument("--trace", metavar="TRACE.json",
+                       help="ascend: npusim writes a Chrome trace per launch next to this path")
         p.add_argument("--vlen", type=int, help="rvv: specialise for a VLEN")
         p.add_argument("-q", "--quiet", action="store_true")
         p.add_argument("--quantize", choices=["int8", "w4", "w2", "fp8"],

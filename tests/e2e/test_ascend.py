@@ -71,3 +71,16 @@ def test_minilm_encoder_verifies_on_ascend(minilm_dir: Path, fmt: str) -> None:
 def test_light_model_verifies_on_ascend(name: str) -> None:
     rep = verify(LIGHT_DIR / f"light_{name}.onnx", "ascend", seed=1, rtol=1e-2, atol=1e-2)
     assert rep.ok, rep.table()
+
+
+def test_trace_option_writes_one_chrome_trace_per_launch(examples_dir: Path,
+                                                         tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    r = subprocess.run([*portc_cli(), "verify", str(examples_dir / "mlp.onnx"), "--target",
+                        "ascend", "--rtol", "1e-2", "--atol", "1e-3", "--trace", str(trace)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = sorted(tmp_path.glob("trace.*.json"))
+    assert files
+    events = json.loads(files[0].read_text())["traceEvents"]
+    assert any(e.get("ph") == "X" for e in events)
