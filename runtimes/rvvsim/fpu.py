@@ -294,11 +294,39 @@ def round_rational(x: Fraction, bits: int, mode: str) -> np.ndarray:
     return np.array([-f if neg else f], t)
 
 
+def round_sqrt(x: Fraction, bits: int, mode: str) -> np.ndarray:
+    """sqrt of a positive rational rounded with ``mode``, by integer square roots."""
+    p = FORMATS[bits][0]
+    ex = x.numerator.bit_length() - x.denominator.bit_length()
+    if Fraction(2) ** ex > x:
+        ex -= 1
+    e = ex // 2  # 2**e <= sqrt(x) < 2**(e+1)
+    y = x * Fraction(4) ** (p - 1 - e)  # sqrt(y) in [2**(p-1), 2**p)
+    n, d = y.numerator, y.denominator
+    q = math.isqrt(n * d) // d  # floor(sqrt(y))
+    inexact = q * q * d != n
+    half = 4 * n - (2 * q + 1) ** 2 * d  # sign of sqrt(y) - (q + 1/2)
+    up = {
+        "rne": half > 0 or (half == 0 and q % 2 == 1),
+        "rmm": half >= 0,
+        "rtz": False,
+        "rdn": False,
+        "rup": inexact,
+    }[mode]
+    return np.array([float((q + int(up)) * Fraction(2) ** (e - (p - 1)))], FTYPE[bits])
+
+
 def directed(kind: str, ops: list[np.ndarray], mode: str, rne: np.ndarray) -> np.ndarray:
-    """Scalar add/sub/mul/div/fma/convert under a non-nearest rounding mode. ``rne`` is numpy's
+    """add/sub/mul/div/fma/sqrt/convert of one element under a non-nearest rounding mode
+    (``kind`` "cvt" narrows a float, "icvt" converts an integer). ``rne`` is numpy's
     round-to-nearest result, right for every special case (NaN, infinite operands, division by
     zero, exact zeros of products); finite cases are recomputed exactly and rounded."""
     bits = rne.dtype.itemsize * 8
+    if kind == "sqrt":
+        x = float(ops[0][0])
+        if not math.isfinite(x) or x <= 0:
+            return rne  # NaN, +inf, +-0: exact
+        return round_sqrt(Fraction(x), bits, mode)
     if kind == "icvt":  # an integer to a float format
         v = int(ops[0][0])
         return rne if v == 0 else round_rational(Fraction(v), bits, mode)

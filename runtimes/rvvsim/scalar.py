@@ -407,23 +407,9 @@ FCMP: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def _static_rm(c: Ctx, rm: str, kind: str) -> None:
-    """Static rounding modes are modelled for add/sub/mul/div/fma/conversions, not fsqrt."""
-    if rm not in ("rne", "dyn") and kind == "sqrt":
-        raise AsmSyntaxError(f"{c.program.source}:{c.instr.line}: fsqrt with static rounding "
-                             f"mode {rm} is not modelled (use rne/dyn) in `{c.instr.text}`")
-
-
 def _mode(st: State, rm: str) -> str:
     """The effective rounding mode: the static one, or frm for ``dyn``."""
     return fpu.FRM_NAMES[st.frm] if rm == "dyn" else rm
-
-
-def _dyn_rne(st: State) -> None:
-    """fsqrt under a dynamic mode other than rne is not modelled."""
-    if st.frm:
-        raise IllegalInstructionError(f"fsqrt under dynamic rounding mode "
-                                      f"{fpu.FRM_NAMES[st.frm]} is not modelled (only rne)")
 
 
 def _fbuild(names: list[str], sig: str) -> Callable[[Callable], Callable]:
@@ -457,14 +443,16 @@ def _b_fbin(c: Ctx, a: list) -> Op:
 @_fbuild(["fsqrt"], "ffr")
 def _b_fsqrt(c: Ctx, a: list) -> Op:
     rd, r1, rm = a
-    _static_rm(c, rm, "sqrt")
     get, nxt = GET[c.mnemonic[-1]], c.nxt
 
     def op(st: State) -> int:
-        if st.frm and rm == "dyn":
-            _dyn_rne(st)
+        x = get(st, r1)
         with np.errstate(all="ignore"):
-            put_f(st, rd, fpu.canon(np.sqrt(get(st, r1))))
+            r = fpu.canon(np.sqrt(x))
+        mode = _mode(st, rm)
+        if mode != "rne":
+            r = fpu.directed("sqrt", [x], mode, r)
+        put_f(st, rd, r)
         return nxt
     return op
 

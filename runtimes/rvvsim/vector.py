@@ -1032,7 +1032,7 @@ DYN_TO_INT = {"vfcvt.xu.f.v", "vfcvt.x.f.v", "vfwcvt.xu.f.v", "vfwcvt.x.f.v", "v
               "vfncvt.x.f.w"}  # round with the dynamic frm
 # conversions that round to a float: exact per-element recomputation under a directed frm
 DIRECTED_CVT = {"vfcvt.f.xu.v": "icvt", "vfcvt.f.x.v": "icvt", "vfncvt.f.xu.w": "icvt",
-                "vfncvt.f.x.w": "icvt", "vfncvt.f.f.w": "cvt"}
+                "vfncvt.f.x.w": "icvt", "vfncvt.f.f.w": "cvt", "vfsqrt.v": "sqrt"}
 
 
 def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
@@ -1053,8 +1053,6 @@ def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
                     f = functools.partial(fn, rm=fpu.FRM_NAMES[st.frm])
                 elif name in DIRECTED_CVT:
                     f = fpu.directed_vec(DIRECTED_CVT[name], _same, fn, fpu.FRM_NAMES[st.frm])
-                elif name == "vfsqrt.v":
-                    rne_only(st)
             elementwise(st, me, vd, dwl, dk, srcs, f, masked)
             return nxt
         return op

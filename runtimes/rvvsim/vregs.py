@@ -47,10 +47,10 @@ def ready(st: State) -> int:
 
 
 def rne_only(st: State) -> None:
-    """vfsqrt and fp reductions are modelled for frm = rne only (elementwise arithmetic and
+    """fp reductions are modelled for frm = rne only (element-wise arithmetic, sqrt and
     conversions honour every mode)."""
     if st.frm:
-        raise IllegalInstructionError(f"vfsqrt/fp reductions under dynamic rounding mode "
+        raise IllegalInstructionError(f"fp reductions under dynamic rounding mode "
                                       f"{fpu.FRM_NAMES[st.frm]} are not modelled (only rne)")
 
 

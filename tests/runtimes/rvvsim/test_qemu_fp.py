@@ -195,8 +195,12 @@ def _arith_cases(rng: np.random.Generator) -> list[Case]:
     vsetvli t0, a4, e32, m2, ta, ma
     vfncvt.f.f.w v20, v24
     vse32.v v20, (a3)
+    addi a3, a3, {4 * n}
+    vfabs.v v20, v8
+    vfsqrt.v v20, v20
+    vse32.v v20, (a3)
     fsrmi 0"""
-        add(f"vfrm{rm}", 32, body, [a, b, c], 4 * n * 5 + 8 * n, n)
+        add(f"vfrm{rm}", 32, body, [a, b, c], 4 * n * 6 + 8 * n, n)
         # int64 -> float conversions, from their own input buffer
         body_i = f"""
     fsrmi {rm}

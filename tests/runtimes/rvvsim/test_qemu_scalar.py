@@ -190,17 +190,20 @@ def _fp_cases(rng: np.random.Generator) -> list[Case]:
                               es * NV))
         # every static rounding mode, and the dynamic one through fsrmi, on rounding ops
         for rm in RMS[1:]:
-            for op in ("fadd", "fsub", "fmul", "fdiv", "fmadd", "fnmsub"):
+            for op in ("fadd", "fsub", "fmul", "fdiv", "fmadd", "fnmsub", "fsqrt"):
                 lines = []
                 for i in range(NV):
                     lines += loads(i)
-                    srcs = "ft0, ft1, ft2" if op in F_FMA else "ft0, ft1"
+                    srcs = {"fmadd": "ft0, ft1, ft2", "fnmsub": "ft0, ft1, ft2",
+                            "fsqrt": "ft0"}.get(op, "ft0, ft1")
                     if i % 2:
                         lines.append(f"{op}.{k} ft3, {srcs}, {rm}")
                     else:
                         lines += [f"fsrmi {RMS.index(rm)}", f"{op}.{k} ft3, {srcs}", "fsrmi 0"]
                     lines.append(f"{fs} ft3, {es * i}(a3)")
                 aa, bb, cc = (_floats(rng, w, NV) for _ in range(3))
+                if op == "fsqrt":
+                    aa = np.abs(aa)
                 bb[:2] = aa[:2]  # exact cancellation: the sign of zero depends on the mode
                 cases.append(Case(f"{op}_{k}_{rm}_{len(cases)}", "\n".join(lines), [aa, bb, cc],
                                   es * NV))

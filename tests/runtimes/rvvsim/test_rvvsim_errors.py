@@ -323,12 +323,12 @@ def test_vector_rtz_conversions_truncate_and_saturate() -> None:
     np.testing.assert_array_equal(i16, [2, -2, 0, 0, 32767, -32768, 32767, 32767, -32768, 0])
 
 
-def test_vector_sqrt_under_a_non_rne_dynamic_mode_is_refused() -> None:
+def test_fp_reduction_under_a_non_rne_dynamic_mode_is_refused() -> None:
     body = """
     fsrmi 1
     vsetivli zero, 4, e32, m1, ta, ma
     vmv.v.i v1, 0
-    vfsqrt.v v1, v1"""
+    vfredusum.vs v2, v1, v1"""
     with pytest.raises(IllegalInstructionError, match="rounding mode rtz are not modelled"):
         _run(body, {}, [])
 
