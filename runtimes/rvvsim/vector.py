@@ -39,7 +39,6 @@ from portc.runtimes.rvvsim.vregs import (
     por,
     raise_poison,
     ready,
-    rne_only,
     vget,
     vlmax,
     vwrite,
@@ -1073,6 +1072,19 @@ def _ordered_fsum(acc: np.ndarray, vals: np.ndarray) -> np.ndarray:
     return fpu.canon(run[-1:])
 
 
+SUMS = {"vfredosum", "vfredusum", "vfwredosum", "vfwredusum"}
+
+
+def _directed_fsum(acc: np.ndarray, vals: np.ndarray, mode: str) -> np.ndarray:
+    """The ordered sum with every add rounded by a directed mode (element by element)."""
+    s = acc[:1].copy()
+    for v in vals.astype(acc.dtype):
+        with np.errstate(all="ignore"):
+            rne = fpu.canon(s + v)
+        s = fpu.directed("add", [s, np.array([v])], mode, rne)
+    return fpu.canon(s)
+
+
 def _fred_max(acc: np.ndarray, vals: np.ndarray, is_max: bool) -> np.ndarray:
     """maximumNumber/minimumNumber over acc and vals: NaNs ignored, +0 > -0."""
     allv = np.concatenate([acc[:1], vals])
@@ -1123,8 +1135,6 @@ def _build_reduce(stem: str) -> Callable[[Ctx, list], Op]:
             vl = ready(st)
             if vl == 0:
                 return nxt
-            if kind == "f" and st.frm:
-                rne_only(st)
             eew = width(st, 0)
             aeew = width(st, awl)
             vals, pois = vget(st, vs2, eew, vl, kind)
@@ -1140,8 +1150,11 @@ def _build_reduce(stem: str) -> Callable[[Ctx, list], Op]:
             raise_poison(st, st.P[base:base + aeew // 8].view(u)[:1] != 0, vs1, aeew,
                          "scalar operand vs1[0]")
             acc = st.V[base:base + aeew // 8].view(KIND_T[kind][aeew])[:1].copy()
+            f = fn
+            if st.frm and stem in SUMS:  # each add rounded with the directed mode (slow path)
+                f = functools.partial(_directed_fsum, mode=fpu.FRM_NAMES[st.frm])
             with np.errstate(all="ignore"):
-                res = np.asarray(fn(acc, vals)).astype(acc.dtype)
+                res = np.asarray(f(acc, vals)).astype(acc.dtype)
             saved_vl, saved_lmul, saved_sew = st.vl, st.lmul, st.sew
             st.vl, st.lmul, st.sew = 1, 0, aeew  # vd is one register, element 0
             try:

@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from portc.runtimes.rvvsim import fpu
 from portc.runtimes.rvvsim.core import Ctx, State
 from portc.runtimes.rvvsim.errors import IllegalInstructionError, TailRelianceError
 from portc.runtimes.rvvsim.fpu import FTYPE, STYPE, UTYPE
@@ -44,14 +43,6 @@ def ready(st: State) -> int:
         raise IllegalInstructionError("vector instruction executed while vtype.vill is set "
                                       "(no valid vsetvli/vsetivli before it)")
     return st.vl
-
-
-def rne_only(st: State) -> None:
-    """fp reductions are modelled for frm = rne only (element-wise arithmetic, sqrt and
-    conversions honour every mode)."""
-    if st.frm:
-        raise IllegalInstructionError(f"fp reductions under dynamic rounding mode "
-                                      f"{fpu.FRM_NAMES[st.frm]} are not modelled (only rne)")
 
 
 def width(st: State, wl: int) -> int:

@@ -199,8 +199,21 @@ def _arith_cases(rng: np.random.Generator) -> list[Case]:
     vfabs.v v20, v8
     vfsqrt.v v20, v20
     vse32.v v20, (a3)
+    addi a3, a3, {4 * n}
+    vfmv.s.f v4, fa0
+    vfredosum.vs v5, v8, v4
+    vfmv.f.s fa1, v5
+    fsw fa1, 0(a3)
+    vsetivli zero, 1, e64, m1, ta, ma
+    vfmv.s.f v6, ft0
+    vsetvli t0, a4, e32, m2, ta, ma
+    vfwredosum.vs v7, v8, v6
+    vsetivli zero, 1, e64, m1, ta, ma
+    vfmv.f.s fa1, v7
+    fsd fa1, 8(a3)
     fsrmi 0"""
-        add(f"vfrm{rm}", 32, body, [a, b, c], 4 * n * 6 + 8 * n, n)
+        body = body.replace("    flw fa0, 4(a2)", "    flw fa0, 4(a2)\n    fcvt.d.s ft0, fa0")
+        add(f"vfrm{rm}", 32, body, [a, b, c], 4 * n * 6 + 8 * n + 16, n)
         # int64 -> float conversions, from their own input buffer
         body_i = f"""
     fsrmi {rm}

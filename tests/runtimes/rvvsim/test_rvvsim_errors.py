@@ -323,16 +323,6 @@ def test_vector_rtz_conversions_truncate_and_saturate() -> None:
     np.testing.assert_array_equal(i16, [2, -2, 0, 0, 32767, -32768, 32767, 32767, -32768, 0])
 
 
-def test_fp_reduction_under_a_non_rne_dynamic_mode_is_refused() -> None:
-    body = """
-    fsrmi 1
-    vsetivli zero, 4, e32, m1, ta, ma
-    vmv.v.i v1, 0
-    vfredusum.vs v2, v1, v1"""
-    with pytest.raises(IllegalInstructionError, match="rounding mode rtz are not modelled"):
-        _run(body, {}, [])
-
-
 def test_returning_with_a_changed_rounding_mode_is_an_abi_error() -> None:
     with pytest.raises(AbiError, match="frm=2"):
         _run("    fsrmi 2", {}, [])
