@@ -21,8 +21,8 @@ Supported subset:
 - F/D: flw fsw fld fsd, fadd fsub fmul fdiv fsqrt fmin fmax fmadd fmsub fnmadd fnmsub fsgnj
   fsgnjn fsgnjx fmv fneg fabs (.s/.d), fcvt between w/wu/l/lu and s/d, fcvt.s.d fcvt.d.s,
   fmv.x.w fmv.w.x fmv.x.d fmv.d.x, feq flt fle fclass. Every static or dynamic (frm) rounding
-  mode is honoured. Vector fp arithmetic, sqrt and conversions honour frm too (directed modes
-  through a slow exact per-element path); vector fp reductions need frm = rne.
+  mode is honoured. Vector fp arithmetic, sqrt, reductions and conversions honour frm too
+  (directed modes through a slow exact per-element path).
 - RVV 1.0 (SEW 8..64, LMUL mf8..m8, VLEN 128..1024, ELEN 64): vsetvli vsetivli vsetvl;
   vle/vse/vlse/vsse/vluxei/vloxei/vsuxei/vsoxei (8..64), vl<n>re<eew>.v vs<n>r.v vlm.v vsm.v;
   integer vadd vsub vrsub vand vor vxor vsll vsrl vsra vmin(u) vmax(u) vmul vmulh(u/su)
