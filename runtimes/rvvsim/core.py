@@ -55,7 +55,8 @@ class State:
     O: per byte, the id of the instruction that made it undefined (for error messages)."""
 
     __slots__ = ("x", "f", "V", "P", "O", "origins", "origin_ids", "vl", "sew", "lmul", "vta",
-                 "vma", "vill", "vlen", "vlenb", "mem", "program", "frm", "dirty", "plans")
+                 "vma", "vill", "vlen", "vlenb", "mem", "program", "frm", "dirty", "plans", "OM",
+                 "mfmt")
 
     def __init__(self, vlen: int, mem: Memory, program: Program) -> None:
         self.x = [0] * 32
@@ -66,6 +67,9 @@ class State:
         self.P = np.zeros(32 * self.vlenb, np.uint8)
         # O: per byte, which event left it undefined (index into origins; read only where P != 0)
         self.O = np.zeros(32 * self.vlenb, np.int32)
+        # OM: per mask *bit* origins, valid for registers last written as masks (mfmt[r])
+        self.OM = np.zeros((32, vlen), np.int32)
+        self.mfmt = [False] * 32
         # dirty[r]: register r may hold undefined bytes (False proves P is zero there)
         self.dirty = [False] * 32
         self.plans: dict = {}  # per-instruction view plans (vector.elementwise)

@@ -135,6 +135,7 @@ class RvvMachine:
         st.V[:] = 0xFF
         st.P[:] = 0xFF
         st.dirty[:] = [True] * 32
+        st.mfmt[:] = [False] * 32
         st.O[:] = st.origin_id("function entry (vector registers are undefined at a call)")
         st.vill, st.vl, st.frm = True, 0, 0
 

@@ -638,6 +638,8 @@ def _build_whole_mv(n: int) -> Callable[[Ctx, list], Op]:
             st.P[vd * b:(vd + n) * b] = st.P[vs2 * b:(vs2 + n) * b]
             st.dirty[vd:vd + n] = st.dirty[vs2:vs2 + n]
             st.O[vd * b:(vd + n) * b] = st.O[vs2 * b:(vs2 + n) * b]
+            st.OM[vd:vd + n] = st.OM[vs2:vs2 + n]
+            st.mfmt[vd:vd + n] = st.mfmt[vs2:vs2 + n]
             return nxt
         return op
     return build

@@ -64,6 +64,7 @@ def _load(st: State, me: str, vd: int, eew: int, addrs: np.ndarray | None, base:
         a = vd * st.vlenb
         st.V[a:a + n * nb] = res.view(np.uint8)
         regs = n * nb // st.vlenb
+        st.mfmt[vd:vd + regs] = [False] * regs
         off = st.mem.stack_span(base, n * nb) if st.mem.stack_poisoned else None
         if off is not None:  # reload of a spill: undefined bytes stay undefined
             st.P[a:a + n * nb] = st.mem.stack_poison[off:off + n * nb]
@@ -144,6 +145,8 @@ def _fast_unit(st: State, me: str, key: object, vreg: int, eew: int, vl: int, vi
                              vreg + (b - a) // st.vlenb, tail, vl * (eew >> 3) == b - a)
     body, pbody, u, r0, r1, tail, full = pl
     dirty = st.dirty
+    if not store:
+        st.mfmt[r0:r1] = [False] * (r1 - r0)
     if store:
         if any(dirty[r0:r1]) and pbody.any():
             return False  # undefined elements: the generic path names them

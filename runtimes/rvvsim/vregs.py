@@ -131,6 +131,9 @@ def elem_org(st: State, reg: int, eew: int, n: int) -> np.ndarray:
 
 
 def mask_org(st: State, reg: int, n: int) -> np.ndarray:
+    """Origin ids of mask bits 0..n-1 (per bit when the register was written as a mask)."""
+    if st.mfmt[reg]:
+        return st.OM[reg, :n]
     a = reg * st.vlenb
     return np.repeat(st.O[a:a + st.vlenb], 8)[:n]
 
@@ -179,6 +182,7 @@ def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndar
                 pois = np.where(active, pois if pois is not None else False, old)
     d[:vl] = res
     r0, r1 = vd, vd + (b - a) // st.vlenb
+    st.mfmt[r0:r1] = [False] * (r1 - r0)
     poisoned = pois is not None and bool(pois.any())
     if not poisoned:
         if any(st.dirty[r0:r1]):
@@ -238,6 +242,8 @@ def mwrite(st: State, me: str, vd: int, bits: np.ndarray, pois: np.ndarray | Non
     st.P[a:a + vlenb] = np.packbits(fullp, bitorder="little")
     st.dirty[vd] = True if vl < st.vlen else bool(fullp.any())
     st.O[a:a + vlenb] = borg.reshape(vlenb, 8).max(axis=1)
+    st.OM[vd] = borg
+    st.mfmt[vd] = True
 
 
 def raise_poison(st: State, pois: np.ndarray | None, reg: int, bits: int, what: str,
@@ -250,7 +256,10 @@ def raise_poison(st: State, pois: np.ndarray | None, reg: int, bits: int, what: 
     pos = int(np.argmax(pois))
     k = int(elems[pos]) if elems is not None else pos
     byte = reg * st.vlenb + k * bits // 8
-    oid = int(st.O[byte:byte + max(1, bits // 8)].max())
+    if bits == 1 and st.mfmt[reg + k // st.vlen]:
+        oid = int(st.OM[reg + k // st.vlen, k % st.vlen])
+    else:
+        oid = int(st.O[byte:byte + max(1, bits // 8)].max())
     origin = st.origins[oid] if 0 < oid < len(st.origins) else ""
     src = f"; it was left undefined by {origin}" if origin else ""
     raise TailRelianceError(f"{what}: element {k} (register v{min(31, byte // st.vlenb)}) is "
@@ -368,6 +377,7 @@ def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Sr
                 res = res.astype(pl.t)
             pl.d[:] = res.view(pl.u)
             r0, r1 = pl.dst_regs
+            st.mfmt[r0:r1] = [False] * (r1 - r0)
             if any(dirty[r0:r1]):
                 pl.p[:] = 0
             if pl.tail is not None:

@@ -534,3 +534,16 @@ def test_semicolons_separate_statements_on_one_line() -> None:
     prog = parse_program(_fn("    li a0, 1; addi a0, a0, 2 ; addi a0, a0, 4  # done"))
     assert [i.mnemonic for i in prog.instrs] == ["li", "addi", "addi", "ret"]
     assert RvvMachine(prog, Memory(), 128).call("f").a0 == 7
+
+
+def test_mask_bit_origins_are_tracked_per_bit() -> None:
+    """Bit 0 keeps its undefined entry value (mask undisturbed) while bits 1.. are the
+    compare's tail: the error must name the entry, not the compare."""
+    body = """
+    vsetivli zero, 1, e32, m1, ta, mu
+    vlm.v v0, (a0)
+    vmv.v.i v8, 0
+    vmseq.vi v9, v8, 0, v0.t
+    vcpop.m a1, v9"""
+    with pytest.raises(TailRelianceError, match="left undefined by function entry"):
+        _run(body, {"m": np.zeros(1, np.uint8)}, ["m"])
