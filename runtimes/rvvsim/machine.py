@@ -107,6 +107,8 @@ class RvvMachine:
         if len(fp_args) > 8:
             raise ValueError("at most 8 fp arguments (fa0-fa7); pass more through memory")
         pc = self.program.entry(name)
+        if pc >= len(self.ops):
+            raise AsmSyntaxError(f"{self.program.source}: function '{name}' has no instructions")
         st = self.state
         x, f = st.x, st.f
         for i in range(32):
