@@ -13,6 +13,10 @@ of an Ascend-like SoC (``--soc 910b``), in execution order:
   broadcast batch dims and convolutions all take the same road: a convolution's A operand is
   its im2col view (the kernel IR's window strides, pads already materialised by the graph
   lowering), gathered by MTE2 bursts into the packed matrix -- *explicit im2col through GM*.
+  Operands that are weights are packed once at compile time instead (ATC converts weights
+  offline too) and ship in the bundle. A and B are swapped (``C^T = B^T A^T``) when that lets
+  FIX write the output in place: a convolution's weights become A, its im2col B, and the
+  ``[Cout, OH*OW]`` result is the NCHW output.
   ``build_gemm_kernel`` (``passes/lower_npu_cube.py``) then runs the GEMM with fp32
   accumulation, FIX writing fp32 ``[batch, M, N]`` straight into the output when the output
   is laid out that way, else into a temporary that one more vector launch scatters.
@@ -26,12 +30,18 @@ of an Ascend-like SoC (``--soc 910b``), in execution order:
   (MTE2), computes the scalar body as whole-tile vector instructions (one UB slot per SSA
   value, ``repeat = tile/64``) and copies the result out (MTE3). Inputs that do not move
   along ``v`` are broadcast into a tile with ``vbrcb`` + a zero-stride ``vcopy``.
+  When every operand moves by a whole row along a second parallel dim ``u``, a tile holds
+  many rows (*2-D tiles*: one MTE2/MTE3 burst per row, rows at a 32-byte-aligned UB pitch).
   Reductions: if a reduction dim can be the vector dim and the combiner is sum/max/min on
   floats, each task reduces its row with ``vreduce`` per tile and combines the partial results
-  in a one-lane accumulator (*row mode*); otherwise reduction dims are scalar loops around the
-  body and the combine is elementwise over the tile (*column mode*, also prod and int32).
-  Task loops are unrolled by two over two slot sets (ping-pong), so MTE2 of one task overlaps
-  the vector work of the other; ``npu-insert-sync`` then derives every flag.
+  in a one-lane accumulator (*row mode*); rows of at most 64 elements are packed one per
+  256-byte repeat, up to 255 per task, and reduced by one ``vwhole_reduce`` (a softmax over 32
+  keys); otherwise reduction dims are scalar loops around the body and the combine is
+  elementwise over the tile (*column mode*, also prod and int32). The plan (row/column mode,
+  vector dim, 2-D tiles) is the one with the fewest estimated instructions per core.
+  When a core runs more than one task, the task loop is unrolled by two over two slot sets
+  (ping-pong), so MTE2 of one task overlaps the vector work of the other;
+  ``npu-insert-sync`` then derives every flag.
 * **AI CPU** (``aicpu``): what the AI core model cannot express -- indirect addressing
   (gather/scatter: the scalar unit of the ``npu`` dialect has no memory access), ``kernel.sort``,
   ``kernel.index``, dtypes other than fp32/fp16/bf16/int32 (int64, bool, int8, float64),
@@ -42,8 +52,7 @@ of an Ascend-like SoC (``--soc 910b``), in execution order:
 
 Functions the vector unit lacks are compositions (documented where they are built):
 ``sigmoid = 1/(1+exp(-x))``, ``tanh = 2/(1+exp(-2x)) - 1``, ``erf`` by Abramowitz-Stegun
-7.1.26 (|error| < 1.5e-7 in exact arithmetic, < 5e-7 in fp32). Max/min accumulators start from the fp32 extremes (+-3.4e38)
-instead of infinities (the artifact stays free of non-finite literals).
+7.1.26 (|error| < 1.5e-7 in exact arithmetic, < 5e-7 in fp32).
 """
 
 from __future__ import annotations
@@ -72,7 +81,6 @@ PRECISIONS: dict[str, str] = {"fp16": "float16", "bf16": "bfloat16"}
 #: dtypes a vector-path GM operand may have, and the dtype the body computes them in
 LOAD_DTYPES: dict[str, str] = {"float32": "float32", "float16": "float32",
                                "bfloat16": "float32", "int32": "int32"}
-F32_MAX = 3.4028234663852886e38
 I32_MAX = 2147483647.0
 #: the most repeats one vector instruction takes with fp32 (64 elements each)
 MAX_TILE = 64 * 255
@@ -284,7 +292,8 @@ class _Ub:
 
     def alloc(self, dtype: str, n: int) -> _Slot:
         item = max(1, dtypes.dtype(dtype).bits // 8)
-        nbytes = ceil_to(max(n, 1) * item, 32)
+        # whole 256-byte repeats: an instruction over the last partial repeat stays inside
+        nbytes = ceil_to(max(n, 1) * item, 256)
         if self.used + nbytes > self.cap:
             raise _UbFull
         op = self.bld.add(npu.AllocOp.make("ub", dtype, nbytes // item, self.used))
@@ -330,13 +339,18 @@ def _narrow_masks(kern: npu.KernelOp) -> None:
             op.mask = npu._ints((0, -1))
 
 
+def _cost(tasks: int, cores: int, steps: float) -> float:
+    """A plan's estimated instructions: the busiest core's (simulated time), plus a little of
+    the total (simulator wall time) so that ties go to fewer, larger tasks."""
+    return -(-tasks // cores) * steps + 0.05 * tasks * steps
+
+
 def _init_scalar(init: float, dtype: str) -> float:
-    lim = F32_MAX if dtype == "float32" else I32_MAX
-    if init == float("inf"):
-        return lim
-    if init == float("-inf"):
-        return -lim if dtype == "float32" else -I32_MAX - 1
-    return init
+    """The accumulator's start: floats keep +-inf (the artifact prints them as hex floats),
+    int32 takes its extremes."""
+    if dtype == "float32" or abs(init) != float("inf"):
+        return init
+    return I32_MAX if init > 0 else -I32_MAX - 1
 
 
 class _VectorKernel:
@@ -415,7 +429,7 @@ class _VectorKernel:
             R *= dims[d]
         cores = self.soc.aiv_cores
         plans: list[tuple[float, int, str, int | None, int | None]] = [
-            (-(-P // cores) * R * 1.5, 0, "col", None, None)]
+            (_cost(P, cores, R * 1.5), 0, "col", None, None)]
         for d in range(npar):
             if self.out.strides[d] < 1 or dims[d] == 1:
                 continue
@@ -432,15 +446,15 @@ class _VectorKernel:
                     tasks = tasks // dims[u] * -(-dims[u] // rows)
                 else:
                     u = None
-            plans.append((-(-tasks // cores) * R * (3 if sp else 1), 1, "col", d, u))
+            plans.append((_cost(tasks, cores, R * (3 if sp else 1)), 1, "col", d, u))
         if self.comb in ("sum", "max", "min") and self.res_dt == "float32":
             for r in self.red:
                 if self._in_ok(r) and dims[r] > 1:
                     u = self._find_u(r, row=True)
                     if u is not None:
                         tasks = P // dims[u] * -(-dims[u] // 255)
-                        plans.append((-(-tasks // cores) * 1.0, 2, "row", r, u))
-                    plans.append((-(-P // cores) * (R // dims[r]) * -(-dims[r] // 8192) * 1.2,
+                        plans.append((_cost(tasks, cores, 1.0), 2, "row", r, u))
+                    plans.append((_cost(P, cores, (R // dims[r]) * -(-dims[r] // 8192) * 1.2),
                                   1, "row", r, None))
         _, _, self.mode, self.v, self.u = min(plans, key=lambda p: (p[0], -p[1]))
 
@@ -1027,7 +1041,14 @@ class _Lowering:
                 self._aicpu(kop, "kernel.sort (stable row sort) runs on the AI CPU")
                 continue
             assert isinstance(kop, k.GenericOp)
+            if 0 in kop.extents[:kop.parallel_count]:
+                continue
             if 0 in kop.extents:
+                if kop.init_value is not None:  # reducing nothing: the output is the init
+                    try:
+                        self._vector(self._fill(kop), name, name, "vector")
+                    except Unsupported as e:
+                        self._aicpu(kop, str(e))
                 continue
             try:
                 mm = matmul_operands(kop)
@@ -1040,6 +1061,22 @@ class _Lowering:
         if self.verify:
             self.out.verify()
         return NpuProgram(self.out, self.launches, self.temps, self.constants)
+
+    def _fill(self, op: k.GenericOp) -> k.GenericOp:
+        """``out = init`` over the parallel dims of a reduction whose reduction dims are empty."""
+        npar = op.parallel_count
+        dt = self.bufs[op.output_name][0]
+        init = float(op.init_value)  # type: ignore[arg-type]
+        if dtypes.dtype(dt).kind != "float":
+            info = np.iinfo(dtypes.dtype(dt).numpy)
+            init = float(min(max(init, info.min), info.max))
+        body = Block()
+        c = k.ConstOp.make(init, dt)
+        body.add_op(c)
+        body.add_op(k.YieldOp.create(operands=[c.result]))
+        return k.GenericOp.make(op.kernel_name(), op.origin(), op.extents[:npar], npar, [],
+                                (op.output_name, op.output_strides[:npar], op.output_offset),
+                                "none", None, [], body)
 
     def _aicpu(self, kop: k.KernelOp, reason: str) -> None:
         if isinstance(kop, k.SortOp):
