@@ -79,7 +79,8 @@ class PtxInstruction(IRDLOperation):
         where = f"ptx {self.MNEMONIC}{self.qual.data}"
         n = len(self.args.data)
         if self.ARITY and n not in self.ARITY:
-            raise VerifyException(f"{where}: takes {self.ARITY} operands, got {n}")
+            raise VerifyException(f"{where}: takes {' or '.join(map(str, self.ARITY))} "
+                                  f"operands, got {n}")
         for t in self.types():
             if t not in self.TYPES:
                 raise VerifyException(f"{where}: type .{t} is not legal here (legal: "
