@@ -4,7 +4,8 @@ Every ``kernel.generic``/``kernel.sort`` of a planned kernel module becomes one 
 of an Ascend-like SoC (``--soc 910b``), in execution order:
 
 * **cube path** (AIC): a matmul-shaped generic (body ``mul`` of two loads, optionally through
-  casts; combiner ``sum`` with ``init`` 0; no indirect terms) is split into *batch*, *M*, *N*
+  casts; combiner ``sum`` with ``init`` 0; no indirect terms; at least ``CUBE_MIN_MACS``
+  multiply-adds -- smaller products run on the vector path in fp32) is split into *batch*, *M*, *N*
   and *K* dims by which operand moves along each dim (both: batch; only A: M; only B: N;
   reduction dims: K). Its operands are first *packed* by two vector-path launches into
   contiguous ``[batch, M, K]`` / ``[batch, K, N]`` GM temporaries in the cube dtype (``fp16``
@@ -82,6 +83,9 @@ PRECISIONS: dict[str, str] = {"fp16": "float16", "bf16": "bfloat16"}
 LOAD_DTYPES: dict[str, str] = {"float32": "float32", "float16": "float32",
                                "bfloat16": "float32", "int32": "int32"}
 I32_MAX = 2147483647.0
+#: GEMMs with fewer multiply-adds than one 16x16x16 cube step stay on the vector path (fp32):
+#: two packs and an AIC launch cost more than the whole product there
+CUBE_MIN_MACS = 16 * 16 * 16
 #: the most repeats one vector instruction takes with fp32 (64 elements each)
 MAX_TILE = 64 * 255
 
@@ -1148,6 +1152,8 @@ class _Lowering:
             ia, ib, sa, sb, ms, ns = ib, ia, sb, sa, ns, ms
             dta, dtb = dtb, dta
         B, M, N, K = size(batch), size(ms), size(ns), size(ks)
+        if B * M * N * K < CUBE_MIN_MACS:
+            return False  # smaller than one cube step: the vector unit, in fp32, is cheaper
         cdt = self.cube_dt
         ta, tb = f"{name}__a", f"{name}__b"
         self.temps[ta] = (cdt, B * M * K)
