@@ -68,8 +68,12 @@ def test_minilm_encoder_verifies_on_ascend(minilm_dir: Path, fmt: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "resnet50"])
-def test_light_model_verifies_on_ascend(name: str) -> None:
-    rep = verify(LIGHT_DIR / f"light_{name}.onnx", "ascend", seed=1, rtol=1e-2, atol=1e-2)
+def test_light_model_verifies_on_ascend_with_bf16_cube(name: str) -> None:
+    """The light_* models carry random weights whose activations leave fp16's range (2e6 in
+    squeezenet's last convolution: fp16 operands overflow to inf), so the cube runs bf16
+    (``--precision bf16``, fp32 range) as ATC users do for such models."""
+    rep = verify(LIGHT_DIR / f"light_{name}.onnx", "ascend", seed=1, rtol=1e-2, atol=1e-2,
+                 options={"precision": "bf16"})
     assert rep.ok, rep.table()
 
 
