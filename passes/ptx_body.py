@@ -156,6 +156,11 @@ def _fit_odd_over_x(fn: Callable[[np.ndarray], np.ndarray], hi: float, deg: int)
 
 
 ATAN_C = _fit_odd_over_x(np.arctan, 1.0, 11)
+#: tanh/sinh near 0, where the exp-based forms cancel
+TANH_SMALL, TANH_C = 0.625, _fit_odd_over_x(np.tanh, 0.625, 8)
+SINH_SMALL, SINH_C = 0.75, _fit_odd_over_x(np.sinh, 0.75, 6)
+#: log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172 for m in [sqrt(1/2), sqrt(2))
+LOG_C = _fit_odd_over_x(lambda s: 2 * np.arctanh(s), 0.1716, 5)
 LOG2E = 1.0 / math.log(2.0)
 LN2 = math.log(2.0)
 
@@ -184,8 +189,33 @@ def fexp(e: Emitter, x: str) -> str:
     return e.op("ex2.approx.f32", F, fmul(e, x, f32_imm(LOG2E)))
 
 
+def _odd_poly(e: Emitter, x: str, coeffs: list[float]) -> str:
+    """x * sum c_i (x^2)^i by Horner."""
+    s = fmul(e, x, x)
+    p = e.const(coeffs[-1], F)
+    for c in reversed(coeffs[:-1]):
+        p = ffma(e, p, s, f32_imm(c))
+    return fmul(e, p, x)
+
+
 def flog(e: Emitter, x: str) -> str:
-    return fmul(e, e.op("lg2.approx.f32", F, x), f32_imm(LN2))
+    """Natural log to ~1 ulp for normal positive x: exponent * ln2 + 2 atanh(s) of the mantissa
+    scaled into [sqrt(1/2), sqrt(2)); zero, negative, subnormal, inf and NaN take lg2.approx
+    (whose special values are IEEE's)."""
+    bits = e.op("mov.b32", "u32", x)
+    ex = e.op("shr.u32", "u32", bits, 23)
+    mant = e.op("or.b32", "u32", e.op("and.b32", "u32", bits, 0x7FFFFF), 0x3F800000)
+    m = e.op("mov.b32", F, mant)
+    big = fset(e, "gt", m, f32_imm(math.sqrt(2.0)))
+    m = fselp(e, big, fmul(e, m, f32_imm(0.5)), m)
+    ex = e.op("selp.u32", "u32", e.op("add.u32", "u32", ex, 1), ex, big)
+    ef = e.op("cvt.rn.f32.s32", F, e.op("sub.s32", "s32", ex, 127))
+    sq = fdiv(e, fsub(e, m, f32_imm(1.0)), fadd(e, m, f32_imm(1.0)))
+    r = ffma(e, ef, f32_imm(LN2), _odd_poly(e, sq, LOG_C))
+    approx = fmul(e, e.op("lg2.approx.f32", F, x), f32_imm(LN2))
+    normal = e.op("and.pred", "pred", fset(e, "ge", x, f32_imm(2.0 ** -126)),
+                  fset(e, "lt", x, f32_imm(math.inf)))
+    return fselp(e, normal, r, approx)
 
 
 def fsqrt(e: Emitter, x: str) -> str:
@@ -270,14 +300,19 @@ def _sinh_cosh(e: Emitter, x: str, sign: float) -> str:
     p = fexp(e, x)
     m = fexp(e, e.op("neg.f32", F, x))
     s = fadd(e, p, m) if sign > 0 else fsub(e, p, m)
-    return fmul(e, s, f32_imm(0.5))
+    r = fmul(e, s, f32_imm(0.5))
+    if sign > 0:
+        return r
+    small = fset(e, "lt", e.op("abs.f32", F, x), f32_imm(SINH_SMALL))
+    return fselp(e, small, _odd_poly(e, x, SINH_C), r)
 
 
 def ftanh(e: Emitter, x: str) -> str:
     a = e.op("abs.f32", F, x)
     q = fexp(e, fmul(e, a, f32_imm(-2.0)))
     r = fdiv(e, fsub(e, f32_imm(1.0), q), fadd(e, f32_imm(1.0), q))
-    return fcopysign_of(e, r, x)
+    r = fcopysign_of(e, r, x)
+    return fselp(e, fset(e, "lt", a, f32_imm(TANH_SMALL)), _odd_poly(e, x, TANH_C), r)
 
 
 def fsign(e: Emitter, x: str) -> str:
@@ -460,6 +495,33 @@ def nan_max_min(e: Emitter, fn: str, a: str, b: str, t: str, into: str | None = 
     return d
 
 
+def _fmod(e: Emitter, fn: str, a: str, b: str, t: str) -> str:
+    """C fmod (sign of a) or Python mod (sign of b). f32 operands go through f64, where
+    a - trunc(a/b) * b with one fma is exact; a quotient rounded across an integer is corrected
+    by one |b|; an infinite divisor leaves a finite dividend unchanged."""
+    D = "f64"
+    ad = a if t == D else e.op("cvt.f64.f32", D, a)
+    bd = b if t == D else e.op("cvt.f64.f32", D, b)
+    q = e.op("cvt.rzi.f64.f64", D, e.op("div.rn.f64", D, ad, bd))
+    r = e.op("fma.rn.f64", D, e.op("neg.f64", D, q), bd, ad)
+    zero = f64_imm(0.0)
+    wrong = e.op("and.pred", "pred", e.op("setp.ne.f64", "pred", r, zero), e.op(
+        "xor.pred", "pred", e.op("setp.lt.f64", "pred", r, zero),
+        e.op("setp.lt.f64", "pred", ad, zero)))
+    step = e.op("copysign.f64", D, ad, e.op("abs.f64", D, bd))
+    r = e.op("selp.f64", D, e.op("add.rn.f64", D, r, step), r, wrong)
+    binf = e.op("setp.eq.f64", "pred", e.op("abs.f64", D, bd), f64_imm(math.inf))
+    afin = e.op("setp.lt.f64", "pred", e.op("abs.f64", D, ad), f64_imm(math.inf))
+    r = e.op("selp.f64", D, ad, r, e.op("and.pred", "pred", binf, afin))
+    if fn == "mod":
+        nz = e.op("setp.ne.f64", "pred", r, zero)
+        diff = e.op("xor.pred", "pred", e.op("setp.lt.f64", "pred", r, zero),
+                    e.op("setp.lt.f64", "pred", bd, zero))
+        fix = e.op("and.pred", "pred", nz, diff)
+        r = e.op("selp.f64", D, e.op("add.rn.f64", D, r, bd), r, fix)
+    return r if t == D else e.op("cvt.rn.f32.f64", F, r)
+
+
 def float_binary(e: Emitter, fn: str, a: Val, b: Val, exponent: float | None) -> Val:
     t = a.cls
     if fn in CMP:
@@ -472,14 +534,7 @@ def float_binary(e: Emitter, fn: str, a: Val, b: Val, exponent: float | None) ->
     elif fn == "pow":
         r = _fpow(e, a.reg, b.reg, t, exponent)
     elif fn in ("fmod", "mod"):
-        q = e.op(f"cvt.rzi.{t}.{t}", t, e.op(f"div.rn.{t}", t, a.reg, b.reg))
-        r = e.op(f"fma.rn.{t}", t, e.op(f"neg.{t}", t, q), b.reg, a.reg)
-        if fn == "mod":
-            nz = e.op(f"setp.ne.{t}", "pred", r, e.imm(0.0, t))
-            diff = e.op("xor.pred", "pred", e.op(f"setp.lt.{t}", "pred", r, e.imm(0.0, t)),
-                        e.op(f"setp.lt.{t}", "pred", b.reg, e.imm(0.0, t)))
-            fix = e.op("and.pred", "pred", nz, diff)
-            r = e.op(f"selp.{t}", t, e.op(f"add.rn.{t}", t, r, b.reg), r, fix)
+        r = _fmod(e, fn, a.reg, b.reg, t)
     elif fn == "atan2":
         fa = a.reg if t == "f32" else e.op("cvt.rn.f32.f64", F, a.reg)
         fb = b.reg if t == "f32" else e.op("cvt.rn.f32.f64", F, b.reg)
