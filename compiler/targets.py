@@ -74,10 +74,12 @@ def register_target(t: Target) -> None:
 
 
 def _load_builtin_targets() -> None:
-    from portc.compiler import target_reference  # noqa: F401
-    from portc.compiler import target_rvv  # noqa: F401
-    from portc.compiler import target_ascend  # noqa: F401
-    from portc.compiler import target_cuda  # noqa: F401
+    from portc.compiler import (
+        target_ascend,  # noqa: F401
+        target_cuda,  # noqa: F401
+        target_reference,  # noqa: F401
+        target_rvv,  # noqa: F401
+    )
 
 
 def all_targets() -> list[Target]:
