@@ -35,7 +35,9 @@ def test_cnn_convs_run_on_the_cube(examples_dir: Path) -> None:
     rep = verify(examples_dir / "small_cnn.onnx", "ascend", seed=1, rtol=1e-2, atol=1e-3)
     assert rep.ok, rep.table()
     rows = rep.stats["per_launch"]
-    assert sum(r["role"] == "gemm" for r in rows) == 3  # two convs and the classifier
+    # the two convs; the 1x32x10 classifier (320 MACs, under one 16x16x16 cube step) stays on
+    # the vector path in fp32
+    assert sum(r["role"] == "gemm" for r in rows) == 2
     assert 0 < rep.stats["cube_utilisation"] <= 1
     assert not rep.stats["aicpu_launches"]
 
