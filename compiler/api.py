@@ -222,9 +222,7 @@ class CompiledModel:
 
 def build_manifest(imported: ImportedModel, program: Program, target: str) -> dict[str, Any]:
     from portc import __version__
-
-    def tensors(specs: Mapping[str, g.TensorSpec]) -> list[dict[str, Any]]:
-        return [{"name": n, "shape": list(s.shape), "dtype": s.dtype} for n, s in specs.items()]
+    from portc.compiler.pipeline import tensor_rows as tensors
 
     return {
         "portc_version": __version__,

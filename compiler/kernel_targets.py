@@ -24,8 +24,10 @@ from portc.dialects import kernel as k
 from portc.passes.lower_graph_to_kernel import lower_to_kernels
 from portc.passes.plan_buffers import PlanBuffers
 
-#: graph passes every hardware target runs before lowering (the reference target's list)
-HARDWARE_GRAPH_PIPELINE = ("moe-routing", "canonicalize", "fold-constants", "cse", "dce")
+#: graph passes every hardware target runs before lowering: the reference target's list plus
+#: decompose-for-targets, which rewrites compressed/sub-byte/fp8 forms into core ops and dtypes
+HARDWARE_GRAPH_PIPELINE = ("moe-routing", "decompose-for-targets", "canonicalize",
+                           "fold-constants", "cse", "dce")
 #: the kernel-IR text each hardware bundle carries next to its target text, for inspection
 KERNEL_IR_FILE = "kernels.kernel.mlir"
 
@@ -85,6 +87,10 @@ class BufferLayout:
         except (KeyError, TypeError) as e:
             raise BundleError(f"the manifest's buffer table is malformed ({e}); recompile") from e
         self.by_name = {b.name: b for b in self.buffers}
+        #: model-level output dtypes (the manifest's ``outputs``), where decompose-for-targets
+        #: moved a narrow dtype (int4, fp8, ...) into a core storage dtype
+        self.output_dtypes = {o["name"]: o["dtype"] for o in manifest.get("outputs", ())
+                              if isinstance(o, Mapping) and "name" in o and "dtype" in o}
 
     def of_kind(self, kind: str) -> list[BufferInfo]:
         return [b for b in self.buffers if b.kind == kind]
@@ -101,6 +107,7 @@ class BufferLayout:
             if b.shape is not None and tuple(arr.shape) != b.shape:
                 raise InputError(f"input '{b.binding}' has shape {tuple(arr.shape)}, the bundle "
                                  f"was compiled for {b.shape}")
+            # a narrow model dtype (int4, fp8) converts exactly into its storage dtype
             return np.ascontiguousarray(arr, dtype=b.numpy_dtype).reshape(-1)
         if b.kind == "weight":
             assert b.binding is not None
@@ -108,4 +115,10 @@ class BufferLayout:
         return None
 
     def shape_output(self, b: BufferInfo, flat: np.ndarray) -> np.ndarray:
-        return flat.reshape(b.shape if b.shape is not None else (-1,))
+        out = flat.reshape(b.shape if b.shape is not None else (-1,))
+        model_dtype = self.output_dtypes.get(b.binding or b.name)
+        if model_dtype is not None and model_dtype != b.dtype:
+            # storage -> narrow model dtype; the values are representable, so this is exact
+            with np.errstate(all="ignore"):
+                out = out.astype(dtypes.dtype(model_dtype).numpy)
+        return out

@@ -16,6 +16,7 @@ from portc.compiler.artifact import Artifact
 from portc.compiler.errors import IRError, VerificationMismatch
 from portc.compiler.program import Program, make_context
 from portc.compiler.targets import CompileOptions, Target
+from portc.dialects import graph
 from portc.passes.registry import get_pass
 
 
@@ -75,6 +76,17 @@ def compile_program(
     program: Program, target: Target, options: CompileOptions | None = None,
     after_each: Callable[[str, Program], None] | None = None,
 ) -> Artifact:
-    """Graph pipeline of the target, then its lowering; returns the artifact."""
+    """Graph pipeline of the target, then its lowering; returns the artifact. Its manifest
+    records the model-level inputs and outputs: passes may move narrow dtypes (int4, fp8)
+    into core storage dtypes, and runtimes convert back at the boundary from these."""
+    io = {"inputs": tensor_rows(program.input_specs()),
+          "outputs": tensor_rows(program.output_specs())}
     program = run_passes(program.clone(), parse_pipeline(target.graph_pipeline), after_each)
-    return target.compile(program, options or CompileOptions())
+    artifact = target.compile(program, options or CompileOptions())
+    artifact.manifest = {**io, **artifact.manifest}
+    return artifact
+
+
+def tensor_rows(specs: Mapping[str, graph.TensorSpec]) -> list[dict[str, object]]:
+    """The manifest's rows for named tensors."""
+    return [{"name": n, "shape": list(s.shape), "dtype": s.dtype} for n, s in specs.items()]

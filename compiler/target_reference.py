@@ -15,6 +15,7 @@ import numpy as np
 from portc.compiler.artifact import Artifact
 from portc.compiler.program import Program, parse_program
 from portc.compiler.targets import CompileOptions, Runtime, Target, register_target
+from portc.dialects import dtypes
 
 PROGRAM_FILE = "program.graph.mlir"
 #: programs with more ops than this show a progress bar on a terminal
@@ -61,9 +62,17 @@ class KernelIRExecutable:
     any target's emitter in the way."""
 
     def __init__(self, artifact: Artifact) -> None:
+        from portc.compiler.kernel_targets import HARDWARE_GRAPH_PIPELINE
+        from portc.compiler.pipeline import parse_pipeline, run_passes
         from portc.passes.lower_graph_to_kernel import lower_to_kernels
 
-        program = parse_program(artifact.files[PROGRAM_FILE], artifact.weights, PROGRAM_FILE)
+        # a store of its own: the passes add weights, the artifact's stay as shipped
+        weights = artifact.weights.subset(set(artifact.weights))
+        program = parse_program(artifact.files[PROGRAM_FILE], weights, PROGRAM_FILE)
+        self.model_outputs = program.output_specs()
+        run_passes(program, parse_pipeline(HARDWARE_GRAPH_PIPELINE))
+        # narrow (int4, fp8) inputs/outputs now travel in core storage dtypes, as on hardware
+        self.storage_inputs = program.input_specs()
         self.kernels = lower_to_kernels(program)
         self.kernels.module.verify()
 
@@ -71,7 +80,12 @@ class KernelIRExecutable:
         from portc.dialects.kernel import kernels_of
         from portc.runtimes.reference.kernel_ir import run_kernel_module
 
-        outs = run_kernel_module(self.kernels.module, self.kernels.weights, inputs)
+        feeds = {n: (np.asarray(v).astype(dtypes.dtype(self.storage_inputs[n].dtype).numpy)
+                     if n in self.storage_inputs else v) for n, v in inputs.items()}
+        outs = run_kernel_module(self.kernels.module, self.kernels.weights, feeds)
+        with np.errstate(all="ignore"):  # storage -> model dtype: exact, the values fit
+            outs = {n: (v.astype(dtypes.dtype(self.model_outputs[n].dtype).numpy)
+                        if n in self.model_outputs else v) for n, v in outs.items()}
         return outs, {"kernels": len(kernels_of(self.kernels.module))}
 
 

@@ -22,10 +22,17 @@ ops, with results *bit-identical* to the reference interpreter of the changed mo
   produces, computed in the source float type by core ops: round to the format's mantissa at
   the value's binade (``round(x / step) * step`` with ``step`` picked by comparisons against the
   binade thresholds, exact power-of-two scaling, round-half-even like the cast), then the
-  cast's overflow rule (saturate to +-max, else NaN for e4m3fn / +-inf for e5m2).
+  cast's overflow rule (saturate to +-max, else NaN for e4m3fn and the fnuz forms / +-inf for
+  e5m2; fnuz formats have no negative zero).
+* a ``graph.cast`` to int4/int2/uint4/uint2 -> int64 (the core cast: floats truncate), wrapped
+  modulo ``2^bits`` by core integer ops, held in int8/uint8 as the reference computes it.
+* ``@main`` inputs and results of narrow dtypes travel in their STORAGE dtype (same values);
+  they may only be cast or returned. The bundle's manifest keeps the model-level dtypes, and
+  runtimes convert the caller's arrays exactly at the boundary (``BufferLayout``).
 
 Anything else outside the core set (an op reading a narrow
-dtype other than a cast, a ``moe.moe`` with a dynamic token count, a fnuz fp8 run-time cast) is
+dtype other than a cast, a ``moe.moe`` with a dynamic token count, a run-time cast to e8m0 or
+fp4) is
 refused with ``DecompositionError`` naming the op, rather than handed to a target that would
 miscompile it.
 """
@@ -82,12 +89,23 @@ class Fp8Format:
     emax: int
     max: float
     overflow: str  # "nan" | "inf"
+    signed_zero: bool = True
 
 
 FP8_CASTS: dict[str, Fp8Format] = {
     "float8_e4m3fn": Fp8Format(3, -6, 8, 448.0, "nan"),
     "float8_e5m2": Fp8Format(2, -14, 15, 57344.0, "inf"),
+    # fnuz: one NaN, no infinities, no negative zero (exponent bias one larger)
+    "float8_e4m3fnuz": Fp8Format(3, -7, 7, 240.0, "nan", signed_zero=False),
+    "float8_e5m2fnuz": Fp8Format(2, -15, 15, 57344.0, "nan", signed_zero=False),
 }
+
+#: ops that only move or copy elements: a narrow value passes through them in its storage dtype
+VALUE_PRESERVING: tuple[type[Operation], ...] = (g.ReshapeOp, g.TransposeOp, g.BroadcastOp,
+                                                 g.SliceOp, g.ConcatOp)
+
+#: narrow integer dtype -> its bit width (values live sign- or zero-extended in STORAGE)
+NARROW_INTS: dict[str, int] = {"int4": 4, "int2": 2, "uint4": 4, "uint2": 2}
 
 
 def _where(op: Operation) -> str:
@@ -149,6 +167,9 @@ def emulate_fp8_cast(e: _Emit, x: SSAValue, fmt: Fp8Format, saturate: bool) -> S
                     {})
     q = e.op(g.UnaryOp, [e.op(g.BinaryOp, [x, step], {"fn": "div"})], {"fn": "round"})
     q = e.op(g.BinaryOp, [q, step], {"fn": "mul"})
+    if not fmt.signed_zero:  # -0 rounds to the format's only zero
+        zero = e.scalar(0.0, dt, "zero")
+        q = e.op(g.WhereOp, [e.op(g.BinaryOp, [q, zero], {"fn": "eq"}), zero, q], {})
     if saturate:  # the cast clamps first; rounding a clamped value never exceeds max
         q = e.op(g.BinaryOp, [q, e.scalar(-fmt.max, dt, "fp8_min")], {"fn": "max"})
         return e.op(g.BinaryOp, [q, e.scalar(fmt.max, dt, "fp8_max")], {"fn": "min"})
@@ -159,6 +180,19 @@ def emulate_fp8_cast(e: _Emit, x: SSAValue, fmt: Fp8Format, saturate: bool) -> S
     inf = e.op(g.BinaryOp, [e.scalar(np.inf, dt, "inf"), e.op(g.UnaryOp, [q], {"fn": "sign"})],
                {"fn": "mul"})
     return e.op(g.WhereOp, [big, inf, q], {})
+
+
+def emulate_narrow_int_cast(e: _Emit, x: SSAValue, to: str) -> SSAValue:
+    """Core ops computing ``cast(x -> int4/int2/uint4/uint2)`` as the reference does: to int64
+    (floats truncate; the core cast's wrap), then wrap modulo ``2^bits``, held in STORAGE."""
+    bits = NARROW_INTS[to]
+    t = e.op(g.CastOp, [x], {"to": "int64"})
+    v = e.op(g.BinaryOp, [t, e.scalar(2 ** bits, "int64", "wrap")], {"fn": "mod"})  # [0, 2^b)
+    if dtypes.dtype(to).kind == "int":
+        neg = e.op(g.BinaryOp, [v, e.scalar(2 ** (bits - 1), "int64", "sign")], {"fn": "ge"})
+        low = e.op(g.BinaryOp, [v, e.scalar(2 ** bits, "int64", "wrap")], {"fn": "sub"})
+        v = e.op(g.WhereOp, [neg, low, v], {})
+    return e.op(g.CastOp, [v], {"to": STORAGE[to]})
 
 
 # ------------------------------------------------------------------------------ run-time decoding
@@ -254,26 +288,41 @@ class _Decomposer:
             sp.MatMulOp: self.sparse_matmul,
             g.ConstantOp: self.constant,
             g.CastOp: self.cast,
+            **{cls: self.movement for cls in VALUE_PRESERVING},
         }
 
     def run(self, main: func.FuncOp) -> None:
-        for arg in main.args:
-            if _dtype_of(arg) not in CORE_DTYPES:
-                raise DecompositionError(f"decompose-for-targets: @main takes a {_dtype_of(arg)}"
-                                         " input; targets take only core dtypes")
+        for arg in list(main.args):
+            self.narrow_input(arg)
         for op in list(main.body.block.ops):
             handler = self.handlers.get(type(op))
             if handler is not None:
                 handler(op)
             else:
                 self.check_core(op)
+        # narrow inputs and outputs now travel in their storage dtypes: runtimes convert the
+        # caller's arrays (exactly) at the boundary, from the manifest's model-level dtypes
+        main.update_function_type()
+
+    def narrow_input(self, arg: SSAValue) -> None:
+        """An int4/fp8/... input arrives in its core storage dtype (same values); it may only be
+        cast or returned, as a narrow constant may."""
+        src = _dtype_of(arg)
+        if src in CORE_DTYPES:
+            return
+        if src not in STORAGE:
+            raise DecompositionError(f"decompose-for-targets: @main takes a {src} input, which "
+                                     "has no exact core storage type; pass it as a core dtype")
+        self._check_narrow_readers(arg, f"input %{arg.name_hint or 'arg'}")
+        spec = g.spec_of(arg)
+        Rewriter.replace_value_with_new_type(arg, g.TensorSpec(spec.shape, STORAGE[src]).to_ir())
 
     # ---------------------------------------------------------------------------- handlers
 
     def check_core(self, op: Operation) -> None:
         if isinstance(op, func.ReturnOp):
             bad = [d for v in op.operands if (d := _dtype_of(v)) not in CORE_DTYPES]
-            if bad:
+            if bad:  # (narrow results were retyped to their storage dtype before the return)
                 raise DecompositionError(f"decompose-for-targets: @main returns {bad[0]}; "
                                          "targets return only core dtypes")
             return
@@ -290,6 +339,21 @@ class _Decomposer:
             if sp.encoding_of(v.type) is not None:
                 raise DecompositionError(f"decompose-for-targets: {_where(op)} reads a "
                                          "compressed weight; only sparse.matmul may")
+
+    def movement(self, op: Operation) -> None:
+        """Reshape/transpose/broadcast/slice/concat of narrow values held in storage: the same
+        op over the storage dtype (no element changes value)."""
+        out = g.spec_of(op.results[0])
+        if out.dtype in CORE_DTYPES:
+            self.check_core(op)
+            return
+        storage = STORAGE.get(out.dtype)
+        if storage is None or any(_dtype_of(v) != storage for v in op.operands):
+            raise DecompositionError(f"decompose-for-targets: {_where(op)} moves {out.dtype} "
+                                     "values that were not decomposed into a storage dtype")
+        self._check_narrow_readers(op.results[0], _where(op))
+        Rewriter.replace_value_with_new_type(op.results[0],
+                                             g.TensorSpec(out.shape, storage).to_ir())
 
     def assemble(self, op: Operation) -> None:
         assert isinstance(op, sp.AssembleOp)
@@ -314,16 +378,22 @@ class _Decomposer:
         mm.results[0].name_hint = op.result.name_hint
         self.rewriter.replace_op(op, mm)
 
-    def _retype(self, op: Operation, new: SSAValue) -> None:
-        """Replace ``op``'s narrow result by ``new`` (same values, core dtype); every reader
-        must be a cast, which then reads the core dtype."""
-        old = op.results[0]
-        for use in old.uses:
-            if not isinstance(use.operation, g.CastOp):
+    @staticmethod
+    def _check_narrow_readers(value: SSAValue, what: str) -> None:
+        """A narrow value held in its storage dtype keeps its meaning only for readers that
+        cast it (they then cast the same values) or return it (the runtime converts back)."""
+        for use in value.uses:
+            if not isinstance(use.operation, (g.CastOp, func.ReturnOp, *VALUE_PRESERVING)):
                 raise DecompositionError(
                     f"decompose-for-targets: {_where(use.operation)} reads the "
-                    f"{g.spec_of(old).dtype} value of {_where(op)}; only casts from narrow "
+                    f"{g.spec_of(value).dtype} value of {what}; only casts from narrow "
                     "storage types are decomposed")
+
+    def _retype(self, op: Operation, new: SSAValue) -> None:
+        """Replace ``op``'s narrow result by ``new`` (same values, core dtype); every reader
+        must be a cast or the return."""
+        old = op.results[0]
+        self._check_narrow_readers(old, _where(op))
         new.name_hint = old.name_hint
         self.rewriter.replace_op(op, [], [new])
 
@@ -354,12 +424,19 @@ class _Decomposer:
                 raise DecompositionError(f"decompose-for-targets: {_where(op)} casts a run-time "
                                          f"{src} value, which targets cannot hold")
             return
+        if src not in CORE_DTYPES:
+            raise DecompositionError(f"decompose-for-targets: {_where(op)} casts a run-time "
+                                     f"{src} value, which targets cannot hold")
+        e = _Emit(self.rewriter, op, self.weights, op.result.name_hint or to)
+        if to in NARROW_INTS:
+            self._retype(op, emulate_narrow_int_cast(e, op.x, to))
+            return
         fmt = FP8_CASTS.get(to)
         if fmt is None or not dtypes.is_float(src):
             raise DecompositionError(f"decompose-for-targets: {_where(op)} casts {src} to {to} "
-                                     "at run time; only float -> float8_e4m3fn/e5m2 casts are "
+                                     "at run time; only float -> float8 (e4m3fn, e5m2 and their "
+                                     "fnuz forms) and any -> int4/int2/uint4/uint2 casts are "
                                      "decomposed")
-        e = _Emit(self.rewriter, op, self.weights, op.result.name_hint or "fp8")
         self._retype(op, emulate_fp8_cast(e, op.x, fmt, bool(op.props().get("saturate", True))))
 
 
