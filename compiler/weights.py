@@ -66,6 +66,8 @@ class WeightStore:
 
     # safetensors has no int4/fp8-fnuz/bool-as-bits types, so every array is stored as raw bytes
     # of an unsigned type of the same item size, with the real dtype in the header metadata.
+    # Sub-byte types (int4, int2, fp4) are packed, 8 // bits values per byte, low bits first:
+    # a w4 bundle is half the size of the same weights one byte per value.
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file
 
@@ -73,8 +75,13 @@ class WeightStore:
         meta: dict[str, str] = {}
         for name, arr in self._arrays.items():
             dt = dtypes.from_numpy(arr.dtype)
-            raw[name] = np.ascontiguousarray(arr).view(np.dtype(f"u{arr.dtype.itemsize}"))
-            meta[name] = json.dumps({"dtype": dt.name, "shape": list(arr.shape)})
+            info: dict[str, object] = {"dtype": dt.name, "shape": list(arr.shape)}
+            if dt.bits < 8:
+                raw[name] = pack_sub_byte(arr, dt.bits)
+                info["packed_bits"] = dt.bits
+            else:
+                raw[name] = np.ascontiguousarray(arr).view(np.dtype(f"u{arr.dtype.itemsize}"))
+            meta[name] = json.dumps(info)
         save_file(raw, str(path), metadata=meta)
 
     @staticmethod
@@ -87,8 +94,32 @@ class WeightStore:
                 meta = f.metadata() or {}
                 for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
                     info = json.loads(meta[name])
-                    arr = f.get_tensor(name).view(dtypes.dtype(info["dtype"]).numpy)
+                    data = f.get_tensor(name)
+                    if "packed_bits" in info:
+                        count = int(np.prod(info["shape"], dtype=np.int64))
+                        data = unpack_sub_byte(data, int(info["packed_bits"]), count)
+                    arr = data.view(dtypes.dtype(info["dtype"]).numpy)
                     store.put(name, arr.reshape(info["shape"]))
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
             raise BundleError(f"cannot read weights from {path}: {e}. Re-run `portc compile`.") from e
         return store
+
+
+def pack_sub_byte(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Values of a sub-byte dtype (one per byte in numpy, the value's bits in the low bits) ->
+    uint8 bytes holding ``8 // bits`` of them, the first in the lowest bits."""
+    per = 8 // bits
+    codes = np.ascontiguousarray(arr).reshape(-1).view(np.uint8) & np.uint8((1 << bits) - 1)
+    codes = np.concatenate([codes, np.zeros((-codes.size) % per, np.uint8)]).reshape(-1, per)
+    shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
+    return np.bitwise_or.reduce(codes << shifts, axis=1).astype(np.uint8)
+
+
+def unpack_sub_byte(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Inverse of ``pack_sub_byte``: one uint8 code per value, ``count`` values."""
+    per = 8 // bits
+    shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
+    codes = (packed.reshape(-1, 1) >> shifts) & np.uint8((1 << bits) - 1)
+    if codes.size < count:
+        raise ValueError(f"{codes.size} packed {bits}-bit values, the header says {count}")
+    return np.ascontiguousarray(codes.reshape(-1)[:count])

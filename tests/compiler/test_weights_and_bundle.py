@@ -25,6 +25,26 @@ def test_weights_round_trip_bit_exact(tmp_path: Path, rng: np.random.Generator, 
     assert back.tobytes() == arr.tobytes()
 
 
+@pytest.mark.parametrize(("dt", "per_byte"), [(ml_dtypes.int4, 2), (ml_dtypes.uint4, 2),
+                                              (ml_dtypes.int2, 4), (ml_dtypes.uint2, 4),
+                                              (ml_dtypes.float4_e2m1fn, 2)])
+def test_sub_byte_weights_are_packed_and_round_trip(tmp_path: Path, rng: np.random.Generator,
+                                                    dt: type, per_byte: int) -> None:
+    from safetensors import safe_open
+
+    info = ml_dtypes.iinfo(dt) if "int" in np.dtype(dt).name else None
+    lo, hi = (info.min, info.max) if info else (-6, 6)
+    arr = rng.integers(lo, hi + 1, (7, 13)).astype(dt)  # 91 values: a partial last byte
+    store = WeightStore()
+    name = store.add(arr, "w")
+    store.save(tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), framework="numpy") as f:
+        assert f.get_tensor(name).nbytes == -(-arr.size // per_byte)
+    back = WeightStore.load(tmp_path / "w.safetensors")[name]
+    assert back.dtype == arr.dtype and back.shape == arr.shape
+    np.testing.assert_array_equal(back.astype(np.float32), arr.astype(np.float32))
+
+
 def test_stored_arrays_are_read_only_but_callers_keep_theirs(rng: np.random.Generator) -> None:
     arr = rng.standard_normal(4)
     store = WeightStore()
