@@ -135,7 +135,7 @@ def compile_rvv(program: Program, options: CompileOptions) -> Artifact:
     if vlen not in VLENS:
         raise InputError(f"--vlen {vlen}: rvv runs at VLEN {', '.join(map(str, VLENS))}")
     kp = lower_for_target(program)
-    funcs = lower_module(kp.module)
+    funcs = lower_module(kp.module, vlen)
     kernels = [f.sym_name.data for f in funcs]
     bm = buffer_manifest(kp.module)
     asm = emit_asm(funcs, header=f"portc rvv kernels ({len(funcs)}), VLEN-agnostic RVV 1.0; "
@@ -232,8 +232,9 @@ RVV = Target(
     description={"isa": "rv64gcv", "abi": "lp64d", "vlen": "agnostic (runs at --vlen, "
                  f"default {DEFAULT_VLEN})", "vlens": list(VLENS), "elen": 64,
                  "artifact": [ASM_FILE, DRIVER_FILE, KERNEL_IR_FILE],
-                 "dtypes": ["float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-                            "uint16", "uint32", "uint64", "bool"]},
+                 "dtypes": ["float32", "float64", "float16", "bfloat16", "int8", "int16", "int32",
+                            "int64", "uint8", "uint16", "uint32", "uint64", "bool"],
+                 "half": "16-bit storage, float32 compute (no Zvfh needed)"},
     compile=compile_rvv,
     runtimes=(Runtime("rvvsim", "portc's RVV 1.0 simulator of kernels.s (instruction counts)",
                       RvvSimExecutable, _rvvsim_unavailable),

@@ -21,9 +21,13 @@ that are contiguous for every operand, one dim is vectorised:
 
 Mixed dtypes in a body keep vl and switch SEW with LMUL scaled so SEW/LMUL stays constant; LMUL
 of the widest type is the largest of 8/4/2/1 for which the body's values fit the 31 allocatable
-vector registers (a linear scan over the body DAG; groups aligned to LMUL). Transcendentals come
-from ``passes/rvv_polynomials.py`` (no libm). ``kernel.sort`` is scalar insertion code.
-float16/bfloat16 are refused with a ``LoweringError`` naming the kernel (qemu 7.2 has no Zvfh).
+vector registers (a linear scan over the body DAG, scheduled Sethi-Ullman style so few values
+are live; slots load at first use; groups aligned to LMUL). When the operands and loops need
+more scalar registers than the pool holds, the last operands keep no pointer register and their
+addresses are rebuilt from the loop counters at each access. Transcendentals come from
+``passes/rvv_polynomials.py`` (no libm). ``kernel.sort`` is scalar insertion code.
+float16/bfloat16 are 16-bit storage computed in float32 (``passes/rvv_half.py``: integer-op
+conversions, no Zvfh). A reduction over an empty set writes the init value and reads nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 
 from portc.compiler.errors import LoweringError
 from portc.dialects import dtypes, rvv
@@ -49,7 +53,10 @@ F_SCRATCH = tuple(f"ft{i}" for i in range(11)) + tuple(f"fa{i}" for i in range(8
 SPLAT_F = "ft11"
 SPLATS = ("vmv.v.v", "vmv.v.i", "vmv.v.x", "vfmv.v.f")
 SUPPORTED_BITS = {"float32": 32, "float64": 64, "int8": 8, "int16": 16, "int32": 32,
-                  "int64": 64, "uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "bool": 8}
+                  "int64": 64, "uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "bool": 8,
+                  "float16": 16, "bfloat16": 16}
+#: 16-bit floats: raw bits in registers, float32 compute (``passes/rvv_half.py``)
+HALF = ("float16", "bfloat16")
 
 
 class RvvLoweringError(LoweringError):
@@ -72,6 +79,11 @@ def float_bits(value: float, dt: str) -> int:
     if dt == "float32":
         return struct.unpack("<I", struct.pack("<f", value))[0]
     return struct.unpack("<Q", struct.pack("<d", value))[0]
+
+
+def acc_dtype(dt: str) -> str:
+    """The dtype a reduction into ``dt`` accumulates in."""
+    return "float32" if dt in HALF else dt
 
 
 def _signed(v: int, bits: int) -> int:
@@ -205,6 +217,8 @@ class Slot:
     #: (index slot, stride, bound) terms adding stride * wrap(index) to the address
     indirect: list[tuple[int, int, int]] = field(default_factory=list)
     reg: str = ""
+    #: no register of its own: the address is rebuilt from the loop counters at each access
+    spilled: bool = False
 
     @property
     def esize(self) -> int:
@@ -254,6 +268,48 @@ def simplify(op: k.GenericOp, buffers: dict[str, k.BufferOp]) -> Shape:
     return Shape(extents, is_red, orig, ins, out)
 
 
+# ------------------------------------------------------------------------------ scheduling
+def schedule(block: Block) -> list[Operation]:
+    """The body's ops in an order that keeps few vector values live (Sethi-Ullman on the
+    DAG): each op's operands are computed deepest-first right before it, so constants and
+    masks are made next to their use instead of all up front. Body ops are pure, so any
+    topological order computes the same values; unused ops are dropped."""
+    term = block.last_op
+    assert isinstance(term, k.YieldOp)
+    own = {op for op in block.ops if op is not term}
+    need: dict[Operation, int] = {}
+
+    def producer(v: SSAValue) -> Operation | None:
+        o = v.owner
+        return o if isinstance(o, Operation) and o in own else None
+
+    for op in block.ops:  # definition order is topological
+        if op is term:
+            continue
+        subs = sorted((need[p] for v in dict.fromkeys(op.operands)
+                       if (p := producer(v)) is not None), reverse=True)
+        need[op] = max([1] + [n + i for i, n in enumerate(subs)])
+    order: list[Operation] = []
+    done: set[Operation] = set()
+    root = producer(term.operands[0])
+    stack: list[tuple[Operation, bool]] = [(root, False)] if root is not None else []
+    while stack:
+        op, expanded = stack.pop()
+        if op in done:
+            continue
+        if expanded:
+            done.add(op)
+            order.append(op)
+            continue
+        stack.append((op, True))
+        subs = [p for v in dict.fromkeys(op.operands) if (p := producer(v)) is not None]
+        subs.sort(key=lambda p: need[p], reverse=True)
+        for p in reversed(subs):  # the deepest one is popped (computed) first
+            if p not in done:
+                stack.append((p, False))
+    return [*order, term]
+
+
 # ------------------------------------------------------------------------------ lowering
 class GenericLowering:
     """Emits one ``kernel.generic`` at a given LMUL for its widest element type."""
@@ -264,6 +320,16 @@ class GenericLowering:
         self.where = f"kernel {op.kernel_name()} (from {op.origin()})"
         self.buf_index = buf_index
         self.shape = simplify(op, buffers)
+        sh = self.shape
+        #: a reduction over an empty set: the output is the init value, nothing is read
+        self.empty_red = any(r and e == 0 for r, e in zip(sh.is_red, sh.extents, strict=True))
+        if self.empty_red:
+            keep = [d for d in range(len(sh.extents)) if not sh.is_red[d]]
+            for sl in [*sh.ins, sh.out]:
+                sl.strides = [sl.strides[d] for d in keep]
+            sh.extents = [sh.extents[d] for d in keep]
+            sh.is_red = [False] * len(keep)
+            sh.orig = [sh.orig[d] for d in keep]
         self.c = Code(op.kernel_name())
         self.vr = VRegs()
         self.lw = lmul_wide
@@ -276,13 +342,23 @@ class GenericLowering:
         for t in all_types:
             if t not in SUPPORTED_BITS:
                 raise RvvLoweringError(f"{self.where}: dtype {t} is not supported by the rvv "
-                                       "target (qemu 7.2 has no Zvfh; compute in float32)")
-        wide = max(SUPPORTED_BITS[t] for t in all_types)
+                                       "target; cast it to a supported type in the model")
+        widths = {SUPPORTED_BITS[t] for t in all_types}
+        if all_types & set(HALF):
+            widths.add(32)  # half values compute in float32
+            for b in op.body.block.ops:
+                if isinstance(b, k.CastOp) and dtypes.from_ir(b.result.type).name == \
+                        "bfloat16" and _kind(dtypes.from_ir(b.x.type).name) != "float" and \
+                        SUPPORTED_BITS[dtypes.from_ir(b.x.type).name] >= 32:
+                    widths.add(64)  # wide integers reach bfloat16 through float64
+        wide = max(widths)
         if any(b for b in op.body.block.ops if isinstance(b, k.IndexOp)) or \
                 op.indirect_terms:
             wide = 64
         self.wide = wide
         self.counters: dict[int, str] = {}
+        #: slot -> its value in the strip being emitted (indirect stores read index slots)
+        self.loaded: dict[int, V] = {}
         self.vdim: int | None = None
         self.rem = ""
         self.vl = ""
@@ -340,9 +416,13 @@ class GenericLowering:
             self.c("fmv.w.x" if dt == "float32" else "fmv.d.x", f, "t0")
         return f
 
-    def splat(self, value: float | int, dt: str) -> V:
+    def splat(self, value: float | int, dt: str, tag: str | None = None) -> V:
+        """A fresh group with every lane ``value`` of ``dt`` (tagged ``tag``: raw half bits
+        are splatted as uint16)."""
         v = self.new(dt)
         self.sew(dt)
+        if tag is not None:
+            v.dtype = tag
         if _kind(dt) == "float":
             self.c("vfmv.v.f", v.name, self.fconst(float(value), dt), group=v.n)
         elif -16 <= int(value) < 16:
@@ -391,16 +471,26 @@ class GenericLowering:
                   f"-> {sh.extents} red={sh.is_red} mode={mode} vdim={vdim} "
                   f"LMUL(e{self.wide})={self.lw}{' serial' if serial else ''}")
         body_start = len(c.ops)
-        for s in [*sh.ins, sh.out]:
+        if any(e == 0 for e in sh.extents) or (self.empty_red and self.op.init_value is None):
+            c.comment("nothing to compute: an empty iteration space (or an empty reduction "
+                      "into the output as it is)")
+            c("ret")
+            return rvv.FuncOp.make(self.op.kernel_name(), c.ops)
+        slots = [*sh.ins, sh.out]
+        # scalar registers: one pointer per slot, rem/vl, a counter per loop, the NaN flag;
+        # when they do not fit, the last slots are rebuilt at each access from the counters
+        need = len(slots) + 2 + len(sh.extents) + 1
+        spill = 0 if need <= len(self.xpool) else need - len(self.xpool) + 1
+        if spill:
+            self.remat = self.xreg()
+        for i, s in enumerate(slots):
+            if i >= len(slots) - spill - 1 and i != len(slots) - 1 and spill:
+                s.spilled = True
+                s.reg = self.remat
+                continue
             s.reg = self.xreg()
-            idx = self.buf_index[s.buf]
-            if idx * 8 < 2048:
-                c("ld", s.reg, idx * 8, "a0")
-            else:
-                c.add_imm("t0", "a0", idx * 8)
-                c("ld", s.reg, 0, "t0")
-            c.add_imm(s.reg, s.reg, s.offset * s.esize)
-        if vdim is not None and sh.extents[vdim] >= 1:
+            self.base_address(s, s.reg)
+        if vdim is not None:
             self.rem = self.xreg()
             self.vl = self.xreg()
         order = [d for d in range(len(sh.extents)) if d != vdim]
@@ -427,6 +517,38 @@ class GenericLowering:
         c("ret")
         return rvv.FuncOp.make(self.op.kernel_name(), c.ops)
 
+    def base_address(self, s: Slot, reg: str) -> None:
+        """reg = the slot's buffer base + its offset (the a0 table entry)."""
+        c = self.c
+        idx = self.buf_index[s.buf]
+        if idx * 8 < 2048:
+            c("ld", reg, idx * 8, "a0")
+        else:
+            c.add_imm("t0", "a0", idx * 8)
+            c("ld", reg, 0, "t0")
+        c.add_imm(reg, reg, s.offset * s.esize)
+
+    def ptr(self, s: Slot) -> str:
+        """The register holding the slot's current address (rebuilt for a spilled slot from
+        the live loop counters: index = extent - counter, and extent - rem on the vector
+        dim)."""
+        if not s.spilled:
+            return s.reg
+        c = self.c
+        reg = s.reg
+        self.base_address(s, reg)
+        terms = [(d, cnt) for d, cnt in self.counters.items()]
+        if self.vdim is not None and self.rem:
+            terms.append((self.vdim, self.rem))
+        for d, cnt in terms:
+            st = s.strides[d] * s.esize
+            if st:
+                c("li", "t1", self.shape.extents[d])
+                c("sub", "t1", "t1", cnt)
+                c.mul_imm("t1", "t1", st)
+                c("add", reg, reg, "t1")
+        return reg
+
     def loops(self, dims: Sequence[int], inner: Callable[[], None]) -> None:
         """Scalar counted loops over ``dims`` (outermost first), advancing every pointer."""
         if not dims:
@@ -442,12 +564,12 @@ class GenericLowering:
         c.place(top)
         self.loops(rest, inner)
         for s in [*sh.ins, sh.out]:
-            if s.strides[d]:
+            if s.strides[d] and not s.spilled:
                 c.add_imm(s.reg, s.reg, s.strides[d] * s.esize)
         c("addi", cnt, cnt, -1)
         c("bnez", cnt, top)
         for s in [*sh.ins, sh.out]:
-            if s.strides[d]:
+            if s.strides[d] and not s.spilled:
                 c.add_imm(s.reg, s.reg, -s.strides[d] * s.esize * sh.extents[d])
         self.xpool.insert(0, cnt)
         del self.counters[d]
@@ -470,14 +592,14 @@ class GenericLowering:
         d = self.vdim
         assert d is not None
         for s in [*self.shape.ins, self.shape.out]:
-            if s.strides[d]:
+            if s.strides[d] and not s.spilled:
                 c.mul_imm("t1", self.vl, s.strides[d] * s.esize)
                 c("add", s.reg, s.reg, "t1")
         c("sub", self.rem, self.rem, self.vl)
         c("bnez", self.rem, top)
         ext = self.shape.extents[d]
         for s in [*self.shape.ins, self.shape.out]:
-            if s.strides[d]:
+            if s.strides[d] and not s.spilled:
                 c.add_imm(s.reg, s.reg, -s.strides[d] * s.esize * ext)
 
     # -- mode P ----------------------------------------------------------------------------
@@ -486,7 +608,7 @@ class GenericLowering:
         op = self.op
         c = self.c
         comb = op.combine
-        out_dt = sh.out.dtype
+        out_dt = acc_dtype(sh.out.dtype)
         if self.vdim is None:  # every dim is a scalar loop: one lane
             self.rem = self.rem or self.xreg()
             self.vl = self.vl or self.xreg()
@@ -501,6 +623,10 @@ class GenericLowering:
                 self.combine(acc, val)
                 self.free(val)
             self.loops(inner, step)
+            self.store(acc)
+            self.free(acc)
+        elif self.empty_red:
+            acc = self.acc_init(out_dt)
             self.store(acc)
             self.free(acc)
         else:
@@ -522,7 +648,18 @@ class GenericLowering:
         init = self.op.init_value
         if init is not None:
             return self.splat(self._init_value(init, dt), dt)
-        return self.load_slot(self.shape.out, {})
+        v = self.load_slot(self.shape.out, self.loaded)
+        return self.to_acc(v)
+
+    def to_acc(self, v: V) -> V:
+        """Half values accumulate in float32 (one rounding at the store)."""
+        if v.dtype not in HALF:
+            return v
+        from portc.passes import rvv_half
+
+        w = rvv_half.widen(self, v)
+        self.free(v)
+        return w
 
     def _init_value(self, init: float, dt: str) -> float | int:
         kind = _kind(dt)
@@ -538,6 +675,13 @@ class GenericLowering:
         return int(min(max(init, lo), hi))
 
     def combine(self, acc: V, val: V) -> None:
+        if val.dtype in HALF:
+            from portc.passes import rvv_half
+
+            w = rvv_half.widen(self, val)
+            self.combine(acc, w)
+            self.free(w)
+            return
         comb = self.op.combine
         dt = acc.dtype
         kind = _kind(dt)
@@ -577,13 +721,22 @@ class GenericLowering:
     def r_point(self, inner: list[int]) -> None:
         sh = self.shape
         c = self.c
-        dt = sh.out.dtype
-        acc = V(self.vr.alloc(1), dt, 1)
+        out_dt = sh.out.dtype
+        dt = acc_dtype(out_dt)
+        is_half = out_dt in HALF
+        # a half output accumulates in a float32 group (converted with the vector routines)
+        acc = self.new(dt) if is_half else V(self.vr.alloc(1), dt, 1)
         bits = SUPPORTED_BITS[dt]
-        c("vsetivli", "zero", 1, f"e{bits}, m1, ta, ma")
-        self.cur_sew = -1
+        c("vsetivli", "zero", 1, self.vtype(dt) if is_half else f"e{bits}, m1, ta, ma")
+        self.cur_sew = bits if is_half else -1
         init = self.op.init_value
-        if init is not None:
+        if init is None and is_half:
+            self.free(acc)
+            h = self.new(out_dt)
+            self.sew(out_dt)
+            c("vle16.v", h.name, self.ptr(sh.out), group=h.n)
+            acc = self.to_acc(h)
+        elif init is not None:
             v = self._init_value(init, dt)
             if _kind(dt) == "float":
                 c("vfmv.s.f", acc.name, self.fconst(float(v), dt))
@@ -591,7 +744,7 @@ class GenericLowering:
                 c("li", "t0", _signed(int(v), 64))
                 c("vmv.s.x", acc.name, "t0")
         else:
-            c(f"vle{bits}.v", acc.name, sh.out.reg)
+            c(f"vle{bits}.v", acc.name, self.ptr(sh.out))
         red = self.RED[(_kind(dt), self.op.combine)]
         nanflag = _kind(dt) == "float" and self.op.combine in ("max", "min")
         if nanflag:
@@ -603,7 +756,7 @@ class GenericLowering:
             c("li", self.rem, sh.extents[self.vdim])
             top = c.label()
             self.strip_head(top)
-            val = self.body()
+            val = self.to_acc(self.body())
             self.sew(dt)
             if nanflag:
                 self.red_nan(val)
@@ -611,16 +764,25 @@ class GenericLowering:
             self.free(val)
             self.strip_advance(top)
         self.loops(inner, strip)
-        c("vsetivli", "zero", 1, f"e{bits}, m1, ta, ma")
-        self.cur_sew = -1
+        c("vsetivli", "zero", 1, self.vtype(dt) if is_half else f"e{bits}, m1, ta, ma")
+        self.cur_sew = bits if is_half else -1
         if nanflag:
             skip = c.label()
             c("beqz", self.nanflag, skip)
             c("vfmv.s.f", acc.name, self.fconst(math.nan, dt))
             c.place(skip)
             self.xpool.insert(0, self.nanflag)
-        c(f"vse{bits}.v", acc.name, sh.out.reg)
-        self.vr.release(acc.reg, 1)
+        if is_half:
+            from portc.passes import rvv_half
+
+            r = rvv_half.narrow(self, acc, out_dt)
+            self.sew(out_dt)
+            c("vse16.v", r.name, self.ptr(sh.out), group=r.n)
+            self.free(r)
+            self.free(acc)
+        else:
+            c(f"vse{bits}.v", acc.name, self.ptr(sh.out))
+            self.vr.release(acc.reg, 1)
 
     def red_nan(self, val: V) -> None:
         """vfredmax/vfredmin ignore NaN lanes; numpy propagates them: count NaN lanes into a
@@ -672,34 +834,42 @@ class GenericLowering:
         v = self.new(dt)
         if off is not None:
             self.sew(dt)
-            c("vluxei64.v", v.name, s.reg, off.name, group=v.n)
+            c("vluxei64.v", v.name, self.ptr(s), off.name, group=v.n)
             self.free(off)
             return v
         if stride == 0:
             self.sew(dt)
-            if _kind(dt) == "float":
+            if _kind(dt) == "float" and dt not in HALF:
                 f = self.freg()
-                c("flw" if bits == 32 else "fld", f, 0, s.reg)
+                c("flw" if bits == 32 else "fld", f, 0, self.ptr(s))
                 c("vfmv.v.f", v.name, f, group=v.n)
             else:
-                ld = {8: "lbu", 16: "lh", 32: "lw", 64: "ld"}[bits]
+                ld = {8: "lbu", 16: "lhu" if dt in HALF else "lh", 32: "lw", 64: "ld"}[bits]
                 if ld not in rvv.OPS:
                     raise RvvLoweringError(f"{self.where}: no scalar load for {dt}")
-                c(ld, "t0", 0, s.reg)
+                c(ld, "t0", 0, self.ptr(s))
                 c("vmv.v.x", v.name, "t0", group=v.n)
             return v
         self.sew(dt)
         if stride == 1:
-            c(f"vle{bits}.v", v.name, s.reg, group=v.n)
+            c(f"vle{bits}.v", v.name, self.ptr(s), group=v.n)
         else:
+            reg = self.ptr(s)
             c("li", "t1", stride * s.esize)
-            c(f"vlse{bits}.v", v.name, s.reg, "t1", group=v.n)
+            c(f"vlse{bits}.v", v.name, reg, "t1", group=v.n)
         return v
 
     def store(self, v: V) -> None:
         s = self.shape.out
         c = self.c
         dt = s.dtype
+        if dt in HALF and v.dtype == "float32":  # a float32 accumulator
+            from portc.passes import rvv_half
+
+            n = rvv_half.narrow(self, v, dt)
+            self.store(n)
+            self.free(n)
+            return
         if v.dtype != dt:
             raise RvvLoweringError(f"{self.where}: body yields {v.dtype}, output is {dt}")
         bits = SUPPORTED_BITS[dt]
@@ -709,55 +879,71 @@ class GenericLowering:
             off = self.offsets(s, self.loaded)
             assert off is not None
             self.sew(dt)
-            c("vsoxei64.v", v.name, s.reg, off.name, group=v.n)
+            c("vsoxei64.v", v.name, self.ptr(s), off.name, group=v.n)
             self.free(off)
             return
         self.sew(dt)
         if stride == 1 or d is None:
-            c(f"vse{bits}.v", v.name, s.reg, group=v.n)
+            c(f"vse{bits}.v", v.name, self.ptr(s), group=v.n)
         elif stride == 0:
             raise RvvLoweringError(f"{self.where}: the output does not move along the "
                                    "vectorised parallel dim")
         else:
+            reg = self.ptr(s)
             c("li", "t1", stride * s.esize)
-            c(f"vsse{bits}.v", v.name, s.reg, "t1", group=v.n)
+            c(f"vsse{bits}.v", v.name, reg, "t1", group=v.n)
 
     # -- the body --------------------------------------------------------------------------
     def body(self) -> V:
+        """The body's value for the current strip. Slots load on first use (an indirect
+        slot after its index slots) and every value is freed after its last use, so only
+        what is live occupies vector registers."""
         from portc.passes import rvv_ops
 
         blk = self.op.body.block
         sh = self.shape
+        args = list(blk.args)
         loaded: dict[int, V] = {}
-        # index slots first (indirect terms read them), then the rest
-        isl = {t[0] for s in [*sh.ins, sh.out] for t in s.indirect}
-        vals: dict[SSAValue, V] = {}
-        last_use: dict[SSAValue, int] = {}
-        ops = list(blk.ops)
-        for i, b in enumerate(ops):
-            for o in b.operands:
-                last_use[o] = i
-        for i in sorted(isl) + [i for i in range(len(sh.ins)) if i not in isl]:
-            if i in isl or blk.args[i].uses:
-                loaded[i] = self.load_slot(sh.ins[i], loaded)
         self.loaded = loaded
-        for i, a in enumerate(blk.args):
-            if i in loaded:
-                vals[a] = loaded[i]
+        vals: dict[SSAValue, V] = {}
+        ops = schedule(blk)
+        uses: dict[SSAValue, int] = {}
+        for b in ops:
+            for o in dict.fromkeys(b.operands):
+                uses[o] = uses.get(o, 0) + 1
+        for sl in sh.ins:
+            for islot, _, _ in sl.indirect:
+                uses[args[islot]] = uses.get(args[islot], 0) + 1
         yielded = blk.last_op.operands[0] if blk.last_op is not None else None
-        pinned = {blk.args[t[0]] for t in sh.out.indirect} | {yielded}
-        for a in blk.args:
-            if a in vals and a not in last_use and a not in pinned:
-                self.free(vals[a])  # index-only slots: their offsets are already computed
+        pinned = {args[t[0]] for t in sh.out.indirect} | {yielded}
+
+        def release(v: SSAValue) -> None:
+            uses[v] -= 1
+            if uses[v] == 0 and v not in pinned:
+                self.free(vals[v])
+
+        def slot(i: int) -> V:
+            if i not in loaded:
+                for islot, _, _ in sh.ins[i].indirect:
+                    slot(islot)
+                loaded[i] = vals[args[i]] = self.load_slot(sh.ins[i], loaded)
+                for islot, _, _ in sh.ins[i].indirect:
+                    release(args[islot])
+            return loaded[i]
+
+        def value(v: SSAValue) -> V:
+            return vals[v] if v in vals else slot(args.index(v))
+
+        for islot, _, _ in sh.out.indirect:
+            slot(islot)
         result: V | None = None
-        for i, b in enumerate(ops):
+        for b in ops:
             if isinstance(b, k.YieldOp):
-                result = vals[b.value]
+                result = value(b.value)
                 break
-            vals[b.results[0]] = rvv_ops.lower_body_op(self, b, [vals[o] for o in b.operands])
-            for o in set(b.operands):
-                if last_use.get(o) == i and o not in pinned:
-                    self.free(vals[o])
+            vals[b.results[0]] = rvv_ops.lower_body_op(self, b, [value(o) for o in b.operands])
+            for o in dict.fromkeys(b.operands):
+                release(o)
         assert result is not None
         return result
 
@@ -797,11 +983,12 @@ class GenericLowering:
 
 
 def lower_generic(op: k.GenericOp, buf_index: dict[str, int],
-                  buffers: dict[str, k.BufferOp]) -> rvv.FuncOp:
-    """Lower with the largest LMUL whose register allocation succeeds."""
+                  buffers: dict[str, k.BufferOp], vlen: int = 256) -> rvv.FuncOp:
+    """Lower with the largest LMUL whose register allocation succeeds (GEMMs through the
+    microkernel, tuned for ``vlen``)."""
     from portc.passes import rvv_gemm
 
-    fast = rvv_gemm.try_gemm(op, buf_index, buffers)
+    fast = rvv_gemm.try_gemm(op, buf_index, buffers, vlen)
     if fast is not None:
         return fast
     for lw in (8, 4, 2, 1):
@@ -813,8 +1000,9 @@ def lower_generic(op: k.GenericOp, buf_index: dict[str, int],
                            "more than 31 vector registers even at LMUL=1")
 
 
-def lower_module(module: Operation) -> list[rvv.FuncOp]:
-    """Every kernel of a planned kernel module as an rvv function (execution order)."""
+def lower_module(module: Operation, vlen: int = 256) -> list[rvv.FuncOp]:
+    """Every kernel of a planned kernel module as an rvv function (execution order); ``vlen``
+    tunes blocking only, the code runs at any VLEN."""
     from portc.passes import rvv_sort
 
     buffers = k.buffers_of(module)
@@ -822,7 +1010,7 @@ def lower_module(module: Operation) -> list[rvv.FuncOp]:
     funcs: list[rvv.FuncOp] = []
     for op in k.kernels_of(module):
         if isinstance(op, k.GenericOp):
-            funcs.append(lower_generic(op, buf_index, buffers))
+            funcs.append(lower_generic(op, buf_index, buffers, vlen))
         elif isinstance(op, k.SortOp):
             funcs.append(rvv_sort.lower_sort(op, buf_index, buffers))
         else:

@@ -18,13 +18,15 @@ from xdsl.ir import Operation
 
 from portc.dialects import dtypes
 from portc.dialects import kernel as k
+from portc.passes import rvv_half as half
 from portc.passes import rvv_polynomials as poly
 
 if TYPE_CHECKING:
     from portc.passes.lower_rvv import GenericLowering, V
 
 BITS = {"float32": 32, "float64": 64, "int8": 8, "int16": 16, "int32": 32, "int64": 64,
-        "uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "bool": 8}
+        "uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "bool": 8, "float16": 16,
+        "bfloat16": 16}
 INT_OF_BITS = {8: "int8", 16: "int16", 32: "int32", 64: "int64"}
 UINT_OF_BITS = {8: "uint8", 16: "uint16", 32: "uint32", 64: "uint64"}
 
@@ -307,7 +309,7 @@ def unary(gl: GenericLowering, op: k.UnaryOp, args: list[V]) -> V:
 
 
 # ------------------------------------------------------------------------------ casts
-def _int_resize(gl: GenericLowering, v: V, to_bits: int, signed_src: bool) -> V:
+def int_resize(gl: GenericLowering, v: V, to_bits: int, signed_src: bool) -> V:
     """Integer lanes to ``to_bits`` (sign/zero extension, or wrapping truncation)."""
     fb = BITS[v.dtype]
     cur = v
@@ -343,6 +345,8 @@ def cast(gl: GenericLowering, v: V, to: str, keep: bool = False) -> V:
     fk, tk = kind(fr), kind(to)
     if fr == to:
         return copy(gl, v)
+    if half.is_half(fr) or half.is_half(to):
+        return _half_cast(gl, v, to)
     if tk == "bool":
         gl.sew(fr)
         if fk == "float":
@@ -351,7 +355,7 @@ def cast(gl: GenericLowering, v: V, to: str, keep: bool = False) -> V:
             gl.c("vmsne.vi", "v0", v.name, 0, group=v.n)
         return mask_to_bool(gl)
     if fk != "float" and tk != "float":
-        return _retag(_int_resize(gl, v, BITS[to], fk == "int"), to)
+        return _retag(int_resize(gl, v, BITS[to], fk == "int"), to)
     if fk != "float":  # int/bool -> float
         signed = fk == "int"
         fb, tb = BITS[fr], BITS[to]
@@ -366,7 +370,7 @@ def cast(gl: GenericLowering, v: V, to: str, keep: bool = False) -> V:
             gl.sew(fr)
             gl.c(f"vfwcvt.f.{suffix}.v", d.name, v.name, group=d.n)
             return d
-        src = _int_resize(gl, v, tb, signed) if fb != tb else v
+        src = int_resize(gl, v, tb, signed) if fb != tb else v
         d = gl.new(to)
         gl.sew(to)
         gl.c(f"vfcvt.f.{suffix}.v", d.name, src.name, group=d.n)
@@ -407,14 +411,42 @@ def cast(gl: GenericLowering, v: V, to: str, keep: bool = False) -> V:
     gl.c("vmerge.vim", i.name, i.name, 0, vm="v0", group=i.n)
     if wide_bits == tb:
         return _retag(i, to)
-    r = _int_resize(gl, i, tb, True)
+    r = int_resize(gl, i, tb, True)
     gl.free(i)
     return _retag(r, to)
+
+
+def _half_cast(gl: GenericLowering, v: V, to: str) -> V:
+    """Casts from/to float16/bfloat16 through float32 lanes (float64 and wide integers to
+    half narrow from float64 bits, so there is one rounding)."""
+    if half.is_half(v.dtype):
+        w = half.widen(gl, v)
+        if to == "float32":
+            return w
+        r = half.narrow(gl, w, to) if half.is_half(to) else cast(gl, w, to)
+        gl.free(w)
+        return r
+    fr = v.dtype
+    if fr in ("float32", "float64"):
+        return half.narrow(gl, v, to)
+    via = "float64" if BITS[fr] >= 32 and to == "bfloat16" else "float32"
+    t = cast(gl, v, via)
+    r = half.narrow(gl, t, to)
+    gl.free(t)
+    return r
 
 
 # ------------------------------------------------------------------------------ dispatch
 def _select(gl: GenericLowering, op: k.SelectOp, args: list[V]) -> V:
     cond, a, b = args
+    if a.dtype != b.dtype:
+        wa = half.widen(gl, a) if half.is_half(a.dtype) else a
+        wb = half.widen(gl, b) if half.is_half(b.dtype) else b
+        r = _select(gl, op, [cond, wa, wb])
+        for w, x in ((wa, a), (wb, b)):
+            if w is not x:
+                gl.free(w)
+        return r
     bool_to_mask(gl, cond)
     d = gl.new(a.dtype)
     gl.sew(a.dtype)
@@ -425,6 +457,8 @@ def _select(gl: GenericLowering, op: k.SelectOp, args: list[V]) -> V:
 def _const(gl: GenericLowering, op: k.ConstOp, args: list[V]) -> V:
     dt = dtypes.from_ir(op.result.type).name
     value = op.number
+    if half.is_half(dt):
+        return gl.splat(half.raw_bits(float(value), dt), "uint16", dt)
     if kind(dt) == "bool":
         value = int(bool(value))
     elif kind(dt) == "uint" and int(value) >= 1 << 63:
@@ -446,8 +480,24 @@ BODY: dict[type, Callable[[GenericLowering, Operation, list[V]], V]] = {
 }
 
 
+#: body ops that read their operands' values (half operands are widened to float32 for them)
+COMPUTING = (k.UnaryOp, k.BinaryOp)
+
+
 def lower_body_op(gl: GenericLowering, op: Operation, args: list[V]) -> V:
     impl = BODY.get(type(op))
     if impl is None:
         raise _err(gl, f"body op {op.name} has no rvv lowering")
-    return impl(gl, op, args)
+    if not isinstance(op, COMPUTING) or not any(half.is_half(a.dtype) for a in args):
+        return impl(gl, op, args)
+    wide = [half.widen(gl, a) if half.is_half(a.dtype) else a for a in args]
+    r = impl(gl, op, wide)
+    for w, a in zip(wide, args, strict=True):
+        if w is not a:
+            gl.free(w)
+    res = dtypes.from_ir(op.results[0].type).name
+    if half.is_half(res):
+        n = half.narrow(gl, r, res)
+        gl.free(r)
+        return n
+    return r
