@@ -49,14 +49,26 @@ def sext(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
+def gmask(reg: int, n: int) -> int:
+    """Bit mask of registers reg..reg+n-1 (``State.dirty``/``State.mfmt`` are such masks)."""
+    return ((1 << n) - 1) << reg
+
+
+#: interned vtype/vl configurations (``State.vcfg``): equal configurations are one object, so
+#: a cached per-instruction plan is valid exactly when its configuration ``is`` the current one
+_CFGS: dict[tuple, tuple] = {}
+
+
 class State:
     """Architectural state. x: signed Python ints; f: raw 64-bit patterns; V/P: vector bytes
-    and their per-bit "undefined" (poison) map, 32 registers of VLEN/8 bytes laid end to end;
-    O: per byte, the id of the instruction that made it undefined (for error messages)."""
+    and their per-bit "undefined" (poison) map, 32 registers of VLEN/8 bytes laid end to end
+    (``Pb`` is the bytearray behind ``P``: comparing a slice of it with zero bytes is the
+    cheapest "is this span defined" test); O: per byte, the id of the instruction that made it
+    undefined (for error messages)."""
 
-    __slots__ = ("x", "f", "V", "P", "O", "origins", "origin_ids", "vl", "sew", "lmul", "vta",
-                 "vma", "vill", "vlen", "vlenb", "mem", "program", "frm", "dirty", "plans", "OM",
-                 "mfmt")
+    __slots__ = ("x", "f", "V", "P", "Pb", "O", "origins", "origin_ids", "vl", "sew", "lmul",
+                 "vta", "vma", "vill", "vlen", "vlenb", "mem", "program", "frm", "dirty", "OM",
+                 "mfmt", "vcfg")
 
     def __init__(self, vlen: int, mem: Memory, program: Program) -> None:
         self.x = [0] * 32
@@ -64,15 +76,15 @@ class State:
         self.vlen = vlen
         self.vlenb = vlen // 8
         self.V = np.zeros(32 * self.vlenb, np.uint8)
-        self.P = np.zeros(32 * self.vlenb, np.uint8)
+        self.Pb = bytearray(32 * self.vlenb)
+        self.P = np.frombuffer(self.Pb, np.uint8)
         # O: per byte, which event left it undefined (index into origins; read only where P != 0)
         self.O = np.zeros(32 * self.vlenb, np.int32)
-        # OM: per mask *bit* origins, valid for registers last written as masks (mfmt[r])
+        # OM: per mask *bit* origins, valid for registers last written as masks (bit r of mfmt)
         self.OM = np.zeros((32, vlen), np.int32)
-        self.mfmt = [False] * 32
-        # dirty[r]: register r may hold undefined bytes (False proves P is zero there)
-        self.dirty = [False] * 32
-        self.plans: dict = {}  # per-instruction view plans (vector.elementwise)
+        self.mfmt = 0
+        # bit r of dirty: register r may hold undefined bytes (a clear bit proves P is zero there)
+        self.dirty = 0
         self.origins: list[str] = [""]
         self.origin_ids: dict[str, int] = {}
         self.vl = 0
@@ -80,6 +92,7 @@ class State:
         self.lmul = 0  # log2
         self.vta = self.vma = False
         self.vill = True
+        self.vcfg: tuple | None = None  # (sew, lmul, vl, vta, vma), interned; None when vill
         self.frm = 0  # dynamic rounding mode (0 = rne)
         self.mem = mem
         self.program = program
@@ -91,6 +104,15 @@ class State:
             i = self.origin_ids[text] = len(self.origins)
             self.origins.append(text)
         return i
+
+    def set_vtype(self, sew: int, lmul: int, vl: int, vta: bool, vma: bool) -> None:
+        """A successful vsetvl*: the fields and the interned configuration they form."""
+        self.vill, self.sew, self.lmul, self.vl, self.vta, self.vma = False, sew, lmul, vl, vta, vma
+        key = (sew, lmul, vl, vta, vma)
+        self.vcfg = _CFGS.setdefault(key, key)
+
+    def set_vill(self) -> None:
+        self.vill, self.vl, self.vcfg = True, 0, None
 
     @property
     def vtype(self) -> int:
@@ -122,6 +144,29 @@ class Ctx:
 
 Builder = Callable[[Ctx, list], Op]
 TABLE: dict[str, list[tuple[str, Builder]]] = {}
+
+#: wraps an unbounded Python int ``v`` to a signed 64-bit value in inlined code (see ``inline``)
+WRAP = "v if -0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF else s64(v)"
+
+
+def inline(op: Op, lines: tuple[str, ...] = (), ret: str | None = None) -> Op:
+    """Attach the same semantics as Python source, for the block compiler (``blocks.py``) to
+    paste into a basic block's function instead of calling ``op``: a hot scalar instruction
+    then costs a few bytecodes, not a call. ``lines`` are statements over ``x``/``f`` (the
+    register lists), ``v`` (scratch) and ``s64``; ``ret`` is the next-index expression of a
+    control-flow instruction. The closure stays the reference: the single-step path (and the
+    instruction-limit path) runs it, and the qemu differential tests run both."""
+    op.inline = lines  # type: ignore[attr-defined]
+    op.inline_ret = ret  # type: ignore[attr-defined]
+    return op
+
+
+def spec(op: Op, *desc: object) -> Op:
+    """Attach what the loop batcher (``batch.py``) needs to run this instruction over many
+    iterations at once: a tuple whose first item names the kind (``alu``, ``vew``, ``vld``...).
+    Instructions without one make their loop run instruction by instruction."""
+    op.spec = desc  # type: ignore[attr-defined]
+    return op
 
 
 def isa(names: str | list[str], sig: str) -> Callable[[Builder], Builder]:

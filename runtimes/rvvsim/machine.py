@@ -1,10 +1,11 @@
-"""``RvvMachine``: compile a ``Program`` to closures once, then run calls through a tight loop.
+"""``RvvMachine``: compile a ``Program`` to closures once, then run calls block by block.
 
-Every static instruction becomes ``op(state) -> next_index`` (see ``core.py``); ``call`` sets up
-the LP64D argument registers, a 16-byte aligned ``sp`` at the top of the memory's stack region
-and ``ra`` = a sentinel address, then runs ``pc = ops[pc](state)`` until ``ret`` reaches the
-sentinel. A fault inside any closure is caught once here and located (function, source line,
-instruction text) before it propagates.
+Every static instruction becomes ``op(state) -> next_index`` (see ``core.py``), and every basic
+block one generated function over those closures (``blocks.py``); ``call`` sets up the LP64D
+argument registers, a 16-byte aligned ``sp`` at the top of the memory's stack region and
+``ra`` = a sentinel address, then runs ``pc = block(pc).run(state)`` until ``ret`` reaches the
+sentinel. A fault inside any closure is caught once here and located
+(function, source line, instruction text) before it propagates.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from portc.runtimes.rvvsim import scalar, vector, vmem  # noqa: F401  (registers the ISA tables)
+from portc.runtimes.rvvsim.blocks import Block, build_block, leaders
 from portc.runtimes.rvvsim.core import (
     FNAMES,
     HALT,
@@ -90,6 +92,13 @@ class RvvMachine:
         self.vlen = vlen
         self.ops: list[Op] = [_compile(i, program) for i in range(len(program.instrs))]
         self.state = State(vlen, memory, program)
+        self._leaders = leaders(program)
+        self._blocks: list[Block | None] = [None] * (len(self.ops) + 1)
+
+    def _block(self, pc: int) -> Block:
+        blk = build_block(pc, self.ops, self.program, self._leaders)
+        self._blocks[pc] = blk
+        return blk
 
     @property
     def memory(self) -> Memory:
@@ -136,37 +145,55 @@ class RvvMachine:
         # vector registers are undefined at entry (caller-saved): reading one is a bug
         st.V[:] = 0xFF
         st.P[:] = 0xFF
-        st.dirty[:] = [True] * 32
-        st.mfmt[:] = [False] * 32
+        st.dirty = (1 << 32) - 1
+        st.mfmt = 0
         st.O[:] = st.origin_id("function entry (vector registers are undefined at a call)")
-        st.vill, st.vl, st.frm = True, 0, 0
+        st.set_vill()
+        st.frm = 0
 
         ops = self.ops
         n = len(ops)
-        hits = [0] * n
+        blocks = self._blocks
+        bhits = [0] * n  # executions per block start
+        shits: list[int] | None = None  # per instruction, for blocks run one step at a time
         count = 0
+        blk: Block | None = None
+        stepping: int | None = None
         try:
             with np.errstate(all="ignore"):
                 while pc >= 0:
-                    if pc >= n:
-                        raise IllegalInstructionError("execution ran past the last instruction "
-                                                      "(missing ret?)")
-                    hits[pc] += 1
-                    count += 1
-                    if count > max_instructions:
-                        raise InstructionLimitError(f"more than {max_instructions} instructions "
-                                                    f"executed (raise max_instructions or look "
-                                                    f"for an endless loop)")
-                    pc = ops[pc](st)
-        except RvvSimError as exc:
-            at = min(pc, n - 1)
+                    blk = blocks[pc] if pc < n else None
+                    if blk is None:
+                        if pc >= n:
+                            raise IllegalInstructionError("execution ran past the last "
+                                                          "instruction (missing ret?)")
+                        blk = self._block(pc)
+                    size = blk.end - blk.start + 1
+                    if count + size > max_instructions:  # the limit falls inside this block
+                        shits = shits or [0] * n
+                        for stepping in range(blk.start, blk.end + 1):
+                            count += 1
+                            if count > max_instructions:
+                                raise InstructionLimitError(
+                                    f"more than {max_instructions} instructions executed (raise "
+                                    f"max_instructions or look for an endless loop)")
+                            shits[stepping] += 1
+                            pc = ops[stepping](st)
+                        stepping = None
+                        continue
+                    count += size
+                    bhits[pc] += 1
+                    pc = blk.run(st)
+        except Exception as exc:
+            at = stepping if stepping is not None else (
+                blk.fault_index(exc.__traceback__) if blk is not None else None)
+            at = min(pc if at is None else at, n - 1)
             ins = self.program.instrs[at]
-            exc.locate(self.program.function_of(at), ins.line, ins.text)
-            raise
-        except Exception as exc:  # a simulator bug: keep the traceback, say where it happened
-            ins = self.program.instrs[min(pc, n - 1)]
-            exc.add_note(f"rvvsim: while executing line {ins.line} `{ins.text}` in function "
-                         f"'{self.program.function_of(ins.index)}'")
+            if isinstance(exc, RvvSimError):
+                exc.locate(self.program.function_of(at), ins.line, ins.text)
+            else:  # a simulator bug: keep the traceback, say where it happened
+                exc.add_note(f"rvvsim: while executing line {ins.line} `{ins.text}` in "
+                             f"function '{self.program.function_of(ins.index)}'")
             raise
         assert pc == HALT
         for r, v in zip(CALLEE_SAVED_X + [2], saved_x, strict=True):
@@ -181,9 +208,16 @@ class RvvMachine:
         if st.frm:
             raise AbiError(f"function '{name}' returned with frm={st.frm} (rounding mode "
                            f"changed); restore it (fsrm) before returning")
+        instrs = self.program.instrs
         per: dict[str, int] = {}
-        for i, h in enumerate(hits):
+        for start, h in enumerate(bhits):
             if h:
-                m = self.program.instrs[i].mnemonic
-                per[m] = per.get(m, 0) + h
+                b = blocks[start]
+                assert b is not None
+                for i in range(b.start, b.end + 1):
+                    m = instrs[i].mnemonic
+                    per[m] = per.get(m, 0) + h
+        for i, h in enumerate(shits or ()):
+            if h:
+                per[instrs[i].mnemonic] = per.get(instrs[i].mnemonic, 0) + h
         return RunStats(count, per, x[10], x[11], f[10])

@@ -9,7 +9,7 @@ with a numpy view over the same bytes (one fancy-index op per vector access).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,10 +29,10 @@ class Region:
     size: int
     buf: bytearray
     arr: np.ndarray
+    end: int = field(init=False)  # base + size (a field: it is read on every access)
 
-    @property
-    def end(self) -> int:
-        return self.base + self.size
+    def __post_init__(self) -> None:
+        self.end = self.base + self.size
 
 
 class Memory:
@@ -196,12 +196,16 @@ class Memory:
 
     def contiguous(self, addr: int, nbytes: int) -> np.ndarray | None:
         """A writable byte view of [addr, addr+nbytes) when it lies in one region, else None."""
+        r = self._last
+        if r.base <= addr and addr + nbytes <= r.end:
+            return r.arr[addr - r.base: addr - r.base + nbytes]
         i = bisect.bisect_right(self._bases, addr) - 1
         if i < 0:
             return None
         r = self._regions[i]
         if addr + nbytes > r.end:
             return None
+        self._last = r
         return r.arr[addr - r.base: addr - r.base + nbytes]
 
     def gather(self, addrs: np.ndarray, nbytes: int, elems: np.ndarray) -> np.ndarray:

@@ -18,12 +18,15 @@ from portc.runtimes.rvvsim.core import (
     HALT,
     RET_SENTINEL,
     TEXT_BASE,
+    WRAP,
     Ctx,
     Op,
     State,
+    inline,
     isa,
     s64,
     sext,
+    spec,
 )
 from portc.runtimes.rvvsim.errors import AsmSyntaxError, IllegalInstructionError
 
@@ -112,18 +115,37 @@ IMM_OPS: dict[str, str] = {
 }
 
 
+#: RRR rows whose result is a plain Python expression of the operands (inlined in blocks)
+INLINE_RRR = {"add": "x[{a}] + x[{b}]", "sub": "x[{a}] - x[{b}]", "mul": "x[{a}] * x[{b}]",
+              "and": "x[{a}] & x[{b}]", "or": "x[{a}] | x[{b}]", "xor": "x[{a}] ^ x[{b}]"}
+#: the same with an immediate second operand
+INLINE_RRI = {"add": "x[{a}] + {b}", "and": "x[{a}] & {b}", "or": "x[{a}] | {b}",
+              "xor": "x[{a}] ^ {b}", "sll": "x[{a}] << {b}"}
+
+
+def _inline_alu(op: Op, name: str, rd: int, rs1: int, b: int, imm: bool) -> Op:
+    table = INLINE_RRI if imm else INLINE_RRR
+    if name in table:
+        expr = table[name].format(a=rs1, b=b)
+        if name in ("and", "or", "xor"):  # two in-range operands give an in-range result
+            inline(op, (f"x[{rd}] = {expr}",))
+        else:
+            inline(op, (f"v = {expr}", f"x[{rd}] = {WRAP}"))
+    return spec(op, "alu", name, rd, rs1, b, imm)
+
+
 @isa(list(RRR), "xxx")
 def _b_rrr(c: Ctx, a: list) -> Op:
     rd, rs1, rs2 = a
     fn, nxt = RRR[c.mnemonic], c.nxt
     if rd == 0:
-        return lambda st: nxt
+        return spec(inline(lambda st: nxt), "nop")
 
     def op(st: State) -> int:
         x = st.x
         x[rd] = fn(x[rs1], x[rs2])
         return nxt
-    return op
+    return _inline_alu(op, c.mnemonic, rd, rs1, rs2, False)
 
 
 # GNU as also accepts the register form with an immediate (``add a3, a3, 76``)
@@ -138,22 +160,23 @@ def _b_rri(c: Ctx, a: list) -> Op:
     lo, hi = (0, 31) if m in ("slliw", "srliw", "sraiw", "sllw", "srlw", "sraw") else \
         (0, 63) if m in ("slli", "srli", "srai", "sll", "srl", "sra") else (-2048, 2047)
     _imm_range(c, imm, lo, hi)
-    fn, nxt = RRR[IMM_OPS.get(c.mnemonic, c.mnemonic)], c.nxt
+    name = IMM_OPS.get(c.mnemonic, c.mnemonic)
+    fn, nxt = RRR[name], c.nxt
     if rd == 0:
-        return lambda st: nxt
-    if c.mnemonic in ("addi", "add"):
+        return spec(inline(lambda st: nxt), "nop")
+    if name == "add":
         def addi(st: State) -> int:
             x = st.x
             v = x[rs1] + imm
             x[rd] = v if -(1 << 63) <= v < (1 << 63) else s64(v)
             return nxt
-        return addi
+        return _inline_alu(addi, name, rd, rs1, imm, True)
 
     def op(st: State) -> int:
         x = st.x
         x[rd] = fn(x[rs1], imm)
         return nxt
-    return op
+    return _inline_alu(op, name, rd, rs1, imm, True)
 
 
 @isa("li", "xi")
@@ -165,7 +188,7 @@ def _b_li(c: Ctx, a: list) -> Op:
         if rd:
             st.x[rd] = v
         return nxt
-    return op
+    return spec(inline(op, (f"x[{rd}] = {v}",) if rd else ()), "li", rd, v)
 
 
 @isa("lui", "xi")
@@ -178,7 +201,7 @@ def _b_lui(c: Ctx, a: list) -> Op:
         if rd:
             st.x[rd] = v
         return nxt
-    return op
+    return spec(inline(op, (f"x[{rd}] = {v}",) if rd else ()), "li", rd, v)
 
 
 UNARY: dict[str, Callable[[int], int]] = {
@@ -204,13 +227,15 @@ def _b_unary(c: Ctx, a: list) -> Op:
         if rd:
             st.x[rd] = fn(st.x[rs])
         return nxt
-    return op
+    if c.mnemonic == "mv":
+        inline(op, (f"x[{rd}] = x[{rs}]",) if rd else ())
+    return spec(op, "unary", c.mnemonic, rd, rs)
 
 
 @isa("nop", "")
 def _b_nop(c: Ctx, a: list) -> Op:
     nxt = c.nxt
-    return lambda st: nxt
+    return spec(inline(lambda st: nxt), "nop")
 
 
 # --- loads / stores ---------------------------------------------------------------------------
@@ -232,7 +257,7 @@ def _b_load(c: Ctx, a: list) -> Op:
         if rd:
             st.x[rd] = v
         return nxt
-    return op
+    return spec(op, "ld", n, signed, rd, rs1, off, "x")
 
 
 @isa(list(STORES), "xa")
@@ -244,7 +269,7 @@ def _b_store(c: Ctx, a: list) -> Op:
     def op(st: State) -> int:
         st.mem.store_int(st.x[rs1] + off, n, st.x[rs2])
         return nxt
-    return op
+    return spec(op, "st", n, rs2, rs1, off, "x")
 
 
 # --- branches and jumps -----------------------------------------------------------------------
@@ -256,10 +281,16 @@ BRANCH: dict[str, Callable[[int, int], bool]] = {
     "bgt": lambda a, b: a > b, "ble": lambda a, b: a <= b,
     "bgtu": lambda a, b: _u(a) > _u(b), "bleu": lambda a, b: _u(a) <= _u(b),
 }
+BRANCH_OPS = {"beq": "==", "bne": "!=", "blt": "<", "bge": ">=", "bgt": ">", "ble": "<="}
 BRANCH_Z: dict[str, Callable[[int], bool]] = {
     "beqz": lambda a: a == 0, "bnez": lambda a: a != 0, "blez": lambda a: a <= 0,
     "bgez": lambda a: a >= 0, "bltz": lambda a: a < 0, "bgtz": lambda a: a > 0,
 }
+
+
+#: mnemonics that may transfer control: they end a basic block (``blocks.py``)
+CONTROL = frozenset(BRANCH) | frozenset(BRANCH_Z) | {"j", "jal", "jalr", "jr", "ret", "call",
+                                                     "tail"}
 
 
 @isa(list(BRANCH), "xxl")
@@ -267,30 +298,28 @@ def _b_branch(c: Ctx, a: list) -> Op:
     rs1, rs2, tgt = a
     nxt = c.nxt
     m = c.mnemonic
-    if m == "bne":
-        return lambda st: tgt if st.x[rs1] != st.x[rs2] else nxt
-    if m == "blt":
-        return lambda st: tgt if st.x[rs1] < st.x[rs2] else nxt
     fn = BRANCH[m]
-    return lambda st: tgt if fn(st.x[rs1], st.x[rs2]) else nxt
+    op = spec(lambda st: tgt if fn(st.x[rs1], st.x[rs2]) else nxt, "br", m, rs1, rs2, tgt)
+    a_, b_ = f"x[{rs1}]", f"x[{rs2}]"
+    if m.endswith("u"):
+        a_, b_ = f"({a_} & {M64:#x})", f"({b_} & {M64:#x})"
+    return inline(op, (), f"{tgt} if {a_} {BRANCH_OPS[m.rstrip('u')]} {b_} else {nxt}")
 
 
 @isa(list(BRANCH_Z), "xl")
 def _b_branch_z(c: Ctx, a: list) -> Op:
     rs, tgt = a
     nxt = c.nxt
-    if c.mnemonic == "bnez":
-        return lambda st: tgt if st.x[rs] else nxt
-    if c.mnemonic == "beqz":
-        return lambda st: nxt if st.x[rs] else tgt
-    fn = BRANCH_Z[c.mnemonic]
-    return lambda st: tgt if fn(st.x[rs]) else nxt
+    m = c.mnemonic
+    fn = BRANCH_Z[m]
+    op = spec(lambda st: tgt if fn(st.x[rs]) else nxt, "br", "b" + m[1:-1], rs, 0, tgt)
+    return inline(op, (), f"{tgt} if x[{rs}] {BRANCH_OPS['b' + m[1:-1]]} 0 else {nxt}")
 
 
 @isa("j", "l")
 def _b_j(c: Ctx, a: list) -> Op:
     tgt = a[0]
-    return lambda st: tgt
+    return inline(lambda st: tgt, (), str(tgt))
 
 
 def _link(rd: int, ret_addr: int, tgt: int) -> Op:
@@ -378,16 +407,6 @@ GET = {"s": get_s, "d": get_d}
 FT = {"s": np.float32, "d": np.float64}
 
 
-def _sgnj(kind: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        u = fpu.UTYPE[a.dtype.itemsize * 8]
-        sign = u(1) << u(a.dtype.itemsize * 8 - 1)
-        ua, ub = a.view(u), b.view(u)
-        s = {"j": ub & sign, "n": ~ub & sign, "x": (ua ^ ub) & sign}[kind]
-        return ((ua & ~sign) | s).view(a.dtype)
-    return fn
-
-
 FBIN: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "fadd": lambda a, b: fpu.canon(a + b),
     "fsub": lambda a, b: fpu.canon(a - b),
@@ -395,9 +414,6 @@ FBIN: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "fdiv": lambda a, b: fpu.canon(a / b),
     "fmin": fpu.fmin,
     "fmax": fpu.fmax,
-    "fsgnj": _sgnj("j"),
-    "fsgnjn": _sgnj("n"),
-    "fsgnjx": _sgnj("x"),
 }
 FMA: dict[str, tuple[float, float]] = {  # (product sign, addend sign)
     "fmadd": (1.0, 1.0), "fmsub": (1.0, -1.0), "fnmsub": (-1.0, 1.0), "fnmadd": (-1.0, -1.0),
@@ -419,12 +435,44 @@ def _fbuild(names: list[str], sig: str) -> Callable[[Callable], Callable]:
 ROUNDING_FBIN = ["fadd", "fsub", "fmul", "fdiv"]  # take a rounding-mode operand; the rest do not
 
 
-@_fbuild([n for n in FBIN if n not in ROUNDING_FBIN], "fff")
+SIGN_INJECT = {"fsgnj": "j", "fsgnjn": "n", "fsgnjx": "x"}
+
+
+def sgnj_bits(kind: str, k: str, a: int, b: int) -> int:
+    """fsgnj{,n,x}.{s,d} on raw register patterns: the magnitude of ``a`` with a sign from
+    ``b``. Pure bit manipulation on the NaN-boxed patterns (an improperly boxed single reads
+    as the canonical NaN), so there is no float rounding to reproduce."""
+    if k == "s":
+        a = a & 0xFFFFFFFF if a >> 32 == 0xFFFFFFFF else 0x7FC00000
+        b = b & 0xFFFFFFFF if b >> 32 == 0xFFFFFFFF else 0x7FC00000
+        sign = 1 << 31
+    else:
+        sign = 1 << 63
+    s = b & sign if kind == "j" else ~b & sign if kind == "n" else (a ^ b) & sign
+    r = (a & (sign - 1)) | s
+    return BOX | r if k == "s" else r
+
+
+def _sgnj_op(kind: str, k: str, rd: int, r1: int, r2: int, nxt: int) -> Op:
+    def op(st: State) -> int:
+        f = st.f
+        f[rd] = sgnj_bits(kind, k, f[r1], f[r2])
+        return nxt
+    if k == "d":  # raw 64-bit patterns: one expression
+        s = {"j": f"f[{r2}] & {1 << 63:#x}", "n": f"~f[{r2}] & {1 << 63:#x}",
+             "x": f"(f[{r1}] ^ f[{r2}]) & {1 << 63:#x}"}[kind]
+        inline(op, (f"f[{rd}] = (f[{r1}] & {(1 << 63) - 1:#x}) | ({s})",))
+    return spec(op, "fsgnj", kind, k, rd, r1, r2)
+
+
+@_fbuild([n for n in FBIN if n not in ROUNDING_FBIN] + list(SIGN_INJECT), "fff")
 @_fbuild(ROUNDING_FBIN, "fffr")
 def _b_fbin(c: Ctx, a: list) -> Op:
     rd, r1, r2 = a[:3]
     rm = a[3] if len(a) > 3 else "rne"
     base, k = c.mnemonic.split(".")
+    if base in SIGN_INJECT:
+        return _sgnj_op(SIGN_INJECT[base], k, rd, r1, r2, c.nxt)
     fn, get, nxt = FBIN[base], GET[k], c.nxt
     kind = {"fadd": "add", "fsub": "sub", "fmul": "mul", "fdiv": "div"}.get(base)
 
@@ -484,13 +532,7 @@ FUN = {"fmv": "j", "fneg": "n", "fabs": "x"}
 def _b_fmv(c: Ctx, a: list) -> Op:
     rd, r1 = a
     base, k = c.mnemonic.split(".")
-    fn, get, nxt = _sgnj(FUN[base]), GET[k], c.nxt
-
-    def op(st: State) -> int:
-        v = get(st, r1)
-        put_f(st, rd, fn(v, v))
-        return nxt
-    return op
+    return _sgnj_op(FUN[base], k, rd, r1, r1, c.nxt)
 
 
 @_fbuild(list(FCMP), "xff")
@@ -530,7 +572,7 @@ def _b_fload(c: Ctx, a: list) -> Op:
         v = st.mem.load_int(st.x[rs1] + off, n, False)
         st.f[rd] = BOX | v if n == 4 else v
         return nxt
-    return op
+    return spec(op, "ld", n, False, rd, rs1, off, "f")
 
 
 @isa("fsw fsd", "fa")
@@ -542,7 +584,7 @@ def _b_fstore(c: Ctx, a: list) -> Op:
     def op(st: State) -> int:
         st.mem.store_int(st.x[rs1] + off, n, st.f[rs2])
         return nxt
-    return op
+    return spec(op, "st", n, rs2, rs1, off, "f")
 
 
 @isa("fmv.x.w fmv.x.d", "xf")
@@ -566,7 +608,8 @@ def _b_fmv_f(c: Ctx, a: list) -> Op:
         v = st.x[r1]
         st.f[rd] = BOX | (v & 0xFFFFFFFF) if single else v & M64
         return nxt
-    return op
+    expr = f"{BOX:#x} | (x[{r1}] & 0xFFFFFFFF)" if single else f"x[{r1}] & {M64:#x}"
+    return spec(inline(op, (f"f[{rd}] = {expr}",)), "fmv.f.x", single, rd, r1)
 
 
 INT_KINDS = {"w": (32, True), "wu": (32, False), "l": (64, True), "lu": (64, False)}

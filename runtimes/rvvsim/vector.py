@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from portc.runtimes.rvvsim import fpu
-from portc.runtimes.rvvsim.core import Ctx, Op, State, isa, sext
+from portc.runtimes.rvvsim.core import Ctx, Op, State, gmask, isa, sext, spec
 from portc.runtimes.rvvsim.errors import AsmSyntaxError, IllegalInstructionError
 from portc.runtimes.rvvsim.fpu import FTYPE, UTYPE
 from portc.runtimes.rvvsim.scalar import put_f
@@ -24,6 +24,7 @@ from portc.runtimes.rvvsim.vregs import (
     LMUL_NAMES,
     LOG2,
     SEW_NAMES,
+    Slot,
     Src,
     compare,
     describe,
@@ -72,14 +73,11 @@ def _set_vtype(st: State, rd: int, avl: int | None, sew: int, lmul: int, ta: boo
                legal: bool) -> None:
     """vl = min(AVL, VLMAX) as qemu computes it; an illegal vtype sets vill and vl = 0."""
     if not legal or sew > ELEN or (lmul < 0 and sew > (ELEN >> -lmul)):
-        st.vill, st.vl = True, 0
+        st.set_vill()
     else:
         vlmax = (st.vlen << lmul >> LOG2[sew]) if lmul >= 0 else (st.vlen >> -lmul >> LOG2[sew])
-        st.vill, st.sew, st.lmul, st.vta, st.vma = False, sew, lmul, ta, ma
-        if avl is None:  # rs1 = x0, rd = x0: keep vl
-            st.vl = min(st.vl, vlmax)
-        else:
-            st.vl = min(avl, vlmax)
+        # rs1 = x0, rd = x0 (avl None): keep vl
+        st.set_vtype(sew, lmul, min(st.vl if avl is None else avl, vlmax), ta, ma)
     if rd:
         st.x[rd] = st.vl
 
@@ -340,6 +338,30 @@ FP_DIRECTED: dict[str, tuple[str, Callable[..., list[np.ndarray]]]] = {
 }
 
 
+def ew_op(c: Ctx, vd: int, dwl: int, dkind: str, srcs: list[Src], fn: Callable,
+          masked: bool, *, directed: Callable[[State], Callable] | None = None,
+          guard: Callable[[State], None] | None = None, sel: bool = False) -> Op:
+    """The closure of one element-wise instruction, and its spec for the loop batcher.
+    ``guard(st)`` raises what the instruction traps on at the current vtype (before anything
+    is read); ``directed(st)`` is the function to use under a non-zero frm."""
+    me, nxt = describe(c), c.nxt
+    slot = None if masked or sel else Slot()
+
+    def op(st: State) -> int:
+        if guard is not None:
+            guard(st)
+        f = directed(st) if directed is not None and st.frm else fn
+        elementwise(st, me, vd, dwl, dkind, srcs, f, masked, sel, slot)
+        return nxt
+    return spec(op, "vew", vd, dwl, dkind, tuple(srcs), fn, masked or sel, guard, me)
+
+
+def _directed(kind: str, prep: Callable[..., list[np.ndarray]],
+              fn: Callable) -> Callable[[State], Callable]:
+    """``directed`` for ``ew_op``: the exact per-element recomputation under frm."""
+    return lambda st: fpu.directed_vec(kind, prep, fn, fpu.FRM_NAMES[st.frm])
+
+
 def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -> None:
     for stem, (kind, fn, forms) in table.items():
         for form in forms.split():
@@ -352,21 +374,13 @@ def _binary(table: dict, dkind_of: Callable[[str], str], rounds: bool = False) -
                 srcs: list[Src] = [("v", vs2, 0, kind)]
                 srcs.append(("v", s1, 0, kind) if form[1] == "v" else
                             _scalar_src(c, form, s1, 0, kind, stem))
-                me, nxt, dk = describe(c), c.nxt, dkind_of(kind)
+                dk = dkind_of(kind)
                 if stem in ("vxor", "vsub") and form == "vv" and vs2 == s1:
                     # the zeroing idiom: the result is 0 whatever (even undefined) the source
                     srcs, fn = [("i", 0, 0, kind)], ident
-
-                directed = FP_DIRECTED.get(stem) if rounds else None
-
-                def op(st: State) -> int:
-                    f = fn
-                    if directed is not None and st.frm:
-                        dkind, prep = directed
-                        f = fpu.directed_vec(dkind, prep, fn, fpu.FRM_NAMES[st.frm])
-                    elementwise(st, me, vd, 0, dk, srcs, f, masked)
-                    return nxt
-                return op
+                rnd = FP_DIRECTED.get(stem) if rounds else None
+                return ew_op(c, vd, 0, dk, srcs, fn, masked,
+                             directed=None if rnd is None else _directed(*rnd, fn))
             isa(f"{stem}.{form}", sig)(build)
 
 
@@ -392,15 +406,8 @@ def _mac_builder(fn: Callable, form: str, kinds: tuple[str, str, str], dwl: int,
         srcs.append(("v", s1, 0, kinds[1]) if form[1] == "v" else
                     (form[1], s1, 0, kinds[1]))
         srcs.append(("v", vs2, 0, kinds[2]))
-        me, nxt = describe(c), c.nxt
-
-        def op(st: State) -> int:
-            f = fn
-            if prep is not None and st.frm:
-                f = fpu.directed_vec("fma", prep, fn, fpu.FRM_NAMES[st.frm])
-            elementwise(st, me, vd, dwl, dkind, srcs, f, masked)
-            return nxt
-        return op
+        return ew_op(c, vd, dwl, dkind, srcs, fn, masked,
+                     directed=None if prep is None else _directed("fma", prep, fn))
     return build
 
 
@@ -427,12 +434,7 @@ for _stem, (_k2, _k1, _fn) in WIDE_BIN.items():
                      form: str = _form) -> Op:
             vd, vs2, s1, masked = a
             srcs: list[Src] = [("v", vs2, 0, k2), (form[1], s1, 0, k1)]
-            me, nxt = describe(c), c.nxt
-
-            def op(st: State) -> int:
-                elementwise(st, me, vd, 1, "u", srcs, fn, masked)
-                return nxt
-            return op
+            return ew_op(c, vd, 1, "u", srcs, fn, masked)
         isa(f"{_stem}.{_form}", "vv" + _form[1] + "m")(_build_w)
     # .wv / .wx: vs2 is already 2*SEW
     if _stem in ("vwadd", "vwaddu", "vwsub", "vwsubu"):
@@ -441,12 +443,7 @@ for _stem, (_k2, _k1, _fn) in WIDE_BIN.items():
                           form: str = _form) -> Op:
                 vd, vs2, s1, masked = a
                 srcs: list[Src] = [("v", vs2, 1, k2), (form[1], s1, 0, k1)]
-                me, nxt = describe(c), c.nxt
-
-                def op(st: State) -> int:
-                    elementwise(st, me, vd, 1, "u", srcs, fn, masked)
-                    return nxt
-                return op
+                return ew_op(c, vd, 1, "u", srcs, fn, masked)
             isa(f"{_stem}.{_form}", "vv" + _form[1] + "m")(_build_ww)
 
 WIDE_MAC: dict[str, tuple[str, str, str]] = {  # stem -> (op1 kind, vs2 kind, forms)
@@ -485,14 +482,18 @@ for _stem, _signed in (("vnsrl", False), ("vnsra", True)):
             srcs: list[Src] = [("v", vs2, 1, k)]
             srcs.append(("v", s1, 0, "u") if form == "wv" else
                         _scalar_src(c, form, s1, 0, "u", stem))
-            fn, me, nxt = _nshift(signed), describe(c), c.nxt
+            fn = _nshift(signed)
 
-            def op(st: State) -> int:
-                elementwise(st, me, vd, 0, "u", srcs, lambda x, y: fn(x, y).view(
-                    UTYPE[x.dtype.itemsize * 8]).astype(UTYPE[x.dtype.itemsize * 4]), masked)
-                return nxt
-            return op
+            def narrow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                return fn(x, y).view(UTYPE[x.dtype.itemsize * 8]).astype(
+                    UTYPE[x.dtype.itemsize * 4])
+            return ew_op(c, vd, 0, "u", srcs, narrow, masked)
         isa(f"{_stem}.{_form}", "vv" + {"wv": "v", "wx": "x", "wi": "i"}[_form] + "m")(_build_n)
+
+
+def _extend(x: np.ndarray) -> np.ndarray:
+    """vzext/vsext: the numeric kind of the source does the work in the cast to the result."""
+    return x
 
 
 # zero/sign extension
@@ -501,12 +502,7 @@ for _sign, _kind in (("vzext", "u"), ("vsext", "s")):
         def _build_ext(c: Ctx, a: list, kind: str = _kind, wl: int = _wl) -> Op:
             vd, vs2, masked = a
             srcs: list[Src] = [("v", vs2, wl, kind)]
-            me, nxt = describe(c), c.nxt
-
-            def op(st: State) -> int:
-                elementwise(st, me, vd, 0, kind, srcs, lambda x: x, masked)
-                return nxt
-            return op
+            return ew_op(c, vd, 0, kind, srcs, _extend, masked)
         isa(f"{_sign}.{_f}", "vvm")(_build_ext)
 
 
@@ -517,12 +513,7 @@ def _build_mv(form: str) -> Callable[[Ctx, list], Op]:
         vd, s = a
         src: Src = ("v", s, 0, "u") if form == "v" else _scalar_src(
             c, {"x": "vx", "i": "vi", "f": "vf"}[form], s, 0, "u", "vmv")
-        me, nxt, dk = describe(c), c.nxt, "f" if form == "f" else "u"
-
-        def op(st: State) -> int:
-            elementwise(st, me, vd, 0, dk, [src], ident, False)
-            return nxt
-        return op
+        return ew_op(c, vd, 0, "f" if form == "f" else "u", [src], ident, False)
     return build
 
 
@@ -542,15 +533,10 @@ def _build_merge(form: str) -> Callable[[Ctx, list], Op]:
         src: Src = ("v", s1, 0, nk) if form == "v" else _scalar_src(
             c, {"x": "vx", "i": "vi", "f": "vf"}[form], s1, 0, nk, "vmerge")
         srcs: list[Src] = [("v", vs2, 0, nk), src]
-        me, nxt = describe(c), c.nxt
 
         def fn(sel: np.ndarray, a2: np.ndarray, b1: np.ndarray) -> np.ndarray:
             return np.where(sel, b1, a2)
-
-        def op(st: State) -> int:
-            elementwise(st, me, vd, 0, nk, srcs, fn, False, sel=True)
-            return nxt
-        return op
+        return ew_op(c, vd, 0, nk, srcs, fn, False, sel=True)
     return build
 
 
@@ -636,10 +622,11 @@ def _build_whole_mv(n: int) -> Callable[[Ctx, list], Op]:
             b = st.vlenb
             st.V[vd * b:(vd + n) * b] = st.V[vs2 * b:(vs2 + n) * b]
             st.P[vd * b:(vd + n) * b] = st.P[vs2 * b:(vs2 + n) * b]
-            st.dirty[vd:vd + n] = st.dirty[vs2:vs2 + n]
             st.O[vd * b:(vd + n) * b] = st.O[vs2 * b:(vs2 + n) * b]
             st.OM[vd:vd + n] = st.OM[vs2:vs2 + n]
-            st.mfmt[vd:vd + n] = st.mfmt[vs2:vs2 + n]
+            src, keep = (1 << n) - 1, ~gmask(vd, n)
+            st.dirty = (st.dirty & keep) | ((st.dirty >> vs2 & src) << vd)
+            st.mfmt = (st.mfmt & keep) | ((st.mfmt >> vs2 & src) << vd)
             return nxt
         return op
     return build
@@ -969,22 +956,19 @@ FP_WIDE_BIN: dict[str, Callable] = {
     "vfwsub": lambda a, b: fpu.canon(a.astype(np.float64) - b.astype(np.float64)),
     "vfwmul": lambda a, b: fpu.canon(a.astype(np.float64) * b.astype(np.float64)),
 }
+def _sew32(st: State) -> None:
+    if st.sew != 32:
+        raise IllegalInstructionError("widening fp ops need SEW=32 (no Zvfh)")
+
+
 for _stem, _fn in FP_WIDE_BIN.items():
     for _form in ("vv", "vf"):
         def _build_fw(c: Ctx, a: list, fn: Callable = _fn, form: str = _form,
                       stem: str = _stem) -> Op:
             vd, vs2, s1, masked = a
             srcs: list[Src] = [("v", vs2, 0, "f"), (form[1], s1, 0, "f")]
-            me, nxt = describe(c), c.nxt
-            dkind, prep = FP_DIRECTED[stem]
-
-            def op(st: State) -> int:
-                if st.sew != 32:
-                    raise IllegalInstructionError("widening fp ops need SEW=32 (no Zvfh)")
-                f = fpu.directed_vec(dkind, prep, fn, fpu.FRM_NAMES[st.frm]) if st.frm else fn
-                elementwise(st, me, vd, 1, "f", srcs, f, masked)
-                return nxt
-            return op
+            return ew_op(c, vd, 1, "f", srcs, fn, masked, guard=_sew32,
+                         directed=_directed(*FP_DIRECTED[stem], fn))
         isa(f"{_stem}.{_form}", "vv" + _form[1] + "m")(_build_fw)
 
 
@@ -1042,21 +1026,19 @@ def _build_unary(name: str) -> Callable[[Ctx, list], Op]:
     def build(c: Ctx, a: list) -> Op:
         vd, vs2, masked = a
         srcs: list[Src] = [("v", vs2, swl, sk)]
-        me, nxt = describe(c), c.nxt
 
-        def op(st: State) -> int:
+        def guard(st: State) -> None:
             if (sk == "f" and width(st, swl) < 32) or (dk == "f" and width(st, dwl) < 32):
                 raise IllegalInstructionError(f"{name} at SEW={st.sew} needs 16-bit floats "
                                               f"(Zvfh), which rvvsim does not model")
-            f = fn
-            if st.frm:
-                if name in DYN_TO_INT:
-                    f = functools.partial(fn, rm=fpu.FRM_NAMES[st.frm])
-                elif name in DIRECTED_CVT:
-                    f = fpu.directed_vec(DIRECTED_CVT[name], _same, fn, fpu.FRM_NAMES[st.frm])
-            elementwise(st, me, vd, dwl, dk, srcs, f, masked)
-            return nxt
-        return op
+
+        def directed(st: State) -> Callable:
+            if name in DYN_TO_INT:
+                return functools.partial(fn, rm=fpu.FRM_NAMES[st.frm])
+            if name in DIRECTED_CVT:
+                return fpu.directed_vec(DIRECTED_CVT[name], _same, fn, fpu.FRM_NAMES[st.frm])
+            return fn
+        return ew_op(c, vd, dwl, dk, srcs, fn, masked, guard=guard, directed=directed)
     return build
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from portc.runtimes.rvvsim import vregs
-from portc.runtimes.rvvsim.core import Ctx, Op, State, isa
+from portc.runtimes.rvvsim.core import Ctx, Op, State, gmask, isa, spec
 from portc.runtimes.rvvsim.errors import AsmSyntaxError
 from portc.runtimes.rvvsim.fpu import UTYPE
 from portc.runtimes.rvvsim.vregs import (
@@ -63,16 +63,16 @@ def _load(st: State, me: str, vd: int, eew: int, addrs: np.ndarray | None, base:
     if fixed:  # whole-register load: every element, no tail, no mask
         a = vd * st.vlenb
         st.V[a:a + n * nb] = res.view(np.uint8)
-        regs = n * nb // st.vlenb
-        st.mfmt[vd:vd + regs] = [False] * regs
+        gm = gmask(vd, n * nb // st.vlenb)
+        st.mfmt &= ~gm
         off = st.mem.stack_span(base, n * nb) if st.mem.stack_poisoned else None
         if off is not None:  # reload of a spill: undefined bytes stay undefined
             st.P[a:a + n * nb] = st.mem.stack_poison[off:off + n * nb]
             st.O[a:a + n * nb] = st.mem.stack_origin[off:off + n * nb]
-            st.dirty[vd:vd + regs] = [True] * regs
+            st.dirty |= gm
         else:
             st.P[a:a + n * nb] = 0
-            st.dirty[vd:vd + regs] = [False] * regs
+            st.dirty &= ~gm
         return
     pois = origin = None
     if st.mem.stack_poisoned:
@@ -103,7 +103,7 @@ def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, bas
         st.mem.spill(base, st.P[a:b], st.O[a:b])
         st.mem.contiguous(base, n * nb)[:] = st.V[a:b]
         return
-    if any(st.dirty[vs3:vs3 + (b - a) // st.vlenb]) and st.P[a:a + n * nb].any():
+    if st.dirty & gmask(vs3, (b - a) // st.vlenb) and st.P[a:a + n * nb].any():
         pois = st.P[a:b].view(u)[:n] != 0
         raise_poison(st, pois if active is None else pois & active, vs3, eew, "stored value")
     if st.mem.stack_poisoned:
@@ -127,42 +127,51 @@ def _store(st: State, me: str, vs3: int, eew: int, addrs: np.ndarray | None, bas
         st.mem.scatter(addrs, data, elems)
 
 
-def _fast_unit(st: State, me: str, key: object, vreg: int, eew: int, vl: int, view: np.ndarray,
-               store: bool) -> bool:
-    """Unmasked unit-stride access whose bytes lie in one region, through a cached plan of
-    register views; False sends the access down the generic (checking) path."""
-    pk = (key, st.sew, st.lmul, vl, st.vta)
-    pl = st.plans.get(pk)
-    if pl is None:
-        a, b = span(st, vreg, eew)
-        u = UTYPE[eew]
-        d = st.V[a:b].view(u)
-        tail = None
-        if not store and st.vta and vl < d.size:
-            tail = (d[vl:], st.P[a:b].view(u)[vl:], st.O[a:b].reshape(-1, eew // 8)[vl:],
-                    ONES[eew], st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})"))
-        pl = st.plans[pk] = (d[:vl], st.P[a:a + vl * (eew >> 3)], u, vreg,
-                             vreg + (b - a) // st.vlenb, tail, vl * (eew >> 3) == b - a)
-    body, pbody, u, r0, r1, tail, full = pl
-    dirty = st.dirty
-    if not store:
-        st.mfmt[r0:r1] = [False] * (r1 - r0)
+class _UnitPlan:
+    """An unmasked unit-stride access at one vtype/vl: the register body, its poison bytes,
+    the tail to fill (loads), the group's register mask."""
+
+    __slots__ = ("body", "pbody", "pstart", "pend", "zero", "u", "gm", "tail", "full",
+                 "nbytes")
+
+
+def _unit_plan(st: State, me: str, vreg: int, eew: int, vl: int, store: bool) -> _UnitPlan:
+    a, b = span(st, vreg, eew)
+    u = UTYPE[eew]
+    d = st.V[a:b].view(u)
+    pl = _UnitPlan()
+    pl.nbytes = vl * (eew >> 3)
+    pl.body, pl.pbody, pl.zero = d[:vl], st.P[a:a + pl.nbytes], bytes(pl.nbytes)
+    pl.pstart, pl.pend = a, a + pl.nbytes
+    pl.u, pl.gm, pl.full = u, gmask(vreg, (b - a) // st.vlenb), pl.nbytes == b - a
+    pl.tail = None
+    if not store and st.vta and vl < d.size:
+        pl.tail = (d[vl:], st.P[a:b].view(u)[vl:], st.O[a:b].reshape(-1, eew // 8)[vl:],
+                   ONES[eew], st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})"))
+    return pl
+
+
+def _fast_unit(st: State, pl: _UnitPlan, view: np.ndarray, store: bool) -> bool:
+    """Unmasked unit-stride access whose bytes lie in one region, through the cached plan;
+    False sends the access down the generic (checking) path."""
+    gm = pl.gm
     if store:
-        if any(dirty[r0:r1]) and pbody.any():
+        if st.dirty & gm and st.Pb[pl.pstart:pl.pend] != pl.zero:
             return False  # undefined elements: the generic path names them
-        view.view(u)[:] = body
+        view.view(pl.u)[:] = pl.body
         return True
-    body[:] = view.view(u)
-    if any(dirty[r0:r1]):
-        pbody[:] = 0
-    if tail is not None:
-        td, tp, to, ones, tid = tail
+    st.mfmt &= ~gm
+    pl.body[:] = view.view(pl.u)
+    if st.dirty & gm:
+        pl.pbody[:] = 0
+    if pl.tail is not None:
+        td, tp, to, ones, tid = pl.tail
         td[:] = ones
         tp[:] = ones
         to[:] = tid
-        dirty[r0:r1] = [True] * (r1 - r0)
-    elif full:
-        dirty[r0:r1] = [False] * (r1 - r0)
+        st.dirty |= gm
+    elif pl.full:
+        st.dirty &= ~gm
     return True
 
 
@@ -175,17 +184,25 @@ def _build_unit(eew: int, store: bool, strided: bool) -> Callable[[Ctx, list], O
             rs2 = 0
         rs1 = _addr_check(c, mem)
         me, nxt = describe(c), c.nxt
-
-        key = object()  # this instruction's slot in State.plans
+        slot: list = [None, None, {}]  # [vcfg, plan, plans by vcfg]
+        fast = not masked and not strided
 
         def op(st: State) -> int:
             vl = ready(st)
             if vl == 0:
                 return nxt
             base = st.x[rs1]
-            if vregs.USE_PLANS and not masked and not strided and not st.mem.stack_poisoned:
-                view = st.mem.contiguous(base, vl * (eew >> 3))
-                if view is not None and _fast_unit(st, me, key, vreg, eew, vl, view, store):
+            if fast and vregs.USE_PLANS and not st.mem.stack_poisoned:
+                cfg = st.vcfg
+                if slot[0] is cfg:
+                    pl = slot[1]
+                else:
+                    pl = slot[2].get(cfg)
+                    if pl is None:
+                        pl = slot[2][cfg] = _unit_plan(st, me, vreg, eew, vl, store)
+                    slot[0], slot[1] = cfg, pl
+                view = st.mem.contiguous(base, pl.nbytes)
+                if view is not None and _fast_unit(st, pl, view, store):
                     return nxt
             span(st, vreg, eew)  # EMUL / register-group legality
             addrs = _elem_addrs(st, base, vl, st.x[rs2]) if strided else None
@@ -195,7 +212,8 @@ def _build_unit(eew: int, store: bool, strided: bool) -> Callable[[Ctx, list], O
                 _load(st, me, vreg, eew, addrs, base, vl,
                       mask_bits(st, 0, vl) if masked else None, False)
             return nxt
-        return op
+        kind = "vst" if store else "vld"
+        return spec(op, kind, eew, vreg, rs1, rs2 if strided else None, masked)
     return build
 
 

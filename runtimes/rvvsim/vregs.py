@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from portc.runtimes.rvvsim.core import Ctx, State
+from portc.runtimes.rvvsim.core import Ctx, State, gmask
 from portc.runtimes.rvvsim.errors import IllegalInstructionError, TailRelianceError
 from portc.runtimes.rvvsim.fpu import FTYPE, STYPE, UTYPE
 from portc.runtimes.rvvsim.scalar import get_d, get_s
@@ -132,7 +132,7 @@ def elem_org(st: State, reg: int, eew: int, n: int) -> np.ndarray:
 
 def mask_org(st: State, reg: int, n: int) -> np.ndarray:
     """Origin ids of mask bits 0..n-1 (per bit when the register was written as a mask)."""
-    if st.mfmt[reg]:
+    if st.mfmt >> reg & 1:
         return st.OM[reg, :n]
     a = reg * st.vlenb
     return np.repeat(st.O[a:a + st.vlenb], 8)[:n]
@@ -181,11 +181,11 @@ def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndar
                 origin = np.where(active, origin if origin is not None else 0, oorg)
                 pois = np.where(active, pois if pois is not None else False, old)
     d[:vl] = res
-    r0, r1 = vd, vd + (b - a) // st.vlenb
-    st.mfmt[r0:r1] = [False] * (r1 - r0)
+    gm = gmask(vd, (b - a) // st.vlenb)
+    st.mfmt &= ~gm
     poisoned = pois is not None and bool(pois.any())
     if not poisoned:
-        if any(st.dirty[r0:r1]):
+        if st.dirty & gm:
             p[:vl] = 0
     else:
         p[:vl] = np.where(pois, ones, u(0))
@@ -201,7 +201,7 @@ def vwrite(st: State, me: str, vd: int, eew: int, res: np.ndarray, pois: np.ndar
             pass
         else:
             return  # tail undisturbed: the registers keep whatever flag they had
-    st.dirty[r0:r1] = [poisoned] * (r1 - r0)
+    st.dirty = st.dirty | gm if poisoned else st.dirty & ~gm
 
 
 def mwrite(st: State, me: str, vd: int, bits: np.ndarray, pois: np.ndarray | None,
@@ -240,10 +240,13 @@ def mwrite(st: State, me: str, vd: int, bits: np.ndarray, pois: np.ndarray | Non
         borg[vl:] = st.origin_id(f"{me}: mask tail bits {vl}.. (always agnostic)")
     st.V[a:a + vlenb] = np.packbits(full, bitorder="little")
     st.P[a:a + vlenb] = np.packbits(fullp, bitorder="little")
-    st.dirty[vd] = True if vl < st.vlen else bool(fullp.any())
+    if vl < st.vlen or fullp.any():
+        st.dirty |= 1 << vd
+    else:
+        st.dirty &= ~(1 << vd)
     st.O[a:a + vlenb] = borg.reshape(vlenb, 8).max(axis=1)
     st.OM[vd] = borg
-    st.mfmt[vd] = True
+    st.mfmt |= 1 << vd
 
 
 def raise_poison(st: State, pois: np.ndarray | None, reg: int, bits: int, what: str,
@@ -256,7 +259,7 @@ def raise_poison(st: State, pois: np.ndarray | None, reg: int, bits: int, what: 
     pos = int(np.argmax(pois))
     k = int(elems[pos]) if elems is not None else pos
     byte = reg * st.vlenb + k * bits // 8
-    if bits == 1 and st.mfmt[reg + k // st.vlen]:
+    if bits == 1 and st.mfmt >> (reg + k // st.vlen) & 1:
         oid = int(st.OM[reg + k // st.vlen, k % st.vlen])
     else:
         oid = int(st.O[byte:byte + max(1, bits // 8)].max())
@@ -297,8 +300,8 @@ def fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None,
         if nk != "u":
             vals = vals.view(KIND_T[nk][eew])
         # common case: the group is known clean, or its active bytes are
-        if not any(st.dirty[val:val + (b - a) // st.vlenb]) or \
-                not st.P[a:a + vl * (eew >> 3)].any():
+        nb = vl * (eew >> 3)
+        if not st.dirty & gmask(val, (b - a) // st.vlenb) or st.Pb[a:a + nb] == bytes(nb):
             return vals, None, None
         return vals, st.P[a:b].view(u)[:vl] != 0, elem_org(st, val, eew, vl)
     if kind == "x":
@@ -311,30 +314,50 @@ def fetch(st: State, s: Src, vl: int) -> tuple[np.ndarray, np.ndarray | None,
 USE_PLANS = True  # False forces the generic path (debugging the cached one)
 
 
+class Slot:
+    """One instruction's cache of its plan: valid while ``State.vcfg`` is the configuration
+    it was built for (interned, so ``is`` compares), other configurations kept by key."""
+
+    __slots__ = ("cfg", "plan", "plans")
+
+    def __init__(self) -> None:
+        self.cfg: tuple | None = None
+        self.plan: _Plan | None = None
+        self.plans: dict[tuple, _Plan] = {}
+
+
 class _Plan:
-    """Views an unmasked element-wise instruction needs at one (SEW, LMUL, vl, vta): built on
-    first use, reused while vtype/vl stay put (the usual strip-mined loop body)."""
+    """What an unmasked element-wise instruction needs at one vtype/vl: views of its source
+    and destination groups, the register masks for the poison test, the tail to fill. Built
+    (with every legality check of the generic path) on first use at a configuration."""
 
-    __slots__ = ("args", "scalars", "src_regs", "dst_regs", "d", "p", "tail", "tail_id", "t",
-                 "u")
+    __slots__ = ("args", "scalars", "smask", "src_p", "d", "p", "dmask", "tail", "t", "u",
+                 "full", "splat")
 
 
-def _plan(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src]) -> _Plan:
+def _plan(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src],
+          copy: bool) -> _Plan:
+    """``copy``: the function is ``ident`` (a splat or move)."""
     vl = st.vl
     pl = _Plan()
-    pl.args, pl.scalars, pl.src_regs = [], [], []
-    for i, (kind, val, wl, nk) in enumerate(srcs):
+    pl.args, pl.scalars, pl.src_p, pl.smask = [], [], [], 0
+    for kind, val, wl, nk in srcs:
         eew = width(st, wl)
         if kind == "v":
             a, b = span(st, val, eew)
             v = st.V[a:b].view(UTYPE[eew])[:vl]
             pl.args.append(v if nk == "u" else v.view(KIND_T[nk][eew]))
-            pl.src_regs.append((val, val + (b - a) // st.vlenb, a, vl * (eew >> 3)))
+            pl.smask |= gmask(val, (b - a) // st.vlenb)
+            nb = vl * (eew >> 3)
+            pl.src_p.append((a, a + nb, bytes(nb)))
         elif kind == "i":
             pl.args.append(xscalar(val, eew, nk))
         else:
-            pl.args.append(None)
-            pl.scalars.append((i, kind, val, eew, nk))
+            if kind == "f":
+                fscalar(st, val, eew)  # the SEW check (no Zvfh) before anything is cached
+            buf = np.zeros(1, UTYPE[eew])  # refilled with the register's bits on every use
+            pl.args.append(buf if nk == "u" else buf.view(KIND_T[nk][eew]))
+            pl.scalars.append((buf, kind, val, eew))
     deew = width(st, dwl)
     wide = [(s[1], width(st, s[2])) for s in srcs if s[0] == "v" and s[2] != dwl]
     if wide:
@@ -345,49 +368,75 @@ def _plan(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src]) ->
     d = st.V[a:b].view(pl.u)
     p = st.P[a:b].view(pl.u)
     pl.d, pl.p = d[:vl], p[:vl]
-    pl.dst_regs = (vd, vd + (b - a) // st.vlenb)
+    pl.dmask = gmask(vd, (b - a) // st.vlenb)
+    pl.full = vl == d.size
     pl.tail = None
     if st.vta and vl < d.size:
-        pl.tail = (d[vl:], p[vl:], st.O[a:b].reshape(-1, deew // 8)[vl:], ONES[deew])
-        pl.tail_id = st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})")
+        pl.tail = (d[vl:], p[vl:], st.O[a:b].reshape(-1, deew // 8)[vl:], ONES[deew],
+                   st.origin_id(f"{me}: tail elements {vl}.. (tail agnostic, vl={vl})"))
+    pl.splat = None
+    if copy and len(srcs) == 1 and srcs[0][0] != "v" and srcs[0][2] == dwl and \
+            pl.t == KIND_T[srcs[0][3]][deew]:
+        pl.splat = pl.scalars[0] if pl.scalars else int(pl.args[0].view(pl.u)[0])
     return pl
 
 
+def scalar_bits(st: State, kind: str, r: int, eew: int) -> int:
+    """An x or f register as the raw ``eew``-bit element it splats to (what ``xscalar`` /
+    ``fscalar`` produce, as an int)."""
+    if kind == "x":
+        return st.x[r] & ((1 << eew) - 1)
+    v = st.f[r]
+    if eew == 32:
+        return v & 0xFFFFFFFF if v >> 32 == 0xFFFFFFFF else 0x7FC00000
+    return v
+
+
 def elementwise(st: State, me: str, vd: int, dwl: int, dkind: str, srcs: list[Src],
-                fn: Callable[..., np.ndarray], masked: bool, sel: bool = False) -> None:
-    """The engine of every element-wise instruction: fetch, compute once, write with policies."""
+                fn: Callable[..., np.ndarray], masked: bool, sel: bool = False,
+                slot: Slot | None = None) -> None:
+    """The engine of every element-wise instruction: fetch, compute once, write with policies.
+    With a ``slot`` (unmasked instructions) the cached plan serves every execution whose
+    sources are defined; anything else takes the generic path below."""
     vl = ready(st)
     if vl == 0:
         return
-    if USE_PLANS and not masked and not sel:
-        key = (id(srcs), vd, st.sew, st.lmul, vl, st.vta)
-        pl = st.plans.get(key)
-        if pl is None:
-            pl = st.plans[key] = _plan(st, me, vd, dwl, dkind, srcs)
-        dirty = st.dirty
-        if not any(any(dirty[r0:r1]) and st.P[a:a + nb].any() for r0, r1, a, nb in pl.src_regs):
-            args = pl.args
-            if pl.scalars:
-                args = list(args)
-                for i, kind, val, eew, nk in pl.scalars:
-                    args[i] = xscalar(st.x[val], eew, nk) if kind == "x" else \
-                        fscalar(st, val, eew)
-            res = np.asarray(fn(*args))
-            if res.dtype != pl.t:
-                res = res.astype(pl.t)
-            pl.d[:] = res.view(pl.u)
-            r0, r1 = pl.dst_regs
-            st.mfmt[r0:r1] = [False] * (r1 - r0)
-            if any(dirty[r0:r1]):
+    if slot is not None and USE_PLANS:
+        cfg = st.vcfg
+        if slot.cfg is cfg:
+            pl = slot.plan
+        else:
+            pl = slot.plans.get(cfg)  # type: ignore[arg-type]
+            if pl is None:
+                pl = slot.plans[cfg] = _plan(  # type: ignore[index]
+                    st, me, vd, dwl, dkind, srcs, fn is ident)
+            slot.cfg, slot.plan = cfg, pl
+        assert pl is not None
+        if not st.dirty & pl.smask or all(st.Pb[a:b] == z for a, b, z in pl.src_p):
+            sp = pl.splat
+            if sp is None:
+                for buf, kind, val, eew in pl.scalars:
+                    buf[0] = scalar_bits(st, kind, val, eew)
+                res = fn(*pl.args)
+                if type(res) is not np.ndarray:
+                    res = np.asarray(res)
+                if res.dtype != pl.t:
+                    res = res.astype(pl.t)
+                pl.d[:] = res.view(pl.u)
+            else:  # vmv.v.x / vmv.v.i / vfmv.v.f: fill with the scalar's bits
+                pl.d[:] = sp if type(sp) is int else scalar_bits(st, sp[1], sp[2], sp[3])
+            dm = pl.dmask
+            st.mfmt &= ~dm
+            if st.dirty & dm:
                 pl.p[:] = 0
             if pl.tail is not None:
-                td, tp, to, ones = pl.tail
+                td, tp, to, ones, tid = pl.tail
                 td[:] = ones
                 tp[:] = ones
-                to[:] = pl.tail_id
-                dirty[r0:r1] = [True] * (r1 - r0)
-            elif pl.p.size * pl.p.itemsize == (r1 - r0) * st.vlenb:
-                dirty[r0:r1] = [False] * (r1 - r0)
+                to[:] = tid
+                st.dirty |= dm
+            elif pl.full:
+                st.dirty &= ~dm
             return
     args: list[np.ndarray] = []
     pois = origin = None
