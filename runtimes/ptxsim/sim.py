@@ -268,14 +268,18 @@ class _Launch:
         self.Lsz = entry.local_bytes
         self.L_pad = (self.Lsz + 15) // 16 * 16
         self.lmem = np.zeros(self.T * self.L_pad, np.uint8)
+        # race state per unit of G bytes: while every shared access covers whole aligned units
+        # all bytes of a unit share one history, so tracking units is exact; an access smaller
+        # than G refines the units first (_units)
+        self.G = 16
         if self.S:
-            n = self.B * self.S_pad
+            n = self.B * self.S_pad // self.G
             none = int(self._pack_state(np.array(-1), 0, np.array(-1)))
             self.w_state = np.full(n, none, np.int64)
             self.r_state = np.full(n, none, np.int64)
         self.wsync = np.zeros(self.W, np.int64)
         self.epoch = np.zeros(self.B, np.int32)
-        # in-flight cp.async copies: (lanes, shared bytes, data, instruction, group per lane);
+        # in-flight cp.async copies: (lanes, shared offsets, data, instruction, group per lane);
         # a lane's copies join group number cp_committed[lane] at its next commit_group
         self.cp_inflight: list[tuple] = []
         self.cp_committed = np.zeros(self.T, np.int64)
@@ -501,7 +505,7 @@ class _Launch:
                              f"{what} of {size} bytes at shared offset {int(a[i])} "
                              f"({self._shared_var_at(int(a[i]))}) is not {size}-byte aligned")
 
-    # Per shared byte, the last writer and the last reader(s) are packed in one int64 each:
+    # Per shared unit (G bytes), the last writer and the last reader(s) are packed in one int64:
     # barrier epoch (24 bits, signed) | warp-sync stamp (10) | instruction (19) | thread + 2 (11);
     # thread -1 = none, -2 = several readers.  One gather and one scatter per access.
     _TID_BITS = 11
@@ -528,8 +532,11 @@ class _Launch:
     def _unordered(self, st: np.ndarray, ep: np.ndarray, t: np.ndarray, now: np.ndarray) -> np.ndarray:
         """Accesses recorded in ``st`` that race with thread ``t``: same barrier epoch, another
         thread, and not ordered by a bar.warp.sync of their common warp since."""
+        same = (st >> self._EP_SHIFT) == ep
+        if not same.any():  # the common case: last touched before the latest bar.sync
+            return same
         other = self._state_tid(st)
-        same = ((st >> self._EP_SHIFT) == ep) & (other != t) & (other != -1)
+        same &= (other != t) & (other != -1)
         if not same.any():
             return same
         stamp = (st >> self._STAMP_SHIFT) & self._STAMP_MASK
@@ -538,7 +545,8 @@ class _Launch:
 
     def _track(self, ins: Instr, lanes: np.ndarray, fb: np.ndarray, write: bool,
                writer_ins: int | None = None) -> None:
-        """Race bookkeeping for shared bytes ``fb`` ([n, k] flat indices) touched by ``lanes``."""
+        """Race bookkeeping for the shared units ``fb`` ([n, k] flat unit indices, ``_units``)
+        touched by ``lanes``."""
         if not lanes.size:
             return
         t = self.tid[lanes].astype(np.int64)[:, None]
@@ -546,7 +554,7 @@ class _Launch:
         now = (self.wsync[lanes // WARP] & self._STAMP_MASK)[:, None]
         w = self.w_state[fb]
         if not write and self.check_init:
-            never = (w >> self._EP_SHIFT) == -1
+            never = w < 0  # epoch -1 (the top field): never written in this launch
             if never.any():
                 i, j = (int(x[0]) for x in np.nonzero(never))
                 raise self.fault(UninitializedSharedError, ins, int(lanes[i]),
@@ -592,7 +600,7 @@ class _Launch:
                              "its block has written in this launch")
 
     def _byte_off(self, flat: int) -> int:
-        return int(flat) % self.S_pad
+        return int(flat) * self.G % self.S_pad
 
     def _race(self, ins: Instr, lanes: np.ndarray, fb: np.ndarray, bad: np.ndarray,
               state: np.ndarray, how: str, write: bool, writer_ins: int | None) -> None:
@@ -614,6 +622,20 @@ class _Launch:
     def _flat_bytes(self, lanes: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
         base = self.block_of[lanes].astype(np.int64) * self.S_pad + a.astype(np.int64)
         return base[:, None] + np.arange(size, dtype=np.int64)[None, :]
+
+    def _units(self, lanes: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
+        """Flat race-state unit indices ([n, size / G]) of a shared access of ``size`` bytes at
+        offsets ``a`` (aligned to ``size``: checked before).  An access that does not cover
+        whole units splits every unit first, each part inheriting the unit's history."""
+        g = self.G
+        while g > 1 and (size % g or (a & np.uint64(g - 1)).any()):
+            g //= 2
+        if g != self.G:
+            self.w_state = np.repeat(self.w_state, self.G // g)
+            self.r_state = np.repeat(self.r_state, self.G // g)
+            self.G = g
+        base = (self.block_of[lanes].astype(np.int64) * self.S_pad + a.astype(np.int64)) // g
+        return base[:, None] + np.arange(size // g, dtype=np.int64)[None, :]
 
     def load(self, ins: Instr, space: str, addr: np.ndarray, m: np.ndarray, ty: str,
              vec: int) -> np.ndarray:
@@ -638,7 +660,7 @@ class _Launch:
         else:
             self._check_shared(ins, lanes, a, size, "load")
             if self.S:
-                self._track(ins, lanes, self._flat_bytes(lanes, a, size), write=False)
+                self._track(ins, lanes, self._units(lanes, a, size), write=False)
             view = self.smem.view(ut)
             idx = (self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize))
         out[lanes] = view[idx[:, None] + np.arange(vec)[None, :]]
@@ -666,7 +688,7 @@ class _Launch:
         else:
             self._check_shared(ins, lanes, a, size, "store")
             if self.S:
-                self._track(ins, lanes, self._flat_bytes(lanes, a, size), write=True)
+                self._track(ins, lanes, self._units(lanes, a, size), write=True)
             view = self.smem.view(vals.dtype)
             idx = (self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize))
         where = idx[:, None] + np.arange(vec)[None, :]
@@ -716,7 +738,7 @@ class _Launch:
         else:
             self._check_shared(ins, lanes, a, esize, "atomic")
             if self.S:
-                self._atomic_touch(ins, lanes, self._flat_bytes(lanes, a, esize))
+                self._atomic_touch(ins, lanes, self._units(lanes, a, esize))
             arr = self.smem.view(dt)
             e = self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize)
         bv = np.asarray(b[lanes], dt)
@@ -776,7 +798,7 @@ class _Launch:
         take = j < nsrc[:, None]
         src_idx = np.where(take, off[:, None] + j, 0)
         data = np.where(take, self.memory.data[src_idx] if self.memory.data.size else 0, 0).astype(np.uint8)
-        self.cp_inflight.append((lanes, self._flat_bytes(lanes, d, n), data, ins.index,
+        self.cp_inflight.append((lanes, d, data, ins.index,
                                  self.cp_committed[lanes].copy()))
 
     def cp_commit(self, m: np.ndarray) -> None:
@@ -788,14 +810,16 @@ class _Launch:
         ``keep`` most recent completes; its bytes land in shared memory now (and count as written
         by the issuing thread at this point for the race check)."""
         still: list[tuple] = []
-        for lanes, fb, data, src, group in self.cp_inflight:
+        for lanes, d, data, src, group in self.cp_inflight:
             done = m[lanes] & (group < self.cp_committed[lanes] - keep)
             if done.any():
-                self._track(ins, lanes[done], fb[done], write=True, writer_ins=src)
-                self.smem[fb[done]] = data[done]
+                ln, dd = lanes[done], d[done]
+                size = data.shape[1]
+                self._track(ins, ln, self._units(ln, dd, size), write=True, writer_ins=src)
+                self.smem[self._flat_bytes(ln, dd, size)] = data[done]
             if not done.all():
                 rest = ~done
-                still.append((lanes[rest], fb[rest], data[rest], src, group[rest]))
+                still.append((lanes[rest], d[rest], data[rest], src, group[rest]))
         self.cp_inflight = still
 
     # -- warp collectives ----------------------------------------------------------------------
@@ -1016,7 +1040,7 @@ class _Launch:
             self._check_shared(ins, row_lanes, rows, 16, "ldmatrix row read")
             fb = self._flat_bytes(row_lanes, rows, 16)
             if self.S:
-                self._track(ins, row_lanes, fb, write=False)
+                self._track(ins, row_lanes, self._units(row_lanes, rows, 16), write=False)
             mat = self.smem[fb].reshape(warps.size, 8, 16).view(np.uint16)  # [Wa, 8 rows, 8 cols]
             if trans:
                 e0, e1 = mat[:, 2 * t, g], mat[:, 2 * t + 1, g]

@@ -1702,11 +1702,50 @@ FP8 = """.version 8.4
 COPY_NO_BLOCK_OFFSET = VADD.replace(".entry vadd(", ".entry copy_bad(").replace(
     "    add.s64 %rd9, %rd6, %rd7;\n", "    mul.wide.u32 %rd9, %r4, 4;\n    add.s64 %rd9, %rd6, %rd9;\n")
 
+
+def bytes_after_vector(barrier: bool) -> str:
+    """Every thread of a 64-thread block stores 16 bytes with st.shared.v4; thread 1 then
+    stores one byte into thread 0's 16 (byte 5) and thread 0 reads its whole 16 back
+    (after a bar.sync, or racing without one)."""
+    sync = "    bar.sync 0;\n" if barrier else ""
+    return HEADER + f"""
+.visible .entry bytes_after_vector(
+    .param .u64 pout
+)
+{{
+    .reg .pred %p<3>;
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<4>;
+    .shared .align 16 .b8 sbuf[1024];
+
+    ld.param.u64 %rd1, [pout];
+    cvta.to.global.u64 %rd1, %rd1;
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, sbuf;
+    shl.b32 %r3, %r1, 4;
+    add.s32 %r4, %r2, %r3;
+    st.shared.v4.b32 [%r4], {{%r1, %r1, %r1, %r1}};
+    bar.sync 0;
+    setp.ne.u32 %p1, %r1, 1;
+    mov.u32 %r5, 255;
+    @!%p1 st.shared.u8 [sbuf+5], %r5;
+{sync}    setp.ne.u32 %p2, %r1, 0;
+    @%p2 bra $L_end;
+    ld.shared.v4.b32 {{%r6, %r7, %r8, %r9}}, [sbuf];
+    st.global.v4.b32 [%rd1], {{%r6, %r7, %r8, %r9}};
+$L_end:
+    ret;
+}}
+"""
+
+
 ALL = {
     "vadd": VADD,
     "vadd_noguard": VADD_NO_GUARD,
     "block_sum": block_reduce(True),
     "block_sum_racy": block_reduce(False),
+    "bytes_after_vector": bytes_after_vector(True),
+    "bytes_after_vector_racy": bytes_after_vector(False),
     "warp_sum": WARP_SUM,
     "shfl_modes": SHFL_MODES,
     "diverge": DIVERGE,

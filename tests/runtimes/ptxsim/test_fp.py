@@ -89,3 +89,53 @@ def test_bf16_rounding_of_f32_values_in_all_modes(rng):
     # ml_dtypes' own conversion is round-to-nearest-even too
     np.testing.assert_array_equal(fp.round_f64(x.astype(np.float64), fp.BF16, "rn"),
                                   x.astype(ml_dtypes.bfloat16))
+
+
+def _f32_nearest(q: Fraction) -> np.float32:
+    """Round a rational to float32, ties to even, by bracketing with float32 neighbours."""
+    lo = np.float32(float(q))
+    while Fraction(float(lo)) > q:
+        lo = np.nextafter(lo, np.float32(-np.inf))
+    while Fraction(float(np.nextafter(lo, np.float32(np.inf)))) <= q:
+        lo = np.nextafter(lo, np.float32(np.inf))
+    hi = np.nextafter(lo, np.float32(np.inf))
+    if Fraction(float(lo)) == q:
+        return lo
+    dl, dh = q - Fraction(float(lo)), Fraction(float(hi)) - q
+    if dl != dh:
+        return lo if dl < dh else hi
+    return lo if lo.view(np.uint32) % 2 == 0 else hi
+
+
+def _check_fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    got = fp.fma_exact(a.astype(np.float64), b.astype(np.float64), c.astype(np.float64),
+                       fp.F32, "rn")
+    for i in range(a.size):
+        q = Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i]))
+        want = _f32_nearest(q)
+        assert got[i].view(np.uint32) == want.view(np.uint32) or (got[i] == want == 0), \
+            (i, a[i], b[i], c[i], got[i], want)
+
+
+def test_fma_f32_rn_rounds_once(rng):
+    """fma.rn.f32 takes a four-operation path unless fl64(a*b + c) sits on a float32 midpoint
+    or in float32's subnormal range; both paths must match one exact rounding."""
+    n = 3000
+    a = (rng.standard_normal(n) * 2.0 ** rng.integers(-20, 20, n)).astype(np.float32)
+    b = (rng.standard_normal(n) * 2.0 ** rng.integers(-20, 20, n)).astype(np.float32)
+    c = (rng.standard_normal(n) * 2.0 ** rng.integers(-40, 40, n)).astype(np.float32)
+    assert fp._fma_rn_f32(*(x.astype(np.float64) for x in (a, b, c))) is not None
+    _check_fma_f32(a, b, c)
+    # double-rounding traps: a*b = 1 + 2^-11 + 2^-24 is a float32 midpoint, and a tiny c
+    # decides the side; rounding a*b + c to float64 first would land on the midpoint
+    k = rng.integers(60, 100, n)
+    sign = rng.choice([-1.0, 1.0], n)
+    a = np.full(n, 1 + 2.0**-12, np.float32) * rng.choice([1, -1, 2, 0.5], n).astype(np.float32)
+    b = np.full(n, 1 + 2.0**-12, np.float32)
+    c = (sign * 2.0 ** -k.astype(np.float64)).astype(np.float32)
+    _check_fma_f32(a, b, c)
+    # results in float32's subnormal range, where the midpoint bit sits higher
+    a = (rng.standard_normal(n) * 2.0**-70).astype(np.float32)
+    b = (rng.standard_normal(n) * 2.0**-64).astype(np.float32)
+    c = (rng.standard_normal(n) * 2.0**-140).astype(np.float32)
+    _check_fma_f32(a, b, c)

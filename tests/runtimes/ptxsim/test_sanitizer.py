@@ -187,3 +187,22 @@ def test_blocks_storing_different_values_to_one_element_is_a_conflict(rng):
     s2, mem2 = sim("copy_bad")
     pa, pb, pc = mem2.alloc("a", 4 * n), mem2.alloc("b", 4 * n), mem2.alloc("c", 4 * n)
     s2.launch("copy_bad", grid=(2,), block=(64,), params=[pa, pb, pc, n])
+
+
+def test_race_on_one_byte_of_a_vector_stored_word_is_found():
+    """Race state is kept per 16 bytes while every access covers whole 16-byte units; a byte
+    store splits the units without losing what the vector store recorded."""
+    s, mem = sim("bytes_after_vector")
+    pout = mem.alloc("out", 16)
+    s.launch("bytes_after_vector", grid=(1,), block=(64,), params=[pout])
+    want = np.zeros(16, np.uint8)
+    want[5] = 255
+    np.testing.assert_array_equal(mem.read(pout, np.uint8, 16), want)
+    text = ALL["bytes_after_vector_racy"]
+    s, mem = sim("bytes_after_vector", text)
+    with pytest.raises(SharedMemoryRaceError) as e:
+        s.launch("bytes_after_vector", grid=(1,), block=(64,), params=[mem.alloc("out", 16)])
+    msg = str(e.value)
+    assert "ld.shared.v4.b32" in msg and "sbuf+5" in msg
+    assert "thread (0,0,0)" in msg and "thread (1,0,0)" in msg
+    assert f"line {line_of(text, 'st.shared.u8')}" in msg
