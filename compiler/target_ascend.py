@@ -9,9 +9,21 @@ sequence (name, core type, block_dim, GM argument bindings) and the buffer table
 
 Options (``CompileOptions.extra``): ``soc`` (default ``910b``), ``precision`` (``fp16``
 default: cube operands in fp16 with fp32 accumulation, like ATC's ``--precision_mode``
-``allow_fp32_to_fp16``; ``bf16``); ``trace`` (a path: npusim writes one Chrome trace per
-launch next to it, ``<stem>.<launch>.json``). Verification tolerances must allow the fp16
-rounding of cube operands (about 1e-3 relative); vector work is fp32.
+``allow_fp32_to_fp16``; ``bf16``: fp32's range with an 8-bit mantissa, ATC's
+``allow_fp32_to_bf16``; ``fp32``: fp32 operands in 16x8 fractals at half the MACs per cube step,
+ATC's ``force_fp32``); ``trace`` (a path: npusim writes one Chrome trace per launch next to it,
+``<stem>.<launch>.json``). Vector work is fp32 in every mode. Verification tolerances must allow
+the rounding of cube operands: ``verify_tolerance`` gives them per precision (the hook a verify
+driver uses when the user passes none).
+
+fp16 range. Models whose activations leave fp16's range (|x| > 65504: the random-weight
+``light_*`` models reach 5e5) cannot run with fp16 cube operands. A weight that overflows is a
+compile-time ``LoweringError``; an activation that overflows sets the launch's overflow status
+in npusim (as the hardware's float status register would), and the runtime turns an overflow
+in a pack launch -- a narrowing the compiler chose -- into ``NpuOverflowError`` naming the
+kernel, the graph op, the buffer and the largest value, and telling the user to pass
+``--precision bf16`` or ``fp32``. Overflows of the model's own fp16 arithmetic are its
+semantics and are only listed in the stats (``overflows``).
 
 Runtime ``npusim`` (default): every AI-core launch runs on npusim with its race, bounds and
 alignment checks; AI CPU launches run on the kernel-IR executor. Stats: total simulated cycles
@@ -25,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from portc.compiler.artifact import Artifact
@@ -41,6 +54,23 @@ from portc.compiler.targets import CompileOptions, Runtime, Target, register_tar
 from portc.dialects.npu_soc import PIPES, get_soc
 
 PROGRAM_FILE = "program.npu.mlir"
+
+#: ``portc verify`` tolerances (rtol, atol) that reflect the cube's operand precision per
+#: ``--precision``: fp16 operands carry 2^-11 relative rounding each, bf16 2^-8, and the fp32
+#: accumulation of K such products leaves ~sqrt(K) of them in a result, so outputs of the
+#: examples land near 1e-4 absolute (fp16) and 1e-3 (bf16); fp32 operands are as exact as the
+#: reference target's own tolerance. These are the tolerances the e2e tests check at.
+VERIFY_TOLERANCE: dict[str, tuple[float, float]] = {
+    "fp16": (1e-2, 1e-3), "bf16": (3e-2, 1e-2), "fp32": (1e-4, 1e-5)}
+
+
+def verify_tolerance(options: Mapping[str, Any]) -> tuple[float, float, str]:
+    """(rtol, atol, why) for verifying an ascend port compiled with ``options``: the generic
+    hook a verify driver calls when the user gave no ``--rtol``/``--atol``, and prints."""
+    precision = str(options.get("precision") or "fp16")
+    rtol, atol = VERIFY_TOLERANCE.get(precision, VERIFY_TOLERANCE["fp16"])
+    return rtol, atol, (f"ascend default for --precision {precision} (cube operands in "
+                        f"{precision}, fp32 accumulation)")
 
 
 def compile_ascend(program: Program, options: CompileOptions) -> Artifact:
@@ -106,6 +136,7 @@ class NpuSimExecutable:
                               np.zeros(t["elements"], dtypes.dtype(t["dtype"]).numpy))
         cpu = KernelModuleExecutor(self.kir.module, self.weights)
         rows: list[dict[str, Any]] = []
+        self.overflows: list[str] = []
         busy = dict.fromkeys(PIPES, 0.0)
         for la in self.launches:
             if la["core"] == "aicpu":
@@ -127,6 +158,8 @@ class NpuSimExecutable:
             arrays = {arg: mem[buf] for arg, buf in la["gm_args"].items()}
             assert self.sim is not None
             outs, st = self.sim.run(la["name"], arrays, trace_path=trace)
+            if st.overflow is not None:
+                self._overflowed(la, st.overflow)
             for arg, buf in la["gm_args"].items():
                 mem[buf] = outs[arg].reshape(-1)
             for c in st.cores:
@@ -138,7 +171,34 @@ class NpuSimExecutable:
                          "pipe_utilisation": st.pipe_utilisation()})
         outs_final = {b.binding: self.layout.shape_output(b, mem[b.name])
                       for b in self.layout.of_kind("output") if b.binding is not None}
-        return outs_final, summarise(rows, busy)
+        stats = summarise(rows, busy)
+        if self.overflows:
+            stats["overflows"] = self.overflows
+        return outs_final, stats
+
+
+    def _overflowed(self, la: dict[str, Any], ov: dict[str, Any]) -> None:
+        """A pack (the compiler's narrowing of fp32 cube operands) that overflowed is an error
+        the user fixes with ``--precision``; an overflow the model's own arithmetic produced
+        (an fp16 model, an explicit Cast) is the model's semantics and only noted in stats."""
+        if la["role"] != "pack":
+            self.overflows.append(f"{la['name']}: {ov['elements']} value(s) overflowed to inf "
+                                  f"in {ov['dtype']} (line {ov['line']})")
+            return
+        from portc.runtimes.npusim import NpuOverflowError
+
+        origin = self.kernels.get(la["origin"])
+        op = origin.origin() if origin is not None else "?"
+        src = [b for b in la["gm_args"].values() if not b.startswith(la["origin"] + "__")]
+        raise NpuOverflowError(
+            f"the {ov['dtype']} cube operands of kernel {la['origin']} ({op}) overflow: "
+            f"{ov['elements']} value(s) of buffer @{', @'.join(src) or '?'}, up to "
+            f"{ov['max_abs']:.3g}, exceed the {ov['dtype']} range "
+            f"({float(ml_dtypes.finfo(np.dtype(ov['dtype'])).max):.6g}) when packed for the cube. The "
+            "activations of this model leave fp16's range: recompile with --precision bf16 "
+            "(fp32 range, 8-bit mantissa; ATC's allow_fp32_to_bf16) or --precision fp32 "
+            "(fp32 operands at half the cube rate; ATC's force_fp32)",
+            kernel=ov["kernel"], core=ov["core"], line=ov["line"], instruction=ov["instruction"])
 
 
 def summarise(rows: list[dict[str, Any]], busy: dict[str, float]) -> dict[str, Any]:
@@ -160,7 +220,9 @@ ASCEND = Target(
     name="ascend",
     summary="Ascend-like NPU (Da Vinci model, 910b): npu dialect text run on npusim",
     description={"artifact": PROGRAM_FILE, "socs": ["910b"],
-                 "precision": "cube fp16 (or bf16) operands, fp32 accumulate; vector fp32"},
+                 "precision": "cube fp16 (or bf16, fp32) operands, fp32 accumulate; vector fp32",
+                 "verify_tolerance": {p: {"rtol": r, "atol": a}
+                                      for p, (r, a) in VERIFY_TOLERANCE.items()}},
     compile=compile_ascend,
     runtimes=(Runtime("npusim", "npusim: functional + timing simulator of the npu program "
                       "(AI CPU kernels on the kernel-IR executor)", NpuSimExecutable),),

@@ -117,6 +117,9 @@ SOC_910B = NpuSoc(
         "float16": CubeShape(16, 16, 16, "float32"),
         "bfloat16": CubeShape(16, 16, 16, "float32"),
         "int8": CubeShape(16, 32, 16, "int32"),
+        # fp32 operands (``--precision fp32``): 16x8 fractals (k0 * 4 bytes = 32), so one
+        # step does half the MACs of an fp16 step (assumption: same step rate, half the flops)
+        "float32": CubeShape(16, 8, 16, "float32"),
     }),
     vector_bytes_per_repeat=256,
     block_bytes=32,

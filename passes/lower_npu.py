@@ -9,9 +9,9 @@ of an Ascend-like SoC (``--soc 910b``), in execution order:
   and *K* dims by which operand moves along each dim (both: batch; only A: M; only B: N;
   reduction dims: K). Its operands are first *packed* by two vector-path launches into
   contiguous ``[batch, M, K]`` / ``[batch, K, N]`` GM temporaries in the cube dtype (``fp16``
-  by default, ``bf16`` with ``--precision bf16``, like ATC's ``--precision_mode``
-  ``allow_fp32_to_fp16``); the pack is an ordinary strided generic, so transposed operands,
-  broadcast batch dims and convolutions all take the same road: a convolution's A operand is
+  by default, ``bf16`` with ``--precision bf16``, fp32 with ``--precision fp32``, like ATC's
+  ``--precision_mode`` ``allow_fp32_to_fp16``/``allow_fp32_to_bf16``/``force_fp32``); the
+  pack is an ordinary strided generic, so transposed operands, broadcast batch dims and convolutions all take the same road: a convolution's A operand is
   its im2col view (the kernel IR's window strides, pads already materialised by the graph
   lowering), gathered by MTE2 bursts into the packed matrix -- *explicit im2col through GM*.
   Operands that are weights are packed once at compile time instead (ATC converts weights
@@ -78,7 +78,7 @@ from portc.passes.lower_npu_cube import GemmSpec, build_gemm_kernel
 from portc.passes.npu_sync import insert_sync
 
 #: cube operand dtype per ``--precision`` (ATC ``--precision_mode`` analogue)
-PRECISIONS: dict[str, str] = {"fp16": "float16", "bf16": "bfloat16"}
+PRECISIONS: dict[str, str] = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 #: dtypes a vector-path GM operand may have, and the dtype the body computes them in
 LOAD_DTYPES: dict[str, str] = {"float32": "float32", "float16": "float32",
                                "bfloat16": "float32", "int32": "int32"}
@@ -1104,8 +1104,17 @@ class _Lowering:
         view = as_strided(w[op.input_offset(0):], shape=op.extents,
                           strides=[st * item for st in op.input_strides(0)], writeable=False)
         dt = self.temps[op.output_name][0]
-        npdt = np.float16 if dt == "float16" else ml_dtypes.bfloat16
-        self.constants[op.output_name] = np.ascontiguousarray(view.astype(npdt)).reshape(-1)
+        npdt = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16,
+                "float32": np.float32}[dt]
+        packed = np.ascontiguousarray(view.astype(npdt)).reshape(-1)
+        bad = np.isfinite(w) & ~np.isfinite(w.astype(npdt))
+        if bad.any():
+            kernel = op.kernel_name().rsplit("_pack_", 1)[0]
+            raise LoweringError(
+                f"ascend: weight '{binding}' (a cube operand of {kernel}) has "
+                f"{int(bad.sum())} value(s) up to {float(np.abs(w[bad]).max()):.3g} beyond the "
+                f"{dt} range; compile with --precision bf16 (fp32 range) or --precision fp32")
+        self.constants[op.output_name] = packed
         return None
 
     def _add_vector(self, kern: npu.KernelOp, origin: str, role: str) -> None:

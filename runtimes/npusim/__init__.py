@@ -25,6 +25,7 @@ from portc.runtimes.npusim.errors import (
     NpuDeadlockError,
     NpuEventError,
     NpuLimitError,
+    NpuOverflowError,
     NpuProgramError,
     NpuRaceError,
     NpuSimError,
@@ -34,6 +35,6 @@ from portc.runtimes.npusim.sim import CoreStats, NpuSim, RunStats, run_program
 
 __all__ = [
     "CoreStats", "NpuAlignmentError", "NpuBoundsError", "NpuDeadlockError", "NpuEventError",
-    "NpuLimitError", "NpuParseError", "NpuProgramError", "NpuRaceError", "NpuSim",
-    "NpuSimError", "Program", "RunStats", "parse_program", "run_program",
+    "NpuLimitError", "NpuOverflowError", "NpuParseError", "NpuProgramError", "NpuRaceError",
+    "NpuSim", "NpuSimError", "Program", "RunStats", "parse_program", "run_program",
 ]

@@ -61,5 +61,13 @@ class NpuProgramError(NpuSimError):
     kind = "invalid instruction"
 
 
+class NpuOverflowError(NpuSimError):
+    """Finite values that a conversion the *compiler* chose (the cube operand pack under
+    ``--precision fp16``) turned into infinities; raised by the ascend runtime from the
+    launch's overflow status, since the simulator itself only records it as hardware does."""
+
+    kind = "fp16 overflow"
+
+
 class NpuLimitError(LimitError):
     """The run exceeded the instruction budget (``max_instructions``)."""

@@ -123,6 +123,10 @@ class RunStats:
     cores: list[CoreStats]
     cube_steps: int = 0
     functional: bool = True
+    #: the first narrowing conversion of the launch that turned finite values into +-inf (the
+    #: hardware's float overflow status, ``aclrtGetOverflowStatus``): kernel, core, line,
+    #: instruction, element count and the largest finite magnitude; None when none overflowed
+    overflow: dict[str, Any] | None = None
 
     @property
     def seconds(self) -> float:
@@ -281,6 +285,7 @@ class _Core:
         self.flags: dict[tuple[int, int, int], deque] = {}
         self.trace = trace
         self.cube_steps = 0
+        self.overflow: dict[str, Any] | None = None
         active = min(kernel.block_dim, sim.soc.aic_cores if kernel.core == "aic"
                      else sim.soc.aiv_cores)
         share = sim.soc.gm_bytes_per_cycle / max(1, active)
@@ -759,7 +764,10 @@ class _Core:
             out = out + self.view(bias[0])[bias[1]:bias[1] + n][None, :]
         if relu:
             out = np.maximum(out, 0)
-        self.strided2d(dst, doff, m, n, pitch)[...] = out.astype(dst.dtype)
+        y = out.astype(dst.dtype)
+        if y.dtype.itemsize < out.dtype.itemsize and y.dtype.kind == "f":
+            self._note_overflow(out, y)
+        self.strided2d(dst, doff, m, n, pitch)[...] = y
 
     # vector -----------------------------------------------------------------------------------
     def _vector(self, op: Op, env: dict[str, Any]) -> None:
@@ -847,7 +855,10 @@ class _Core:
                 y = np.clip(_ROUND[rnd](x.astype(np.float64)), info.min, info.max)
                 dv[idx[0]] = np.nan_to_num(y).astype(dst.dtype)
             else:
-                dv[idx[0]] = x.astype(dst.dtype)
+                y = x.astype(dst.dtype)
+                if y.dtype.itemsize < x.dtype.itemsize and y.dtype.kind == "f":
+                    self._note_overflow(x, y)
+                dv[idx[0]] = y
         elif layout == "dup":
             dv[idx[0]] = np.asarray(op.prop("scalar")).astype(dst.dtype)
         elif layout == "brcb":
@@ -872,6 +883,20 @@ class _Core:
             acc = x.astype(np.float32) if x.dtype.kind == "f" else x
             lo, hi = extra[0]
             dv[lo:hi] = _REDUCE[op.prop("kind")](acc, axis=1).astype(dst.dtype)
+
+    def _note_overflow(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Record the first conversion that overflowed (finite in, infinite out): hardware
+        sets its float overflow status and goes on, so this is a status, not a fault."""
+        if self.overflow is not None:
+            return
+        bad = np.isfinite(x) & ~np.isfinite(y)
+        if bad.any():
+            op = self.op
+            self.overflow = {"kernel": self.kernel.name, "core": self.idx,
+                             "line": op.line if op else None, "instruction": op.text if op else "",
+                             "elements": int(bad.sum()),
+                             "max_abs": float(np.abs(x[bad].astype(np.float64)).max()),
+                             "dtype": str(y.dtype)}
 
     def _vreduce(self, op: Op, env: dict[str, Any]) -> None:
         dst, doff, src, soff = (env[v] for v in op.operands)
@@ -952,6 +977,7 @@ class NpuSim:
         trace: list[dict] | None = [] if trace_path is not None else None
         cores: list[CoreStats] = []
         steps = 0
+        overflow: dict[str, Any] | None = None
         self.executed = 0
         self.gm_owner = {}
         for i in range(kernel.block_dim):
@@ -961,8 +987,9 @@ class NpuSim:
             cores.append(CoreStats(i, total, dict(zip(PIPES, core.busy, strict=True)),
                                    dict(core.count)))
             steps += core.cube_steps
+            overflow = overflow or core.overflow
         stats = RunStats(kernel.name, self.soc.name, self.soc.clock_hz, kernel.block_dim,
-                         max(c.cycles for c in cores), cores, steps, self.functional)
+                         max(c.cycles for c in cores), cores, steps, self.functional, overflow)
         if trace is not None:
             _write_trace(Path(trace_path), trace, kernel)  # type: ignore[arg-type]
         outs = {k: v.reshape(shapes[k]) for k, v in gm.items()} if self.functional else {}

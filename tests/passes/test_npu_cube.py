@@ -1,5 +1,5 @@
 """Cube-path GEMM builder through npusim against numpy: odd shapes (edge tiles padded with
-zeros, output clipped), batches, bias + relu, B transposed, bf16 and int8, K split into an odd
+zeros, output clipped), batches, bias + relu, B transposed, bf16, fp32 and int8, K split into an odd
 number of L1 chunks plus a partial one, and work spread over the cube cores."""
 
 from __future__ import annotations
@@ -84,6 +84,17 @@ def test_bf16_gemm(rng):
     _close(out, ref, "bfloat16")
 
 
+def test_fp32_gemm_takes_16x8_fractals_and_half_the_macs_per_step(rng):
+    """fp32 operands (``--precision fp32``): k0 = 8 (32 bytes), so a 16x16x8 step; results
+    within fp32 accumulation error, with twice the steps of the fp16 GEMM of the same shape."""
+    spec = GemmSpec(20, 33, 64, dtype="float32")
+    out, ref, stats = _run_gemm(spec, rng)
+    _close(out, ref, "float32")
+    assert stats.cube_steps == 2 * 3 * (64 // 8)
+    _, _, half = _run_gemm(GemmSpec(20, 33, 64), rng)
+    assert half.cube_steps * 2 == stats.cube_steps
+
+
 def test_int8_gemm_is_exact_in_int32(rng):
     out, ref, _ = _run_gemm(GemmSpec(19, 40, 100, dtype="int8", bias=True), rng)
     np.testing.assert_array_equal(out, ref.astype(np.int64))
@@ -104,8 +115,8 @@ def test_tiling_from_the_soc_table_fills_l0c_and_double_buffers():
     assert kernel.block_dim.value.data == 24
     small = plan_cube_tiling(GemmSpec(37, 53, 70))
     assert small.tm == 48 and small.tn == 64
-    with pytest.raises(LoweringError, match="float32"):
-        plan_cube_tiling(GemmSpec(16, 16, 16, dtype="float32"))
+    with pytest.raises(LoweringError, match="float64"):
+        plan_cube_tiling(GemmSpec(16, 16, 16, dtype="float64"))
 
 
 def test_timing_only_run_matches_functional_cycles(rng):

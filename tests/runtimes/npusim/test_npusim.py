@@ -149,6 +149,31 @@ def test_scalar_cast_dup_reduce_and_select(rng):
     np.testing.assert_array_equal(outs["z"], np.repeat(outs["r"], 8))
 
 
+def test_narrowing_cast_that_overflows_sets_the_overflow_status(rng):
+    """fp32 -> fp16 of values beyond 65504 gives inf (as hardware does) and records the
+    first such instruction in the launch's overflow status; in-range values leave it None."""
+    n = 64
+    kb = KernelBuilder("k", "aiv", [("x", "float32", n), ("h", "float16", n)])
+    x = kb.alloc("ub", "float32", n, 0)
+    h = kb.alloc("ub", "float16", n, 256)
+    c0 = kb.c(0)
+    kb.copy_in(x, kb.arg["x"], n)
+    kb.flag("MTE2", "V")
+    kb.add(npu.VCastOp.make((h, c0), (x, c0), repeat=1, mask=(0, -1), rep=[4, 8]))
+    kb.flag("V", "MTE3")
+    kb.copy_out(kb.arg["h"], h, n)
+    text = kb.text()
+    xv = rng.standard_normal(n).astype(np.float32)
+    _, ok = _run(text, "k", {"x": xv, "h": np.zeros(n, F16)})
+    assert ok.overflow is None
+    xv[[3, 40]] = [7e4, -2e5]
+    outs, st = _run(text, "k", {"x": xv, "h": np.zeros(n, F16)})
+    assert np.isinf(outs["h"][[3, 40]]).all() and np.isfinite(np.delete(outs["h"], [3, 40])).all()
+    assert st.overflow is not None and st.overflow["elements"] == 2
+    assert st.overflow["max_abs"] == 2e5 and "npu.vcast" in st.overflow["instruction"]
+    assert text.splitlines()[st.overflow["line"] - 1].strip().startswith('"npu.vcast"')
+
+
 # ------------------------------------------------------------------------------ cube
 
 
