@@ -4,20 +4,30 @@ The bundle holds ``kernels.s`` (one LP64D function ``void kN(void **bufs)`` per 
 ``passes/lower_rvv.py``), ``driver.c`` (allocates the buffers and the temporaries' arena per the
 manifest, reads inputs and weights as raw files ``<buffer>.bin`` from ``argv[1]``, calls the
 kernels in order and writes outputs to ``argv[2]``), the kernel-IR text and the manifest (kernel
-list, buffer table, VLEN to run at). Runtimes: ``rvvsim`` (default; portc's simulator of the
-assembly, which reports dynamic instruction counts) and ``qemu`` (cross-built and run under
-qemu-riscv64). The code is VLEN-agnostic; ``--vlen`` (default 256) is the VLEN the runtimes use.
+list, buffer table, the buffers each kernel writes, VLEN to run at). Runtimes: ``rvvsim``
+(default; portc's simulator of the assembly, which reports dynamic instruction counts) and
+``qemu`` (cross-built and run under qemu-riscv64). The code is VLEN-agnostic; ``--vlen``
+(default 256) is the VLEN the runtimes use and the one GEMM blocking is tuned for.
+
+``compile`` assembles ``kernels.s`` with ``riscv64-linux-gnu-gcc`` when it is installed and
+reports code bytes and the schedule per kernel (``compile_report``). Both runtimes can trace:
+with ``trace=True`` they return the bytes every kernel wrote right after it ran, so the two can
+be compared kernel by kernel.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from portc.compiler.artifact import Artifact
-from portc.compiler.errors import BundleError, InputError
+from portc.compiler.errors import BundleError, InputError, PortcError
 from portc.compiler.kernel_targets import (
     HARDWARE_GRAPH_PIPELINE,
     KERNEL_IR_FILE,
@@ -97,7 +107,7 @@ int main(int argc, char **argv) {{
             return 4;
     }}
 {calls}
-    int rc = 0;
+    int rc = 0;{trace_note}
     for (int i = 0; i < NBUF; i++)
         if (KINDS[i] == 1 && transfer(argv[2], NAMES[i], bufs[i], NBYTES[i], 1)) rc = 5;
     for (int i = 0; i < NBUF; i++)
@@ -109,10 +119,21 @@ int main(int argc, char **argv) {{
 
 
 def make_driver(buffers: list[dict[str, Any]], arena_bytes: int, kernels: list[str],
-                model: str) -> str:
-    """The C driver for a buffer table (manifest order = the kernels' ``bufs`` order)."""
+                model: str, trace: dict[str, list[str]] | None = None) -> str:
+    """The C driver for a buffer table (manifest order = the kernels' ``bufs`` order). With
+    ``trace`` (kernel -> buffers it writes) the driver also writes each of those buffers to
+    ``OUT_DIR/<kernel>.<buffer>.bin`` right after the kernel returns."""
     def c_list(items: list[str]) -> str:
         return ", ".join(items) if items else "0"
+
+    index = {b["name"]: i for i, b in enumerate(buffers)}
+    calls = []
+    for kname in kernels:
+        calls.append(f"    {kname}(bufs);")
+        for buf in (trace or {}).get(kname, []):
+            i = index[buf]
+            calls.append(f'    if (transfer(argv[2], "{kname}.{buf}", bufs[{i}], NBYTES[{i}], 1)) '
+                         "return 6;")
 
     return DRIVER_TEMPLATE.format(
         model=model.replace("*/", "* /"),
@@ -122,8 +143,72 @@ def make_driver(buffers: list[dict[str, Any]], arena_bytes: int, kernels: list[s
         nbytes=c_list([f'{b["nbytes"]}u' for b in buffers]),
         kinds=c_list([str(KIND_CODE[b["kind"]]) for b in buffers]),
         offsets=c_list([f'{b.get("offset", 0)}u' for b in buffers]),
-        calls="\n".join(f"    {k}(bufs);" for k in kernels),
+        calls="\n".join(calls),
+        trace_note="  /* traced build: kernels' outputs were written as they ran */"
+        if trace else "",
     )
+
+
+class AssemblerError(PortcError):
+    """GNU as rejected the kernels portc emitted (a portc bug: the message has its output)."""
+
+
+def assembler_report(asm: str) -> dict[str, Any]:
+    """Assemble ``kernels.s`` with riscv64-linux-gnu-gcc (``-march=rv64gcv``); code bytes per
+    kernel from the symbol table. ``{"available": False}`` without the tool."""
+    from portc.runtimes.qemu import GCC
+
+    gcc, nm = shutil.which(GCC), shutil.which("riscv64-linux-gnu-nm")
+    if gcc is None:
+        return {"available": False}
+    with tempfile.TemporaryDirectory(prefix="portc-as-") as tmp:
+        src, obj = Path(tmp) / ASM_FILE, Path(tmp) / "kernels.o"
+        src.write_text(asm)
+        p = subprocess.run([gcc, "-march=rv64gcv", "-mabi=lp64d", "-c", str(src), "-o", str(obj)],
+                           capture_output=True, text=True)
+        if p.returncode != 0 or p.stderr.strip():
+            raise AssemblerError(f"{GCC} rejected the emitted {ASM_FILE}:\n{p.stderr[-4000:]}")
+        sizes: dict[str, int] = {}
+        if nm is not None:
+            out = subprocess.run([nm, "-S", str(obj)], capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) == 4 and parts[2] == "T":
+                    sizes[parts[3]] = int(parts[1], 16)
+    return {"available": True, "tool": GCC, "bytes": sizes}
+
+
+def format_report(funcs: list[Any], asm: dict[str, Any], vlen: int) -> str:
+    """The compile report ``portc compile`` prints: schedule and size per kernel."""
+    gemm = sum((f.schedule is not None and f.schedule.data.startswith("gemm")) for f in funcs)
+    total = sum(f.instruction_count() for f in funcs)
+    head = (f"rvv: {len(funcs)} kernels ({gemm} GEMM microkernels), {total} instructions, "
+            f"tuned for VLEN {vlen} (runs at any VLEN)")
+    if asm.get("available"):
+        nbytes = sum(asm["bytes"].values())
+        head += f"; {asm['tool']} -march=rv64gcv: assembled, {nbytes} bytes of code"
+    else:
+        head += "; riscv64-linux-gnu-gcc not found (not assembled)"
+    lines = [head]
+    for f in funcs:
+        name = f.sym_name.data
+        size = f", {asm['bytes'][name]} B" if name in asm.get("bytes", {}) else ""
+        sched = f.schedule.data if f.schedule is not None else "?"
+        lines.append(f"  {name}: {sched}, {f.instruction_count()} instructions{size}")
+    return "\n".join(lines)
+
+
+def kernel_writes(module: Any) -> dict[str, list[str]]:
+    """kernel -> the buffers it writes (the manifest's ``writes``; traces read them)."""
+    from portc.dialects import kernel as k
+
+    out: dict[str, list[str]] = {}
+    for op in k.kernels_of(module):
+        if isinstance(op, k.GenericOp):
+            out[op.kernel_name()] = [op.output_name]
+        elif isinstance(op, k.SortOp):
+            out[op.kernel_name()] = [op.values.data, op.indices.data]
+    return out
 
 
 def compile_rvv(program: Program, options: CompileOptions) -> Artifact:
@@ -143,10 +228,15 @@ def compile_rvv(program: Program, options: CompileOptions) -> Artifact:
     driver = make_driver(bm["buffers"], bm["arena_bytes"], kernels, "portc model")
     used = {b.binding.data for b in k.buffers_of(kp.module).values()
             if b.kind.data == "weight" and b.binding is not None}
+    asm_rep = assembler_report(asm)
     manifest = {**bm, "kernels": kernels,
                 "rvv": {"vlen": vlen, "asm": ASM_FILE, "driver": DRIVER_FILE,
+                        "writes": kernel_writes(kp.module), "assembler": asm_rep,
+                        "schedules": {f.sym_name.data: f.schedule.data for f in funcs
+                                      if f.schedule is not None},
                         "build": "riscv64-linux-gnu-gcc -march=rv64gcv -mabi=lp64d -O2 -static "
-                                 f"{ASM_FILE} {DRIVER_FILE}"}}
+                                 f"{ASM_FILE} {DRIVER_FILE}"},
+                "compile_report": format_report(funcs, asm_rep, vlen)}
     files = {ASM_FILE: asm, DRIVER_FILE: driver, KERNEL_IR_FILE: kp.to_text()}
     return Artifact("rvv", files, kp.weights.subset(used), manifest)
 
@@ -155,7 +245,7 @@ class RvvSimExecutable:
     """Runs ``kernels.s`` in rvvsim: one region per buffer (temporaries in one arena), a table
     of their addresses, then every kernel in manifest order on the same memory."""
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, trace: bool = False) -> None:
         from portc.runtimes.rvvsim import Memory, RvvMachine, parse_program
 
         m = artifact.manifest
@@ -163,8 +253,13 @@ class RvvSimExecutable:
             self.vlen = int(m["rvv"]["vlen"])
             self.kernels = list(m["kernels"])
             text = artifact.files[m["rvv"]["asm"]]
+            self.writes: dict[str, list[str]] = dict(m["rvv"].get("writes", {})) if trace \
+                else {}
         except (KeyError, TypeError) as e:
             raise BundleError(f"the manifest has no rvv section ({e}); recompile") from e
+        if trace and not self.writes:
+            raise BundleError("the bundle's manifest has no per-kernel writes; recompile to "
+                              "trace it")
         self.layout = BufferLayout(m)
         self.weights = artifact.weights
         self.program = parse_program(text, source=ASM_FILE)
@@ -191,19 +286,28 @@ class RvvSimExecutable:
         per: dict[str, int] = {}
         total = 0
         per_kernel: dict[str, int] = {}
+        trace: dict[str, bytes] = {}
+        where = {b.name: (b, a) for b, a in zip(self.layout.buffers, addr, strict=True)}
         for name in self.kernels:
             st = self.machine.call(name, int_args=[table], max_instructions=MAX_INSTRUCTIONS)
             total += st.instructions
             per_kernel[name] = st.instructions
             for mn, n in st.per_mnemonic.items():
                 per[mn] = per.get(mn, 0) + n
+            for buf in self.writes.get(name, []):
+                b, a = where[buf]
+                trace[f"{name}.{buf}"] = mem.read(a, np.uint8, b.nbytes).tobytes() \
+                    if b.nbytes else b""
         outs = {}
         for b, a in zip(self.layout.buffers, addr, strict=True):
             if b.kind == "output":
                 flat = mem.read(a, b.numpy_dtype, b.elements)
                 outs[b.binding or b.name] = self.layout.shape_output(b, np.array(flat))
-        return outs, {"vlen": self.vlen, "instructions": total, "per_kernel": per_kernel,
-                      "per_mnemonic": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+        stats = {"vlen": self.vlen, "instructions": total, "per_kernel": per_kernel,
+                 "per_mnemonic": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+        if self.writes:
+            stats["trace"] = trace
+        return outs, stats
 
 
 def _rvvsim_unavailable() -> str | None:

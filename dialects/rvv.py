@@ -499,13 +499,21 @@ class FuncOp(IRDLOperation):
 
     name = "rvv.func"
     sym_name = prop_def(StringAttr)
+    #: how the lowering scheduled the kernel (for the compile report), e.g. ``gemm LMUL 8 MR 3``
+    schedule = opt_prop_def(StringAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
 
     @staticmethod
-    def make(name: str, ops: Iterable[IRDLOperation]) -> FuncOp:
-        return FuncOp.create(properties={"sym_name": StringAttr(name)},
-                             regions=[Region(Block(list(ops)))])
+    def make(name: str, ops: Iterable[IRDLOperation], schedule: str = "") -> FuncOp:
+        props: dict = {"sym_name": StringAttr(name)}
+        if schedule:
+            props["schedule"] = StringAttr(schedule)
+        return FuncOp.create(properties=props, regions=[Region(Block(list(ops)))])
+
+    def instruction_count(self) -> int:
+        """Static instructions (labels and comments excluded)."""
+        return sum(isinstance(op, RvvInstrOp) for op in self.body.block.ops)
 
     def verify_(self) -> None:
         labels = [op.label.data for op in self.body.block.ops if isinstance(op, LabelOp)]

@@ -475,7 +475,7 @@ class GenericLowering:
             c.comment("nothing to compute: an empty iteration space (or an empty reduction "
                       "into the output as it is)")
             c("ret")
-            return rvv.FuncOp.make(self.op.kernel_name(), c.ops)
+            return rvv.FuncOp.make(self.op.kernel_name(), c.ops, schedule="empty")
         slots = [*sh.ins, sh.out]
         # scalar registers: one pointer per slot, rem/vl, a counter per loop, the NaN flag;
         # when they do not fit, the last slots are rebuilt at each access from the counters
@@ -515,7 +515,9 @@ class GenericLowering:
         c.ops[body_start:body_start] = pro
         c.ops.extend(epi)
         c("ret")
-        return rvv.FuncOp.make(self.op.kernel_name(), c.ops)
+        sched = f"{'vector reduction' if mode == 'R' else 'strip-mined'} LMUL {self.lw}, " \
+                f"e{self.wide}{', serial' if serial else ''}"
+        return rvv.FuncOp.make(self.op.kernel_name(), c.ops, schedule=sched)
 
     def base_address(self, s: Slot, reg: str) -> None:
         """reg = the slot's buffer base + its offset (the a0 table entry)."""

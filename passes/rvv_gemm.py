@@ -296,7 +296,8 @@ class GemmLowering:
         c.ops[body_start:body_start] = pro
         c.ops.extend(epi)
         c("ret")
-        return rvv.FuncOp.make(self.op.kernel_name(), c.ops)
+        return rvv.FuncOp.make(self.op.kernel_name(), c.ops,
+                               schedule=f"gemm LMUL {p.lmul} MR {p.mr}, e{p.bits}")
 
     def strides_of(self, d: int) -> dict[str, int]:
         sh, p = self.sh, self.p

@@ -152,9 +152,8 @@ def shift(gl: GenericLowering, a: V, b: V, fn: str) -> V:
     gl.c("vmsgtu.vx", "v0", b.name, "t0", group=b.n)
     if fn == "shr" and signed:
         f = gl.new(a.dtype)
-        gl.c("vsra.vi", f.name, a.name, min(bits - 1, 31), group=a.n)
-        if bits - 1 > 31:
-            gl.c("vsra.vi", f.name, f.name, bits - 1 - 31, group=a.n)
+        gl.c("li", "t0", bits - 1)
+        gl.c("vsra.vx", f.name, a.name, "t0", group=a.n)
         merge_v(gl, d, f)
         gl.free(f)
     else:
@@ -183,6 +182,10 @@ def binary(gl: GenericLowering, op: k.BinaryOp, args: list[V]) -> V:
             return vv(gl, FLOAT_BIN[fn], a, b)
         if fn in ("max", "min"):
             return float_minmax(gl, a, b, "vfmax.vv" if fn == "max" else "vfmin.vv")
+        if fn == "pow" and isinstance(op.b.owner, k.ConstOp):
+            r = poly.pow_const(gl, a, float(op.b.owner.number))
+            if r is not None:
+                return r
         impl = poly.BINARY.get(fn)
         if impl is None:
             raise _err(gl, f"binary fn '{fn}' on {a.dtype} has no rvv lowering")
@@ -198,6 +201,8 @@ def binary(gl: GenericLowering, op: k.BinaryOp, args: list[V]) -> V:
         return int_div(gl, a, b, fn)
     if fn in ("shl", "shr"):
         return shift(gl, a, b, fn)
+    if fn == "pow":
+        return poly.int_pow(gl, a, b)
     raise _err(gl, f"binary fn '{fn}' on {a.dtype} has no rvv lowering")
 
 

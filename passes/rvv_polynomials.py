@@ -20,7 +20,9 @@ rvvsim), are ``MAX_ERROR[fn][dtype] = (abs, rel)``: a result passes when
   1/(1+exp(-x)); erf: |x| < 1 Maclaurin series, else Abramowitz-Stegun 7.1.26 (abs error
   1.5e-7, also for float64); sin/cos/tan: n = round(x 2/pi), three-part Cody-Waite reduction,
   Taylor sin/cos on |r| <= pi/4, quadrant select; atan: 1/x and (x-1)/(x+1) reductions then an
-  odd series on |t| <= tan(pi/8); asin/acos/sinh/cosh/asinh/acosh/atanh/pow/atan2 from those.
+  odd series on |t| <= tan(pi/8); asin/acos/sinh/cosh/asinh/acosh/atanh/atan2 from those;
+  pow: integer exponents by squaring (a run-time loop over the exponent bits), others
+  exp(b log|a|).
 """
 
 from __future__ import annotations
@@ -599,6 +601,8 @@ def round_(gl: GenericLowering, x: V) -> V:
 
 
 def fmod(gl: GenericLowering, a: V, b: V) -> V:
+    """C fmod: a - trunc(a/b) b with the sign of a (also for a zero result); a finite a
+    over an infinite b is a itself."""
     m = Vm(gl, a.dtype)
     q = m.div(a, b)
     t = _trunc(gl, m, q, "trunc")
@@ -607,11 +611,24 @@ def fmod(gl: GenericLowering, a: V, b: V) -> V:
     gl.sew(m.dt)
     gl.c("vfnmsac.vv", r.name, t.name, b.name, group=r.n)
     m.free(t)
-    return r
+    ab = m.abs(b)
+    inf = gl.vr.alloc(1)
+    gl.sew(m.dt)
+    gl.c("vmfeq.vf", f"v{inf}", ab.name, m.k(math.inf), group=ab.n)
+    m.free(ab)
+    aa = m.abs(a)
+    m.mask_cmp("vmflt.vf", aa, math.inf)  # finite a (NaN compares false)
+    m.free(aa)
+    gl.c("vmand.mm", "v0", "v0", f"v{inf}")
+    gl.vr.release(inf, 1)
+    m.merge(r, a)
+    out = m.copysign(r, a)
+    m.free(r)
+    return out
 
 
 def mod(gl: GenericLowering, a: V, b: V) -> V:
-    """numpy's float mod: the remainder takes the divisor's sign."""
+    """numpy's float mod: the remainder takes the divisor's sign (a zero one too)."""
     m = Vm(gl, a.dtype)
     r = fmod(gl, a, b)
     x = m.op("vfsgnjx.vv", r, b)  # negative exactly when the signs differ
@@ -625,46 +642,197 @@ def mod(gl: GenericLowering, a: V, b: V) -> V:
     s = m.add(r, b)
     m.merge(r, s)
     m.free(s)
+    z = m.op("vfsgnj.vv", r, b)
+    m.mask_cmp("vmfeq.vf", r, 0.0)
+    m.merge(r, z)
+    m.free(z)
+    return r
+
+
+def power_by_squaring(gl: GenericLowering, base: V, e: V, mul: str, one: V) -> V:
+    """one * base^e per lane (e: non-negative integer lanes, consumed), by squaring in a
+    run-time loop that ends when every lane's exponent is exhausted: exact whenever the
+    result is representable, log2(e) roundings otherwise."""
+    c = gl.c
+    g = base.n
+    r = gl.new(base.dtype)
+    gl.sew(base.dtype)
+    c("vmv.v.v", r.name, one.name, group=g)
+    x = gl.new(base.dtype)
+    c("vmv.v.v", x.name, base.name, group=g)
+    t = gl.new(base.dtype)
+    top = c.label()
+    c.place(top)
+    gl.sew(e.dtype)
+    c("vand.vi", t.name, e.name, 1, group=e.n)
+    c("vmsne.vi", "v0", t.name, 0, group=e.n)
+    gl.sew(base.dtype)
+    c(mul, t.name, r.name, x.name, group=g)
+    c("vmerge.vvm", r.name, r.name, t.name, vm="v0", group=g)
+    c(mul, x.name, x.name, x.name, group=g)
+    gl.sew(e.dtype)
+    c("vsrl.vi", e.name, e.name, 1, group=e.n)
+    c("vmsne.vi", "v0", e.name, 0, group=e.n)
+    c("vcpop.m", "t0", "v0")
+    c("bnez", "t0", top)
+    gl.free(x)
+    gl.free(t)
     return r
 
 
 def pow_(gl: GenericLowering, a: V, b: V) -> V:
-    """exp(b log|a|) with the sign of odd integer powers of negative a, NaN for negative a to a
-    non-integer power, and a^0 = 1."""
+    """numpy's float power. Integer exponents (|b| < 2^62) multiply by squaring (exact
+    integer powers, the sign of odd powers of negative bases, 0^-n = inf); others are
+    exp(b log|a|), NaN for a negative base. a^0 = 1, 1^b = 1 and (-1)^(+-inf) = 1 even for NaN
+    operands."""
     m = Vm(gl, a.dtype)
-    aa = m.abs(a)
-    la = log(gl, aa)
-    m.free(aa)
-    y = m.mul(la, b)
-    m.free(la)
-    r = exp(gl, y)
-    m.free(y)
+    c = gl.c
+    g = a.n
+    # integer exponent test: b == trunc(b) and |b| < 2^62
     bi = m.un("vfcvt.rtz.x.f.v", b, m.it)
     bf = m.un("vfcvt.f.x.v", bi)
     bf.dtype = m.dt
     isint = gl.vr.alloc(1)
     gl.sew(m.dt)
-    gl.c("vmfeq.vv", f"v{isint}", bf.name, b.name, group=b.n)
+    c("vmfeq.vv", f"v{isint}", bf.name, b.name, group=g)
     m.free(bf)
-    neg = gl.vr.alloc(1)
-    gl.c("vmflt.vf", f"v{neg}", a.name, m.k(0.0), group=a.n)
-    # negative base, odd integer exponent: negate
+    ab = m.abs(b)
+    m.mask_cmp("vmflt.vf", ab, 2.0 ** 62)
+    m.free(ab)
+    c("vmand.mm", f"v{isint}", f"v{isint}", "v0")
+    # |int(b)| where integer, else 0 (the loop then ends at once for those lanes)
     gl.sew(m.it)
-    gl.c("vand.vi", bi.name, bi.name, 1, group=bi.n)
-    gl.c("vmsne.vi", "v0", bi.name, 0, group=bi.n)
+    nb = m.new(m.it)
+    c("vrsub.vi", nb.name, bi.name, 0, group=bi.n)
+    c("vmax.vv", nb.name, nb.name, bi.name, group=bi.n)
+    c("vmand.mm", "v0", f"v{isint}", f"v{isint}")
+    z = m.new(m.it)
+    c("vmv.v.i", z.name, 0, group=z.n)
+    c("vmerge.vvm", bi.name, z.name, nb.name, vm="v0", group=bi.n)
+    m.free(nb, z)
+    one = gl.splat(1.0, m.dt)
+    r = power_by_squaring(gl, a, bi, "vfmul.vv", one)
     m.free(bi)
-    gl.c("vmand.mm", "v0", "v0", f"v{neg}")
-    gl.c("vmand.mm", "v0", "v0", f"v{isint}")
-    nr = m.neg(r)
-    m.merge(r, nr)
-    m.free(nr)
-    # negative base, non-integer exponent: NaN
-    gl.c("vmandn.mm", "v0", f"v{neg}", f"v{isint}")
-    m.merge_k(r, math.nan)
+    inv = m.rdivk(1.0, r)
+    m.mask_cmp("vmflt.vf", b, 0.0)
+    m.merge(r, inv)
+    m.free(inv)
+    # non-integer exponents: exp(b log|a|), NaN for a < 0
+    aa = m.abs(a)
+    la = log(gl, aa)
+    m.free(aa)
+    y = m.mul(la, b)
+    m.free(la)
+    ex = exp(gl, y)
+    m.free(y)
+    neg = gl.vr.alloc(1)
+    gl.sew(m.dt)
+    c("vmflt.vf", f"v{neg}", a.name, m.k(0.0), group=g)
+    c("vmandn.mm", "v0", f"v{neg}", f"v{isint}")
+    m.merge_k(ex, math.nan)
+    c("vmnand.mm", "v0", f"v{isint}", f"v{isint}")
+    m.merge(r, ex)
+    m.free(ex)
     gl.vr.release(neg, 1)
     gl.vr.release(isint, 1)
+    # a == 1, b == 0, a == -1 with b = +-inf: 1
+    m.mask_cmp("vmfeq.vf", a, 1.0)
+    m.merge(r, one)
     m.mask_cmp("vmfeq.vf", b, 0.0)
+    m.merge(r, one)
+    ab = m.abs(b)
+    t = gl.vr.alloc(1)
+    gl.sew(m.dt)
+    c("vmfeq.vf", f"v{t}", ab.name, m.k(math.inf), group=g)
+    m.mask_cmp("vmfeq.vf", a, -1.0)
+    c("vmand.mm", "v0", "v0", f"v{t}")
+    gl.vr.release(t, 1)
+    m.free(ab)
+    m.merge(r, one)
+    m.free(one)
+    return r
+
+
+def pow_const(gl: GenericLowering, a: V, e: float) -> V | None:
+    """a^e for a compile-time exponent: small integers as an unrolled square-and-multiply
+    chain (then 1/x for negative ones), non-integers as exp(e log|a|) with NaN for a < 0 and
+    1 for a == 1; None where the general lowering is needed (large integers)."""
+    m = Vm(gl, a.dtype)
+    if e == 0.0:
+        return gl.splat(1.0, m.dt)
+    if e == int(e) and abs(e) <= 64:
+        n = int(abs(e))
+        r: V | None = None
+        x = m.un("vmv.v.v", a)
+        while True:
+            if n & 1:
+                if r is None:
+                    r = m.un("vmv.v.v", x)
+                else:
+                    t = m.mul(r, x)
+                    m.free(r)
+                    r = t
+            n >>= 1
+            if not n:
+                break
+            t = m.mul(x, x)
+            m.free(x)
+            x = t
+        m.free(x)
+        assert r is not None
+        if e < 0:
+            t = m.rdivk(1.0, r)
+            m.free(r)
+            r = t
+        return r
+    if e == int(e):
+        return None
+    aa = m.abs(a)
+    la = log(gl, aa)
+    m.free(aa)
+    y = m.mulk(la, e)
+    m.free(la)
+    r = exp(gl, y)
+    m.free(y)
+    m.mask_cmp("vmflt.vf", a, 0.0)
+    m.merge_k(r, math.nan)
+    m.mask_cmp("vmfeq.vf", a, 1.0)
     m.merge_k(r, 1.0)
+    return r
+
+
+def int_pow(gl: GenericLowering, a: V, b: V) -> V:
+    """The reference's integer power: a^b wrapping at the width for b >= 0; for b < 0 it is
+    1 for a = 1, (-1)^|b| for a = -1, else 0."""
+    c = gl.c
+    g = a.n
+    e = gl.new(b.dtype)
+    gl.sew(b.dtype)
+    c("vmax.vx", e.name, b.name, "zero", group=g)
+    one = gl.splat(1, a.dtype)
+    r = power_by_squaring(gl, a, e, "vmul.vv", one)
+    gl.free(e)
+    # b < 0: only |a| == 1 survives; (-1)^|b| is -1 for odd |b|
+    neg = gl.vr.alloc(1)
+    gl.sew(b.dtype)
+    c("vmslt.vx", f"v{neg}", b.name, "zero", group=g)
+    z = gl.new(a.dtype)
+    c("vmv.v.i", z.name, 0, group=g)
+    c("vmand.mm", "v0", f"v{neg}", f"v{neg}")
+    c("vmerge.vvm", r.name, r.name, z.name, vm="v0", group=g)
+    c("vmseq.vi", "v0", a.name, 1, group=g)
+    c("vmand.mm", "v0", "v0", f"v{neg}")
+    c("vmerge.vvm", r.name, r.name, one.name, vm="v0", group=g)
+    # a == -1, b < 0: 1 - 2 (|b| & 1)
+    c("vand.vi", z.name, b.name, 1, group=g)
+    c("vadd.vv", z.name, z.name, z.name, group=g)
+    c("vrsub.vi", z.name, z.name, 1, group=g)
+    c("vmseq.vi", "v0", a.name, -1, group=g)
+    c("vmand.mm", "v0", "v0", f"v{neg}")
+    c("vmerge.vvm", r.name, r.name, z.name, vm="v0", group=g)
+    gl.vr.release(neg, 1)
+    gl.free(z)
+    gl.free(one)
     return r
 
 

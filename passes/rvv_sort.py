@@ -14,7 +14,9 @@ from portc.dialects import dtypes, rvv
 from portc.dialects import kernel as k
 from portc.passes.lower_rvv import SUPPORTED_BITS, Code, RvvLoweringError, float_bits
 
-LOAD = {("float", 32): "flw", ("float", 64): "fld", ("int", 8): "lb", ("int", 16): "lh",
+#: half floats sort as integers: key = |x| (NaN -> +inf) negated for negative x, so -0 == +0
+HALF_INF = {"float16": 0x7C00, "bfloat16": 0x7F80}
+LOAD = {("float", 16): "lhu", ("float", 32): "flw", ("float", 64): "fld", ("int", 8): "lb", ("int", 16): "lh",
         ("int", 32): "lw", ("int", 64): "ld", ("uint", 8): "lbu", ("uint", 16): "lhu",
         ("uint", 32): "lwu", ("uint", 64): "ld", ("bool", 8): "lbu"}
 STORE = {8: "sb", 16: "sh", 32: "sw", 64: "sd"}
@@ -32,9 +34,11 @@ def lower_sort(op: k.SortOp, buf_index: dict[str, int],
     es = bits // 8
     rows, n, kk = op.rows.value.data, op.n.value.data, op.k.value.data
     desc = bool(op.descending.value.data)
-    is_f = kind == "float"
+    half = dt in HALF_INF
+    is_f = kind == "float" and not half
     sfx = "s" if bits == 32 else "d"
     ld, st = LOAD[(kind, bits)], ("fsw" if bits == 32 else "fsd") if is_f else STORE[bits]
+    # registers: a0 (free once the pointers are loaded) and t2 hold the half keys
     c = Code(name)
     c.comment(f"{name}: {op.origin()} sort rows={rows} n={n} k={kk} descending={desc}")
     # a1 x row, a2 values row, a3 indices row, a4 row counter, a5 i, a6 cnt, a7 j,
@@ -73,6 +77,21 @@ def lower_sort(op: k.SortOp, buf_index: dict[str, int],
         c(f"fsgnj.{sfx}", dst, "ft7", "ft7")
         c.place(skip)
 
+    def half_key(src: str, dst: str) -> None:
+        """dst = the signed integer key of the raw half in src."""
+        nan, done = c.label(), c.label()
+        c("li", "t0", 0x7FFF)
+        c("and", dst, src, "t0")
+        c("li", "t0", HALF_INF[dt])
+        c("bltu", "t0", dst, nan)
+        c("srli", "t0", src, 15)
+        c("beqz", "t0", done)
+        c("neg", dst, dst)
+        c("j", done)
+        c.place(nan)
+        c("mv", dst, "t0")
+        c.place(done)
+
     def before(a: str, b: str, target: str) -> None:
         """goto target if a sorts strictly before b (a, b: keys or integer registers)."""
         if is_f:
@@ -80,13 +99,16 @@ def lower_sort(op: k.SortOp, buf_index: dict[str, int],
             c(f"flt.{sfx}", "t2", lhs, rhs)
             c("bnez", "t2", target)
         else:
-            br = "bltu" if kind in ("uint", "bool") else "blt"
+            br = "bltu" if kind in ("uint", "bool") and not half else "blt"
             lhs, rhs = (b, a) if desc else (a, b)
             c(br, lhs, rhs, target)
 
     if is_f:
         key("ft0", "ft1")
-    xk = "ft1" if is_f else "t5"
+    elif half:
+        half_key("t5", "a0")
+    xk = "ft1" if is_f else ("a0" if half else "t5")
+    yk = "ft3" if is_f else ("t2" if half else "t6")
     # j = cnt if cnt < k else (x before last ? k-1 : skip)
     full = c.label()
     placed = c.label()
@@ -103,8 +125,10 @@ def lower_sort(op: k.SortOp, buf_index: dict[str, int],
     c(ld, yb, 0, "t1")
     if is_f:
         key("ft2", "ft3")
+    elif half:
+        half_key("t6", "t2")
     take = c.label()
-    before(xk, "ft3" if is_f else "t6", take)
+    before(xk, yk, take)
     c("j", nxt)
     c.place(take)
     c.place(placed)
@@ -121,7 +145,9 @@ def lower_sort(op: k.SortOp, buf_index: dict[str, int],
     c(ld, yb, -es, "t3")
     if is_f:
         key("ft2", "ft3")
-    before(xk, "ft3" if is_f else "t6", shift)
+    elif half:
+        half_key("t6", "t2")
+    before(xk, yk, shift)
     c("j", done)
     c.place(shift)
     c(st, yb, 0, "t3")
@@ -145,4 +171,4 @@ def lower_sort(op: k.SortOp, buf_index: dict[str, int],
     c("addi", "a4", "a4", -1)
     c("bnez", "a4", row)
     c("ret")
-    return rvv.FuncOp.make(name, c.ops)
+    return rvv.FuncOp.make(name, c.ops, schedule=f"scalar insertion sort, {rows} rows")

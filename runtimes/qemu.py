@@ -4,7 +4,9 @@ cross-built with ``riscv64-linux-gnu-gcc`` and run under ``qemu-riscv64``.
 The same text rvvsim executes is assembled by GNU as and run on qemu's RVV 1.0 model with
 agnostic elements filled with ones (``rvv_ta_all_1s``/``rvv_ma_all_1s``), so a kernel that
 relies on tail elements misbehaves here as it would on hardware. Inputs and weights travel as
-raw little-endian files named after their buffers; the driver writes outputs the same way.
+raw little-endian files named after their buffers; the driver writes outputs the same way. A
+traced executable (``trace=True``) is built from a driver that also writes every kernel's
+output buffers as the kernel returns (the bundle's own ``driver.c`` is not changed).
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ def run(exe: Path, args: list[str], vlen: int, timeout: int = RUN_TIMEOUT_S) -> 
 class QemuExecutable:
     """Build once at load; every run writes the inputs, runs qemu, reads the outputs."""
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, trace: bool = False) -> None:
         from portc.compiler.kernel_targets import BufferLayout
+        from portc.compiler.target_rvv import make_driver
 
         why = unavailable()
         if why:
@@ -93,8 +96,17 @@ class QemuExecutable:
         self.weights = artifact.weights
         self._tmp = tempfile.TemporaryDirectory(prefix="portc-qemu-")
         self.dir = Path(self._tmp.name)
-        self.exe = build({asm: artifact.files[asm], driver: artifact.files[driver]},
-                         [asm, driver], self.dir)
+        driver_text = artifact.files[driver]
+        self.writes: dict[str, list[str]] = {}
+        if trace:
+            self.writes = dict(m["rvv"].get("writes", {}))
+            if not self.writes:
+                raise BundleError("the bundle's manifest has no per-kernel writes; recompile "
+                                  "to trace it")
+            driver_text = make_driver(m["buffers"], int(m.get("arena_bytes", 0)),
+                                      list(m["kernels"]), "portc model (traced)", self.writes)
+        self.exe = build({asm: artifact.files[asm], driver: driver_text}, [asm, driver],
+                         self.dir)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="run-", dir=self.dir) as tmp:
@@ -111,4 +123,8 @@ class QemuExecutable:
                 raw = (outd / f"{b.name}.bin").read_bytes()
                 flat = np.frombuffer(raw, dtype=b.numpy_dtype, count=b.elements).copy()
                 outs[b.binding or b.name] = self.layout.shape_output(b, flat)
-        return outs, {"vlen": self.vlen, "runtime": "qemu-riscv64"}
+            stats: dict[str, Any] = {"vlen": self.vlen, "runtime": "qemu-riscv64"}
+            if self.writes:
+                stats["trace"] = {f"{kn}.{buf}": (outd / f"{kn}.{buf}.bin").read_bytes()
+                                  for kn, bufs in self.writes.items() for buf in bufs}
+        return outs, stats
