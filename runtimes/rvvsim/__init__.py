@@ -1,9 +1,13 @@
 """rvvsim: a simulator of the RV64IMFD + RVV 1.0 GNU-as assembly portc's rvv backend emits.
 
 ``parse_program(text, source)`` parses the ``.s`` text once (lark grammar ``rvv.lark``);
-``RvvMachine(program, memory, vlen)`` compiles every instruction to a closure and
+``RvvMachine(program, memory, vlen)`` compiles every instruction to a closure, every basic
+block (on first execution) to one generated function over them (``blocks.py``), and
 ``machine.call(name, int_args, fp_args)`` runs one LP64D function, returning ``RunStats``
-(dynamic instruction count, total and per mnemonic). ``Memory`` holds named, bounds-checked
+(dynamic instruction count, total and per mnemonic). A loop that is one block of batchable
+instructions runs all iterations but its last as one numpy operation per instruction
+(``batch.py``; exact, or it declines and the loop is stepped: ``batch_loops=False`` always
+steps). ``Memory`` holds named, bounds-checked
 regions and the stack. Results are meant to equal qemu-riscv64 (``vext_spec=v1.0,
 rvv_ta_all_1s=true, rvv_ma_all_1s=true``) bit for bit.
 

@@ -32,6 +32,7 @@ class Block:
     run: Any  # Callable[[State], int]
     code: CodeType
     lines: dict[int, int] = field(default_factory=dict)  # generated line -> instruction index
+    loop: Any = None  # a batch.LoopPlan when the block is a loop the batcher can run
 
     @property
     def size(self) -> int:

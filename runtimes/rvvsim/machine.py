@@ -4,7 +4,8 @@ Every static instruction becomes ``op(state) -> next_index`` (see ``core.py``), 
 block one generated function over those closures (``blocks.py``); ``call`` sets up the LP64D
 argument registers, a 16-byte aligned ``sp`` at the top of the memory's stack region and
 ``ra`` = a sentinel address, then runs ``pc = block(pc).run(state)`` until ``ret`` reaches the
-sentinel. A fault inside any closure is caught once here and located
+sentinel. A block that is a loop of batchable instructions may first run all but its last
+iteration at once (``batch.py``). A fault inside any closure is caught once here and located
 (function, source line, instruction text) before it propagates.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from portc.runtimes.rvvsim import scalar, vector, vmem  # noqa: F401  (registers the ISA tables)
+from portc.runtimes.rvvsim.batch import plan_loop
 from portc.runtimes.rvvsim.blocks import Block, build_block, leaders
 from portc.runtimes.rvvsim.core import (
     FNAMES,
@@ -53,6 +55,8 @@ class RunStats:
     a0: int = 0
     a1: int = 0
     fa0_bits: int = 0
+    #: loop iterations the batcher ran at once (included in the counts above)
+    batched_iterations: int = 0
 
     @property
     def fa0_double(self) -> float:
@@ -85,11 +89,15 @@ def _compile(instr_index: int, program: Program) -> Op:
 class RvvMachine:
     """An RV64IMFD + RVV 1.0 hart with VLEN ``vlen`` (ELEN=64) over a ``Memory``."""
 
-    def __init__(self, program: Program, memory: Memory, vlen: int = 256) -> None:
+    def __init__(self, program: Program, memory: Memory, vlen: int = 256,
+                 batch_loops: bool = True) -> None:
+        """``batch_loops=False`` runs every loop instruction by instruction (the reference the
+        batcher is tested against)."""
         if vlen not in VLENS:
             raise ValueError(f"VLEN must be one of {VLENS}, not {vlen}")
         self.program = program
         self.vlen = vlen
+        self.batch_loops = batch_loops
         self.ops: list[Op] = [_compile(i, program) for i in range(len(program.instrs))]
         self.state = State(vlen, memory, program)
         self._leaders = leaders(program)
@@ -97,6 +105,8 @@ class RvvMachine:
 
     def _block(self, pc: int) -> Block:
         blk = build_block(pc, self.ops, self.program, self._leaders)
+        if self.batch_loops:
+            blk.loop = plan_loop(blk, self.ops, self.program)
         self._blocks[pc] = blk
         return blk
 
@@ -156,7 +166,8 @@ class RvvMachine:
         blocks = self._blocks
         bhits = [0] * n  # executions per block start
         shits: list[int] | None = None  # per instruction, for blocks run one step at a time
-        count = 0
+        count = batched = 0
+        last = -1
         blk: Block | None = None
         stepping: int | None = None
         try:
@@ -169,6 +180,14 @@ class RvvMachine:
                                                           "instruction (missing ret?)")
                         blk = self._block(pc)
                     size = blk.end - blk.start + 1
+                    if blk.loop is not None and last != pc:
+                        # entering a batchable loop: all iterations but the last at once
+                        k = blk.loop.run(st, (max_instructions - count) // size - 1)
+                        if k:
+                            count += k * size
+                            bhits[pc] += k
+                            batched += k
+                    last = pc
                     if count + size > max_instructions:  # the limit falls inside this block
                         shits = shits or [0] * n
                         for stepping in range(blk.start, blk.end + 1):
@@ -220,4 +239,4 @@ class RvvMachine:
         for i, h in enumerate(shits or ()):
             if h:
                 per[instrs[i].mnemonic] = per.get(instrs[i].mnemonic, 0) + h
-        return RunStats(count, per, x[10], x[11], f[10])
+        return RunStats(count, per, x[10], x[11], f[10], batched)

@@ -95,7 +95,7 @@ def _b_vsetvli(c: Ctx, a: list) -> Op:
             avl = st.x[rs1] & ((1 << 64) - 1)
         _set_vtype(st, rd, avl, sew, lmul, ta, ma, True)
         return nxt
-    return op
+    return spec(op, "vsetvli", rd, rs1, sew, lmul, ta, ma, None)
 
 
 @isa("vsetivli", "xit")
@@ -110,7 +110,7 @@ def _b_vsetivli(c: Ctx, a: list) -> Op:
     def op(st: State) -> int:
         _set_vtype(st, rd, uimm, sew, lmul, ta, ma, True)
         return nxt
-    return op
+    return spec(op, "vsetvli", rd, 0, sew, lmul, ta, ma, uimm)
 
 
 @isa("vsetvl", "xxx")
@@ -353,7 +353,7 @@ def ew_op(c: Ctx, vd: int, dwl: int, dkind: str, srcs: list[Src], fn: Callable,
         f = directed(st) if directed is not None and st.frm else fn
         elementwise(st, me, vd, dwl, dkind, srcs, f, masked, sel, slot)
         return nxt
-    return spec(op, "vew", vd, dwl, dkind, tuple(srcs), fn, masked or sel, guard, me)
+    return spec(op, "vew", vd, dwl, dkind, tuple(srcs), fn, masked, guard, sel)
 
 
 def _directed(kind: str, prep: Callable[..., list[np.ndarray]],
@@ -674,7 +674,7 @@ def _cmp_builder(kind: str, fn: Callable, form: str, stem: str,
         def op(st: State) -> int:
             compare(st, me, vd, srcs, fn, masked)
             return nxt
-        return op
+        return spec(op, "vcmp", vd, tuple(srcs), fn, masked)
     return build
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from portc.runtimes.rvvsim import Memory, RvvMachine, parse_program
+from portc.runtimes.rvvsim import Memory, RunStats, RvvMachine, parse_program
 
 from ...conftest import need
 
@@ -106,8 +106,10 @@ def run_qemu(cases: list[Case], vlens: list[int]) -> dict[int, list[bytes]]:
     return res
 
 
-def run_sim(cases: list[Case], vlen: int) -> list[bytes]:
-    """The same cases on rvvsim (a fresh Memory per case, one parse per call)."""
+def run_sim(cases: list[Case], vlen: int, batch_loops: bool = True,
+            stats: list[RunStats] | None = None) -> list[bytes]:
+    """The same cases on rvvsim (a fresh Memory per case, one parse per call); ``stats``
+    collects each call's ``RunStats``."""
     program = parse_program(assembly(cases), "cases.s")
     outs = []
     machine = None
@@ -123,9 +125,11 @@ def run_sim(cases: list[Case], vlen: int) -> list[bytes]:
         out = mem.alloc("out", c.out_bytes)
         mem.write(out, np.full(c.out_bytes, FILL, np.uint8))
         if machine is None:
-            machine = RvvMachine(program, mem, vlen)
+            machine = RvvMachine(program, mem, vlen, batch_loops=batch_loops)
         machine.memory = mem
-        machine.call(c.name, ptrs + [out, c.n, c.k])
+        st = machine.call(c.name, ptrs + [out, c.n, c.k])
+        if stats is not None:
+            stats.append(st)
         outs.append(mem.read(out, np.uint8, c.out_bytes).tobytes())
     return outs
 
