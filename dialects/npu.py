@@ -296,6 +296,31 @@ class GetBlockNumOp(NpuOp):
         return GetBlockNumOp.create(result_types=[IndexType()])
 
 
+@irdl_op_definition
+class GetValueOp(NpuOp):
+    """``%v = npu.get_value %buf[%off]``: the scalar unit reads one integer element of a GM
+    or UB buffer (Ascend C ``GlobalTensor::GetValue`` / ``LocalTensor::GetValue``, through the
+    scalar data cache) as an ``index``, sign-extended. This is how gathers address on the AI
+    core: ``v = table[offset + stride * idx]`` takes ``idx`` from here into a DMA offset."""
+
+    name = "npu.get_value"
+    BUFFERS: ClassVar[tuple[tuple[str, str, str], ...]] = (("buf", "off", "r"),)
+    SPACES_OK: ClassVar[dict[str, tuple[str, ...]]] = {"buf": ("gm", "ub")}
+    buf = operand_def(MemRefType)
+    off = _index_operand()
+    result = result_def(IndexType)
+
+    @staticmethod
+    def make(buf: SSAValue, off: SSAValue) -> GetValueOp:
+        return GetValueOp.create(operands=[buf, off], result_types=[IndexType()])
+
+    def verify_(self) -> None:
+        self._check_spaces()
+        dt = buffer_info(self.buf)[1]
+        _require(dtypes.dtype(dt).kind in ("int", "uint"),
+                 f"{_where(self)}: the scalar unit reads integer elements, not {dt}")
+
+
 # ------------------------------------------------------------------------------------ sync
 
 
@@ -986,7 +1011,8 @@ class VReduceOp(NpuOp):
 # ------------------------------------------------------------------------------------ tables
 
 NPU_OPS: tuple[type[IRDLOperation], ...] = (
-    KernelOp, AllocOp, GetBlockIdxOp, GetBlockNumOp, SetFlagOp, WaitFlagOp, PipeBarrierOp,
+    KernelOp, AllocOp, GetBlockIdxOp, GetBlockNumOp, GetValueOp, SetFlagOp, WaitFlagOp,
+    PipeBarrierOp,
     Mte2Op, Mte3Op, LoadL0Op, MmadOp, FixOp,
     VAddOp, VSubOp, VMulOp, VDivOp, VMaxOp, VMinOp, VAddsOp, VMulsOp, VMaxsOp, VMinsOp,
     VExpOp, VLnOp, VSqrtOp, VRsqrtOp, VRecOp, VAbsOp, VReluOp, VNegOp, VCopyOp, VCastOp,

@@ -151,6 +151,9 @@ SOC_910B = NpuSoc(
         "sync": PipeCost(1, 0.0),  # set_flag / wait_flag issue
         "barrier": PipeCost(2, 0.0),
         "scalar": PipeCost(1, 0.0),  # one scalar instruction per issued op
+        # npu.get_value: a scalar read of GM/UB through the scalar data cache (assumption: an
+        # L2 hit, ~30 ns); the scalar unit stalls for it, so gathers pay it once per row
+        "scalar_load": PipeCost(50, 0.0),
     }),
 )
 

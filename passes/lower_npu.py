@@ -43,10 +43,16 @@ of an Ascend-like SoC (``--soc 910b``), in execution order:
   When a core runs more than one task, the task loop is unrolled by two over two slot sets
   (ping-pong), so MTE2 of one task overlaps the vector work of the other;
   ``npu-insert-sync`` then derives every flag.
-* **AI CPU** (``aicpu``): what the AI core model cannot express -- indirect addressing
-  (gather/scatter: the scalar unit of the ``npu`` dialect has no memory access), ``kernel.sort``,
-  ``kernel.index``, dtypes other than fp32/fp16/bf16/int32 (int64, bool, int8, float64),
-  functions without a vector composition (sin, pow, mod, ...), negative strides. Ascend runs
+  *Gathers* (indirect terms on inputs: Gather, GatherElements, GatherND, embedding lookups)
+  run on the vector path too: per task the scalar unit reads each index from GM
+  (``npu.get_value``, any integer dtype, int64 included), wraps negative ones and adds
+  ``stride * index`` to the gathered operand's DMA offset. Index operands therefore may not
+  move along the vector dim (a GatherElements index moves with every element: one element
+  per task) and 2-D tiles are off.
+* **AI CPU** (``aicpu``): what the AI core model cannot express -- scatters (indirect
+  outputs: cores would race on colliding indices), ``kernel.sort``, ``kernel.index``, dtypes
+  other than fp32/fp16/bf16/int32 in computation (int64, bool, int8, float64), functions
+  without a vector composition (sin, pow, mod, ...), negative strides. Ascend runs
   such operators on the SoC's AI CPU; here the launch names the kernel-IR kernel and the
   runtime executes it with the kernel-IR executor, so its numbers are exact. The manifest and
   the run statistics list every AI CPU launch with its reason.
@@ -363,8 +369,6 @@ class _VectorKernel:
     def __init__(self, op: k.GenericOp, name: str, bufs: dict[str, tuple[str, int]],
                  soc: NpuSoc) -> None:
         self.op, self.name, self.soc, self.bufs = op, name, soc, bufs
-        if op.indirect_terms:
-            raise Unsupported("indirect (gather/scatter) addressing")
         body = op.body.block
         for b in body.ops:
             if isinstance(b, k.IndexOp):
@@ -373,15 +377,17 @@ class _VectorKernel:
                     for i, nm in enumerate(op.input_names)]
         self.out = _Access(op.output_name, bufs[op.output_name][0], list(op.output_strides),
                            op.output_offset)
-        for a in [*self.acc, self.out]:
-            if a.dtype not in LOAD_DTYPES:
+        self._gathers(op)
+        for i, a in enumerate([*self.acc, self.out]):
+            if i not in self.addr_only and a.dtype not in LOAD_DTYPES:
                 raise Unsupported(f"buffer @{a.buf} is {a.dtype}")
             if any(s < 0 for s in a.strides):
                 raise Unsupported(f"negative stride on @{a.buf}")
         self.comb = op.combine
         self.vals_dt = {v: _compute_dtype(v.type) for b in body.ops for v in b.results}
         for arg in body.args:
-            self.vals_dt[arg] = _compute_dtype(arg.type)
+            if arg.index not in self.addr_only:
+                self.vals_dt[arg] = _compute_dtype(arg.type)
         self.res_dt = self.vals_dt[op.yielded]
         if self.res_dt == "mask":
             raise Unsupported("a bool result")
@@ -394,9 +400,32 @@ class _VectorKernel:
             self.red = []
         self._choose_mode()
 
+    def _gathers(self, op: k.GenericOp) -> None:
+        """Gathers (indirect terms on inputs) address on the scalar unit: per task, each index
+        is read by ``npu.get_value`` and moves its operand's DMA offset. So index operands must
+        not move along the vector dim (one index per tile; ``_index_ok``), must not be gathered
+        themselves, and need no vector load unless the body also computes with them
+        (``addr_only``: any integer dtype, int64 included). Scatters (indirect outputs) stay
+        on the AI CPU: their writes could collide across cores."""
+        self.terms = op.indirect_terms
+        if any(t[0] == -1 for t in self.terms):
+            raise Unsupported("indirect (scatter) addressing of the output")
+        self.index_slots = {t[1] for t in self.terms}
+        if self.index_slots & {t[0] for t in self.terms}:
+            raise Unsupported("an index operand that is itself gathered")
+        body = op.body.block
+        self.addr_only = {i for i in self.index_slots if not body.args[i].uses}
+        for i in self.index_slots:
+            if dtypes.dtype(self.acc[i].dtype).kind not in ("int", "uint"):
+                raise Unsupported(f"index buffer @{self.acc[i].buf} is {self.acc[i].dtype}")
+
     # -- mode ------------------------------------------------------------------------------
+    def _index_ok(self, d: int) -> bool:
+        """Dim ``d`` may be the vector dim: no index operand moves along it."""
+        return all(self.acc[i].strides[d] == 0 for i in self.index_slots)
+
     def _in_ok(self, d: int) -> bool:
-        return all(a.strides[d] in (0, 1) for a in self.acc)
+        return all(a.strides[d] in (0, 1) for a in self.acc) and self._index_ok(d)
 
     def _find_u(self, v: int, row: bool = False) -> int | None:
         """A second parallel dim for 2-D tiles (rows of ``v``, one DMA burst each): every
@@ -413,8 +442,9 @@ class _VectorKernel:
             return (a.strides[v] == 0 and short and a is not self.out
                     and a.strides[d] in (0, 1) and _itemsize(a.dtype) == 4)
 
-        if row and not (short and len(self.red) == 1 and self.op.init_value is not None):
-            return None
+        if self.terms or (row and not (short and len(self.red) == 1
+                                       and self.op.init_value is not None)):
+            return None  # gathers address per task: one row per tile
         cand = [d for d in range(self.npar) if d != v and self.dims[d] > 1
                 and all(ok(a, d) for a in self.acc)
                 and (self.out.strides[d] == 1 if row else ok(self.out, d))]
@@ -435,7 +465,7 @@ class _VectorKernel:
         plans: list[tuple[float, int, str, int | None, int | None]] = [
             (_cost(P, cores, R * 1.5), 0, "col", None, None)]
         for d in range(npar):
-            if self.out.strides[d] < 1 or dims[d] == 1:
+            if self.out.strides[d] < 1 or dims[d] == 1 or not self._index_ok(d):
                 continue
             spread = [a for a in self.acc if a.strides[d] > 1]
             if any(a.dtype != "float32" for a in spread):
@@ -566,6 +596,8 @@ class _VectorKernel:
                          for b in body.ops) else 0
         per_set = 0.0
         for i, a in enumerate(self.acc):
+            if i in self.addr_only:
+                continue
             per_set += _itemsize(a.dtype) + (4 if a.dtype in ("float16", "bfloat16") else 0)
             if i in spread_in:
                 per_set += 32
@@ -588,6 +620,9 @@ class _VectorKernel:
         s: dict[str, Any] = {"raw": [], "spread": {}, "bc": {}, "val": {}}
         s["rb"] = {}
         for i, a in enumerate(self.acc):
+            if i in self.addr_only:  # read by the scalar unit only
+                s["raw"].append(None)
+                continue
             s["raw"].append(ub.alloc(a.dtype, T))
             if self.u is not None and a.strides[self.v] == 0 and a.strides[self.u] == 1:
                 s["rb"][i] = (ub.alloc(a.dtype, T), ub.alloc(a.dtype, T))
@@ -601,7 +636,7 @@ class _VectorKernel:
                     continue
                 dt = self.vals_dt[r]
                 s["val"][r] = ub.alloc("uint8", T // 8) if dt == "mask" else ub.alloc(dt, T)
-        for dt in sorted({a.dtype for a in self.acc}):
+        for dt in sorted({a.dtype for i, a in enumerate(self.acc) if i not in self.addr_only}):
             s[f"bc_{dt}"] = ub.alloc(dt, 256 // _itemsize(dt))
         for b in self.op.body.block.ops:
             if isinstance(b, k.CastOp):
@@ -678,6 +713,10 @@ class _VectorKernel:
             off: SSAValue | int = a.offset
             for d, c in {**coords, **extra}.items():
                 off = bld.addi(off, bld.muli(c, a.strides[d]))
+            for slot, islot, stride, bound in self.terms:
+                if self.acc[slot] is a:
+                    off = bld.addi(off, bld.muli(self._index(base(self.acc[islot], extra),
+                                                             self.acc[islot], bound), stride))
             return off
 
         if row and u is not None:
@@ -704,6 +743,18 @@ class _VectorKernel:
         else:
             result = self._load_and_body(s, base, vco, tlen, self.n, spread_in)
         self._store(s, result, base(self.out, vco), tlen, self.n, spread_out)
+
+    def _index(self, off: SSAValue | int, a: _Access, bound: int) -> SSAValue:
+        """One gather index: read by the scalar unit, negative values wrapped by ``bound``
+        (the kernel IR's ``wrap``). Out-of-range indices are not trapped: they address
+        another row, or fault in npusim's bounds check of the DMA that uses them."""
+        bld = self.bld
+        v = bld.add(npu.GetValueOp.make(self.gm[a.buf], bld.val(off))).results[0]
+        if dtypes.dtype(a.dtype).kind == "uint":
+            return v
+        neg = bld.add(arith.CmpiOp(v, bld.c(0), "slt")).results[0]
+        wrapped = bld.addi(v, bound)
+        return bld.add(arith.SelectOp(neg, wrapped, v)).results[0]
 
     def _red_nest(self, loops: list[int], i: int, ex: dict[int, SSAValue | int],
                   fn: Callable[[dict[int, SSAValue | int]], None]) -> None:
@@ -776,6 +827,8 @@ class _VectorKernel:
         vals: dict[SSAValue, _Slot] = dict(self.const_slots)
         body = self.op.body.block
         for i, a in enumerate(self.acc):
+            if i in self.addr_only:
+                continue
             raw: _Slot = s["raw"][i]
             gm = self.gm[a.buf]
             off = bld.val(base(a, ex))

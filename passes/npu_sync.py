@@ -137,7 +137,7 @@ class _KernelSync:
     def accesses(self) -> list[_Access]:
         out = []
         for op in self.kernel.body.block.walk():
-            if isinstance(op, npu.NpuOp) and op.PIPE != "S":
+            if isinstance(op, npu.NpuOp):  # S: scalar reads (npu.get_value) have buffers
                 for buf, _, role in op.buffer_operands():
                     reg = _region(buf)
                     if "r" in role:

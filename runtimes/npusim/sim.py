@@ -550,6 +550,23 @@ class _Core:
         env[op.results[0]] = self.kernel.block_dim
         self.scalar(1)
 
+    def _get_value(self, op: Op, env: dict[str, Any]) -> None:
+        """Scalar read of one integer element (the S pipe stalls for the data cache); in
+        timing-only mode without the array the value is 0 (addresses then only feed checks)."""
+        buf, off = (env[v] for v in op.operands)
+        if not isinstance(buf, Buf) or buf.dtype.kind not in "iu":
+            raise self.fail(NpuProgramError, "npu.get_value reads an integer buffer")
+        if buf.space not in ("gm", "ub"):
+            raise self.fail(NpuProgramError, f"the scalar unit reads gm or ub, not {buf.space}")
+        self.check_range(buf, off, off + 1, "npu.get_value")
+        self.scalar(self.soc.costs["scalar_load"].startup)
+        self.vc[_S, _S] += 1  # a read later writers must be ordered after (WAR)
+        if self.check_races:
+            self.access(_S, buf, self.runs(buf, off, 1, 1, 1), False)
+            self.cross_core(buf, off, 1, 1, 1, False)
+        known = self.functional or (buf.space == "gm" and buf.key in self.gm)
+        env[op.results[0]] = int(self.view(buf)[off]) if known else 0
+
     def _alloc(self, op: Op, env: dict[str, Any]) -> None:
         t = op.result_types[0]
         if not isinstance(t, MemType) or t.space == "gm":
@@ -924,6 +941,7 @@ _HANDLERS: dict[str, Callable[[_Core, Op, dict[str, Any]], None]] = {
     "arith.constant": _Core._constant, "arith.cmpi": _Core._cmpi,
     "scf.for": _Core._for, "scf.if": _Core._if, "scf.yield": _Core._nop,
     "npu.get_block_idx": _Core._block_idx, "npu.get_block_num": _Core._block_num,
+    "npu.get_value": _Core._get_value,
     "npu.alloc": _Core._alloc,
     "npu.set_flag": _Core._set_flag, "npu.wait_flag": _Core._wait_flag,
     "npu.pipe_barrier": _Core._barrier,

@@ -68,6 +68,8 @@ def test_printed_vector_program_parses_back_identically():
     k.add(npu.VReduceOp.make((f, c0), (f, c0), "max", 100))
     k.add(npu.VBrcbOp.make((f, c0), (f, c0), repeat=1))
     k.add(npu.GetBlockIdxOp.make())
+    i = k.alloc("ub", "int32", 64, 2048)
+    k.add(npu.GetValueOp.make(i, k.c(3)))
     _roundtrip(ModuleOp([k.k]))
 
 
@@ -85,6 +87,7 @@ def test_mask_first_sets_the_low_lanes():
     (lambda k: k.add(npu.SetFlagOp.make("MTE2", "V", 8)), r"event 8 outside 0\.\.7"),
     (lambda k: k.add(npu.WaitFlagOp.make("V", "V", 0)), "orders two different pipes"),
     (lambda k: k.add(npu.PipeBarrierOp.make("MTE4")), "pipe 'MTE4'"),
+    (lambda k: k.add(npu.GetValueOp.make(k.x, k.c(0))), "reads integer elements, not float16"),
 ])
 def test_verifier_rejects_bad_buffers_and_sync(build, msg):
     k = _K()

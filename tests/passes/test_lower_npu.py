@@ -178,15 +178,60 @@ def test_maxpool_and_transpose(rng: np.random.Generator) -> None:
     _close(got, want, 0, 0)
 
 
-def test_gather_runs_on_the_ai_cpu_with_a_reason(rng: np.random.Generator) -> None:
+def test_gather_rows_run_on_the_ai_core_with_scalar_index_reads(rng: np.random.Generator
+                                                                ) -> None:
+    """An embedding lookup: the scalar unit reads each int64 index (``npu.get_value``), wraps
+    negative ones, and moves the row's DMA offset; no AI CPU launch."""
     table = helper.make_tensor("t", F, [50, 8], rng.standard_normal((50, 8)).astype(np.float32))
     m = _model([helper.make_node("Gather", ["t", "i"], ["g"]),
                 helper.make_node("Relu", ["g"], ["z"])],
                [_vi("i", [6], TensorProto.INT64)], [_vi("z", [6, 8])], [table])
     feeds = {"i": rng.integers(-50, 50, 6).astype(np.int64)}
     got, want, stats, launches = _run(m, feeds)
+    assert not stats["aicpu_launches"] and "aicpu" not in _roles(launches)
+    _close(got, want, 0, 0)
+    t = onnx.numpy_helper.to_array(table)
+    np.testing.assert_array_equal(got["z"], np.maximum(t[feeds["i"]], 0))
+
+
+@pytest.mark.parametrize("axis, data, idx", [(1, [3, 40, 5], [2, 3]), (0, [30, 70], [4])])
+def test_gather_along_any_axis_with_nd_indices(rng: np.random.Generator, axis: int,
+                                               data: list[int], idx: list[int]) -> None:
+    m = _model([helper.make_node("Gather", ["x", "i"], ["z"], axis=axis)],
+               [_vi("x", data), _vi("i", idx, TensorProto.INT32)],
+               [_vi("z", data[:axis] + idx + data[axis + 1:])])
+    feeds = {"x": rng.standard_normal(data).astype(np.float32),
+             "i": rng.integers(-data[axis], data[axis], idx).astype(np.int32)}
+    got, want, stats, _ = _run(m, feeds)
+    assert not stats["aicpu_launches"]
+    np.testing.assert_array_equal(got["z"], np.take(feeds["x"], feeds["i"], axis=axis))
+    _close(got, want, 0, 0)
+
+
+def test_gather_elements_reads_one_index_per_element(rng: np.random.Generator) -> None:
+    """GatherElements: the index moves with every output element, so each element is a task
+    of its own (scalar read + one-element DMA) -- slow but on the AI core."""
+    m = _model([helper.make_node("GatherElements", ["x", "i"], ["z"], axis=1)],
+               [_vi("x", [4, 9]), _vi("i", [4, 5], TensorProto.INT64)], [_vi("z", [4, 5])])
+    feeds = {"x": rng.standard_normal((4, 9)).astype(np.float32),
+             "i": rng.integers(-9, 9, (4, 5)).astype(np.int64)}
+    got, want, stats, _ = _run(m, feeds)
+    assert not stats["aicpu_launches"]
+    np.testing.assert_array_equal(got["z"], np.take_along_axis(feeds["x"], feeds["i"] % 9,
+                                                               axis=1))
+    _close(got, want, 0, 0)
+
+
+def test_scatter_stays_on_the_ai_cpu_with_a_reason(rng: np.random.Generator) -> None:
+    m = _model([helper.make_node("ScatterElements", ["x", "i", "u"], ["z"], axis=0)],
+               [_vi("x", [6, 3]), _vi("i", [2, 3], TensorProto.INT64), _vi("u", [2, 3])],
+               [_vi("z", [6, 3])])
+    feeds = {"x": rng.standard_normal((6, 3)).astype(np.float32),
+             "i": np.array([[0, 5, 2], [3, 1, 4]], np.int64),
+             "u": rng.standard_normal((2, 3)).astype(np.float32)}
+    got, want, stats, launches = _run(m, feeds)
     cpu = [la for la in launches if la["core"] == "aicpu"]
-    assert cpu and "indirect" in cpu[0]["reason"]
+    assert cpu and "scatter" in cpu[0]["reason"]
     assert stats["aicpu_launches"]
     _close(got, want, 0, 0)
 

@@ -237,3 +237,39 @@ def test_flags_around_and_inside_conditional_code(rng):
     want = np.where((np.arange(iters) % 2 == 1)[:, None], np.exp(xr), np.abs(xr))
     np.testing.assert_allclose(outs["y"].reshape(iters, tile).astype(np.float64), want,
                                rtol=2e-3)
+
+
+def test_scalar_reads_of_a_copied_in_index_get_an_mte2_to_s_flag(rng):
+    """A gather reads its index on the scalar unit from a UB buffer MTE2 filled: the pass
+    orders the two with an MTE2->S flag, and the read value addresses the next DMA."""
+    k = npu.KernelOp.make("g", "aiv", 1, [("idx", "int32", 8), ("x", "float32", 64),
+                                          ("y", "float32", 8)])
+    top = k.body.block
+    idx, x, y = top.args
+
+    def c(v: int) -> SSAValue:
+        op = arith.ConstantOp.from_int_and_width(v, IndexType())
+        top.add_op(op)
+        return op.result
+
+    iu = npu.AllocOp.make("ub", "int32", 8, 0)
+    row = npu.AllocOp.make("ub", "float32", 8, 256)
+    top.add_op(iu)
+    top.add_op(row)
+    z, one, eight = c(0), c(1), c(8)
+    top.add_op(npu.Mte2Op.make(iu.result, z, idx, z, one, eight, z, z))
+    v = npu.GetValueOp.make(iu.result, c(5))
+    top.add_op(v)
+    off = arith.MuliOp(v.result, eight)
+    top.add_op(off)
+    top.add_op(npu.Mte2Op.make(row.result, z, x, off.result, one, eight, z, z))
+    top.add_op(npu.Mte3Op.make(y, z, row.result, z, one, eight, z, z))
+    m = ModuleOp([k])
+    insert_sync(m)
+    m.verify()
+    text = npu.print_program(m)
+    assert 'src = "MTE2", dst = "S"' in text
+    iv = rng.permutation(8).astype(np.int32)
+    xv = rng.standard_normal(64).astype(np.float32)
+    outs, _ = run_program(text, "g", {"idx": iv, "x": xv, "y": np.zeros(8, np.float32)})
+    np.testing.assert_array_equal(outs["y"], xv[8 * iv[5]:8 * iv[5] + 8])

@@ -174,6 +174,36 @@ def test_narrowing_cast_that_overflows_sets_the_overflow_status(rng):
     assert text.splitlines()[st.overflow["line"] - 1].strip().startswith('"npu.vcast"')
 
 
+def _scalar_read_program(flag: bool) -> str:
+    """MTE2 copies int64 indices into UB; the scalar unit reads index 2 and uses it as the GM
+    offset of a one-row copy ``y = x[idx[2]]`` (8 floats)."""
+    kb = KernelBuilder("k", "aiv", [("idx", "int64", 4), ("x", "float32", 80),
+                                    ("y", "float32", 8)])
+    iu = kb.alloc("ub", "int64", 4, 0)
+    row = kb.alloc("ub", "float32", 8, 256)
+    kb.copy_in(iu, kb.arg["idx"], 4)
+    if flag:
+        kb.flag("MTE2", "S")
+    v = kb.add(npu.GetValueOp.make(iu, kb.c(2))).results[0]
+    off = kb.add(arith.MuliOp(v, kb.c(8))).results[0]
+    kb.copy_in(row, kb.arg["x"], 8, off)
+    kb.flag("MTE2", "MTE3")
+    kb.copy_out(kb.arg["y"], row, 8)
+    return kb.text()
+
+
+def test_scalar_read_addresses_a_dma_and_needs_a_flag_after_the_copy_in(rng):
+    x = rng.standard_normal(80).astype(np.float32)
+    idx = np.array([5, 1, 7, 0], np.int64)
+    bufs = {"idx": idx, "x": x, "y": np.zeros(8, np.float32)}
+    outs, st = _run(_scalar_read_program(True), "k", bufs)
+    np.testing.assert_array_equal(outs["y"], x[56:64])
+    # the scalar unit stalls for the read: its cost is in the S pipe's busy time
+    assert st.cores[0].busy["S"] >= SOC_910B.costs["scalar_load"].startup
+    with pytest.raises(NpuRaceError, match="S reads ub"):
+        _run(_scalar_read_program(False), "k", bufs)
+
+
 # ------------------------------------------------------------------------------ cube
 
 
