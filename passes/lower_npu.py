@@ -52,14 +52,16 @@ of an Ascend-like SoC (``--soc 910b``), in execution order:
 * **AI CPU** (``aicpu``): what the AI core model cannot express -- scatters (indirect
   outputs: cores would race on colliding indices), ``kernel.sort``, ``kernel.index``, dtypes
   other than fp32/fp16/bf16/int32 in computation (int64, bool, int8, float64), functions
-  without a vector composition (sin, pow, mod, ...), negative strides. Ascend runs
+  without a vector composition (sin, mod, pow with a run-time exponent, ...), negative
+  strides. Ascend runs
   such operators on the SoC's AI CPU; here the launch names the kernel-IR kernel and the
   runtime executes it with the kernel-IR executor, so its numbers are exact. The manifest and
   the run statistics list every AI CPU launch with its reason.
 
 Functions the vector unit lacks are compositions (documented where they are built):
 ``sigmoid = 1/(1+exp(-x))``, ``tanh = 2/(1+exp(-2x)) - 1``, ``erf`` by Abramowitz-Stegun
-7.1.26 (|error| < 1.5e-7 in exact arithmetic, < 5e-7 in fp32).
+7.1.26 (|error| < 1.5e-7 in exact arithmetic, < 5e-7 in fp32), ``pow`` with a constant
+exponent by multiplications, (r)sqrt or ``exp(c * ln x)`` (``_pow``).
 """
 
 from __future__ import annotations
@@ -940,6 +942,32 @@ class _VectorKernel:
         else:
             raise Unsupported(f"unary '{fn}' has no vector composition")
 
+    def _pow(self, dst: _Slot, x: _Slot, c: float, n: int) -> None:
+        """``x ** c`` for a constant exponent (LRN's ``^0.75``, ``x^2``): integers up to 64 by
+        square-and-multiply (exact signs for negative bases; ``vrec`` for negative ``c``),
+        ``+-0.5`` by (r)sqrt, anything else ``exp(c * ln x)``, which gives what pow does
+        for x <= 0 too (NaN for x < 0, 0 or inf at x = 0); run-time exponents stay on the AI CPU
+        (a negative base with an integer exponent needs a parity test the unit lacks)."""
+        if c == 0.5 or c == -0.5:
+            self.unary(npu.VSqrtOp if c > 0 else npu.VRsqrtOp, dst, x, n)
+            return
+        if c == int(c) and 1 <= abs(c) <= 64:
+            e = int(abs(c))
+            self.unary(npu.VCopyOp, dst, x, n)
+            for bit in bin(e)[3:]:  # left to right after the leading 1
+                self.binary(npu.VMulOp, dst, dst, dst, n)
+                if bit == "1":
+                    self.binary(npu.VMulOp, dst, dst, x, n)
+            if c < 0:
+                self.unary(npu.VRecOp, dst, dst, n)
+            return
+        if c == 0:
+            self.vdup(dst, 1.0, n)  # pow(x, 0) = 1 for every x, NaN included
+            return
+        self.unary(npu.VLnOp, dst, x, n)
+        self.scalar(npu.VMulsOp, dst, dst, c, n)
+        self.unary(npu.VExpOp, dst, dst, n)
+
     def _binary(self, fn: str, dst: _Slot, a: SSAValue, b: SSAValue,
                 vals: dict[SSAValue, _Slot], n: int, dt: str) -> None:
         if dt == "mask":
@@ -949,6 +977,9 @@ class _VectorKernel:
                 raise Unsupported(f"compare of {dt}")
             self.bld.add(npu.VCmpOp.make(self.o(dst), self.o(vals[a]), self.o(vals[b]),
                                          _CMP[fn], self.rep(n)))
+            return
+        if fn == "pow" and dt == "float32" and isinstance(b.owner, k.ConstOp):
+            self._pow(dst, vals[a], float(b.owner.number), n)
             return
         if fn not in _BINARY_SIMPLE or (dt == "int32" and fn not in _INT_OK):
             raise Unsupported(f"binary '{fn}' on {dt}")

@@ -236,6 +236,32 @@ def test_scatter_stays_on_the_ai_cpu_with_a_reason(rng: np.random.Generator) -> 
     _close(got, want, 0, 0)
 
 
+@pytest.mark.parametrize("c", [0.75, 3.0, -2.0, 0.5, -1.5])
+def test_pow_with_a_constant_exponent_runs_on_the_vector_unit(rng: np.random.Generator,
+                                                              c: float) -> None:
+    """Integer exponents by multiplication (negative bases keep numpy's signs), the rest by
+    exp(c ln x) (NaN for negative bases, as numpy)."""
+    e = helper.make_tensor("e", F, [], [c])
+    m = _model([helper.make_node("Pow", ["x", "e"], ["z"])], [_vi("x", [4, 300])],
+               [_vi("z", [4, 300])], [e])
+    x = rng.uniform(0.2, 4, (4, 300)).astype(np.float32)
+    x[0] = -x[0]
+    got, want, stats, _ = _run(m, {"x": x})
+    assert not stats["aicpu_launches"]
+    with np.errstate(invalid="ignore"):
+        ref = np.power(x.astype(np.float64), c)
+    np.testing.assert_allclose(got["z"], ref, rtol=2e-6, atol=0, equal_nan=True)
+    _close(got, want, 2e-6, 0)
+
+
+def test_lrn_runs_on_the_ai_core(rng: np.random.Generator) -> None:
+    m = _model([helper.make_node("LRN", ["x"], ["z"], size=5, alpha=1e-4, beta=0.75, bias=1.0)],
+               [_vi("x", [1, 8, 6, 6])], [_vi("z", [1, 8, 6, 6])])
+    got, want, stats, _ = _run(m, {"x": rng.standard_normal((1, 8, 6, 6)).astype(np.float32)})
+    assert not stats["aicpu_launches"]
+    _close(got, want, 1e-5, 1e-6)
+
+
 def test_fp16_model_loads_and_stores_through_casts(rng: np.random.Generator) -> None:
     H = TensorProto.FLOAT16
     m = _model([helper.make_node("Mul", ["x", "y"], ["a"]), helper.make_node("Relu", ["a"], ["z"])],
