@@ -515,8 +515,10 @@ class GenericLowering:
         c.ops[body_start:body_start] = pro
         c.ops.extend(epi)
         c("ret")
+        spilled = sum(sl.spilled for sl in [*sh.ins, sh.out])
         sched = f"{'vector reduction' if mode == 'R' else 'strip-mined'} LMUL {self.lw}, " \
-                f"e{self.wide}{', serial' if serial else ''}"
+                f"e{self.wide}{', serial' if serial else ''}" \
+                f"{f', {spilled} operand addresses rebuilt per access' if spilled else ''}"
         return rvv.FuncOp.make(self.op.kernel_name(), c.ops, schedule=sched)
 
     def base_address(self, s: Slot, reg: str) -> None:

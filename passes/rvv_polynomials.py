@@ -167,8 +167,10 @@ def _taylor_exp(dt: str) -> list[float]:
     return [1.0 / math.factorial(i) for i in range(deg + 1)]
 
 
+#: ln 2 = hi + lo per dtype (hi has 17 significant bits, so n * hi is exact; lo is the rest
+#: rounded to the dtype)
 LN2_HI = 0.693145751953125
-LN2_LO = 1.428606765330187045e-06
+LN2_LO = {"float32": 1.428606765330187045e-06, "float64": 1.42860682030941723212e-06}
 
 
 def exp(gl: GenericLowering, x: V) -> V:
@@ -182,7 +184,7 @@ def exp(gl: GenericLowering, x: V) -> V:
     m.free(y)
     gl.sew(m.dt)
     gl.c("vfnmsac.vf", t.name, m.k(LN2_HI), nf.name, group=t.n)
-    gl.c("vfnmsac.vf", t.name, m.k(LN2_LO), nf.name, group=t.n)
+    gl.c("vfnmsac.vf", t.name, m.k(LN2_LO[m.dt]), nf.name, group=t.n)
     m.free(nf)
     p = m.horner(t, _taylor_exp(m.dt))
     m.free(t)
@@ -258,7 +260,7 @@ def log(gl: GenericLowering, x: V) -> V:
     ef.dtype = m.dt
     m.free(e)
     gl.sew(m.dt)
-    gl.c("vfmacc.vf", r.name, m.k(LN2_LO), ef.name, group=r.n)
+    gl.c("vfmacc.vf", r.name, m.k(LN2_LO[m.dt]), ef.name, group=r.n)
     gl.c("vfmacc.vf", r.name, m.k(LN2_HI), ef.name, group=r.n)
     m.free(ef)
     m.mask_cmp("vmfeq.vf", x, math.inf)
@@ -297,9 +299,9 @@ def tanh(gl: GenericLowering, x: V) -> V:
     m.free(d)
     r = m.addk(q, 1.0)
     m.free(q)
-    # small |x|: x (1 - x^2/3 + 2x^4/15 - 17x^6/315 + 62x^8/2835)
+    # small |x| (< 0.125): the odd Taylor series, to x^11 (float32) / x^21 (float64)
     x2 = m.mul(x, x)
-    p = m.horner(x2, [1.0, -1.0 / 3, 2.0 / 15, -17.0 / 315, 62.0 / 2835, -1382.0 / 155925])
+    p = m.horner(x2, list(TANH_SERIES[:6 if m.f32 else 11]))
     m.free(x2)
     small = m.mul(p, x)
     m.free(p)
@@ -312,6 +314,9 @@ def tanh(gl: GenericLowering, x: V) -> V:
     return out
 
 
+TANH_SERIES = (1.0, -1.0 / 3, 2.0 / 15, -17.0 / 315, 62.0 / 2835, -1382.0 / 155925,
+               21844.0 / 6081075, -929569.0 / 638512875, 6404582.0 / 10854718875,
+               -443861162.0 / 1856156927625, 18888466084.0 / 194896477400625)
 AS_P = 0.3275911
 AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
@@ -353,7 +358,10 @@ def erf(gl: GenericLowering, x: V) -> V:
     return out
 
 
-PIO2 = (1.5707963267341256, 6.077100506506192e-11, 2.0222662487959506e-21)
+#: pi/2 in three parts per dtype (Cody-Waite): each part exact in the dtype, so the fused
+#: r - n*part steps lose nothing for |n| up to the sweep's range
+PIO2 = {"float64": (1.5707963267341256, 6.077100506506192e-11, 2.0222662487959506e-21),
+        "float32": (1.5707963705062866, -4.371138828673793e-08, -1.7763568394002505e-15)}
 
 
 def _sincos_core(gl: GenericLowering, x: V, cos_shift: int) -> tuple[V, V, V]:
@@ -364,7 +372,7 @@ def _sincos_core(gl: GenericLowering, x: V, cos_shift: int) -> tuple[V, V, V]:
     m.free(y)
     r = m.un("vmv.v.v", x)
     gl.sew(m.dt)
-    for part in PIO2:
+    for part in PIO2[m.dt]:
         gl.c("vfnmsac.vf", r.name, m.k(part), nf.name, group=r.n)
     m.free(nf)
     if cos_shift:
