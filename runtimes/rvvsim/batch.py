@@ -36,7 +36,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from portc.runtimes.rvvsim import fpu, vector
 from portc.runtimes.rvvsim.core import Op, State, gmask
@@ -172,15 +171,16 @@ def plan_loop(blk: Any, ops: list[Op], program: Program) -> LoopPlan | None:
     v_carried, v_temps = _classify(specs, _v_reads_writes, False)
     if f_carried:
         return None
-    recur: dict[int, int] = {}
-    for r in v_carried:
+    recur: dict[int, int] = {}  # writer of an accumulator -> the accumulator
+    for r in v_carried:  # read only by the instructions that update it, once each
         writers = [i for i, sp in enumerate(specs) if r in _v_reads_writes(sp)[1]]
         readers = [i for i, sp in enumerate(specs) if r in _v_reads_writes(sp)[0]]
-        if len(writers) != 1 or readers != writers or specs[writers[0]][0] != "vew":
+        if readers != writers or any(specs[w][0] != "vew" or specs[w][8] for w in writers):
             return None
-        if sum(1 for s in specs[writers[0]][4] if s[0] == "v" and s[1] == r) != 1:
-            return None
-        recur[writers[0]] = r
+        for w in writers:
+            if sum(1 for s in specs[w][4] if s[0] == "v" and s[1] == r) != 1:
+                return None
+            recur[w] = r
     masks = {sp[1] for sp in specs if sp[0] == "vcmp"} | (
         {0} if any(sp[0] == "vew" and sp[8] for sp in specs) else set())
     data = {sp[1] for sp in specs if sp[0] == "vew"} | {sp[2] for sp in specs if sp[0] in (
@@ -200,6 +200,7 @@ class LoopPlan:
         self.x_carried = sorted(x_carried)
         self.f_temps, self.v_carried, self.recur = f_temps, v_carried, recur
         self.masks, self.data = masks, data  # registers written/read as masks, as data groups
+        self.delta: dict[int, int] = {}
         self.vector = any(sp[0] in VECTOR for sp in specs)
 
     # --- entry point --------------------------------------------------------------------------
@@ -372,7 +373,8 @@ class LoopPlan:
         if vt is not None and vt.vl == 0:
             return 0, None
         for _ in range(2):
-            delta = dict.fromkeys(self.x_carried, 0)
+            # the increments found at the last entry are the likely fixed point
+            delta = dict(self.delta) if self.delta else dict.fromkeys(self.x_carried, 0)
             for _ in range(3):
                 used, out, seen, avl = self._affine(st, vt, delta)
                 new = {r: out[r][0] - st.x[r] for r in self.x_carried}
@@ -381,6 +383,7 @@ class LoopPlan:
                 delta = new
             else:
                 return 0, None
+            self.delta = delta
             if vt is None or avl is None or avl[1] or min(avl[0] & M64, vt.vlmax) == vt.vl:
                 break
             vt.vl = min(avl[0] & M64, vt.vlmax)  # a constant AVL below VLMAX: that vl
@@ -425,9 +428,9 @@ class LoopPlan:
                 raise Decline
         it = np.arange(k, dtype=np.int64)
         loaded: dict[int, np.ndarray] = {}
-        fregs: dict[int, int | np.ndarray] = {}
+        fregs: dict[int, int | np.ndarray | Boxed] = {}
         vregs: dict[int, np.ndarray] = {}
-        accs: dict[int, np.ndarray] = {}
+        accs: dict[int, list[tuple]] = {}
         loads: list[tuple[int, int, int, int]] = []  # (spec index, start c0, c1, length)
         stores: list[tuple[int, Any, int, int, int, int, int, np.ndarray]] = []
         mem = st.mem
@@ -437,7 +440,7 @@ class LoopPlan:
                 return loaded[v]
             return v[0] if v[1] == 0 else v[0] + v[1] * it
 
-        def freg(r: int) -> int | np.ndarray:
+        def freg(r: int) -> int | np.ndarray | Boxed:
             return fregs[r] if r in fregs else st.f[r]
 
         for j, sp in enumerate(self.specs):
@@ -446,18 +449,17 @@ class LoopPlan:
             if kind == "ld":
                 _, n, signed, rd, _, _, file = sp
                 region, off0 = self._region(mem, u, 1, 0, n, k)
-                raw = as_strided(region.arr[off0:], (k, n), (u[1], 1)).copy()
-                vals = raw.view(f"<{'i' if signed and file == 'x' else 'u'}{n}").reshape(k)
+                vals = np.ndarray((k,), f"<{'i' if signed and file == 'x' else 'u'}{n}",
+                                  region.buf, off0, (u[1],)).copy()
                 loads.append((j, u[0], u[1], n))
                 if file == "x":
                     loaded[j] = vals.astype(np.int64)
                 else:
-                    bits = vals.astype(np.uint64)
-                    fregs[rd] = bits | np.uint64(BOX) if n == 4 else bits
+                    fregs[rd] = Boxed(vals) if n == 4 else vals
             elif kind == "st":
                 _, n, rs2, _, _, file = sp
                 (a0, a1), xv = u
-                val = ints(xv) if file == "x" else freg(rs2)
+                val = ints(xv) if file == "x" else _f64(freg(rs2))
                 data = np.broadcast_to(np.asarray(val).astype(np.int64 if file == "x" else
                                                               np.uint64), (k,))
                 data = (data.astype(np.uint64) & np.uint64((1 << (8 * n)) - 1)).astype(
@@ -470,8 +472,7 @@ class LoopPlan:
                 _, single, rd, _ = sp
                 v = ints(u)
                 if isinstance(v, np.ndarray):
-                    fregs[rd] = (v.astype(np.uint64) & np.uint64(0xFFFFFFFF)) | np.uint64(BOX) \
-                        if single else v.astype(np.uint64)
+                    fregs[rd] = Boxed(v.astype(np.uint32)) if single else v.astype(np.uint64)
                 else:
                     fregs[rd] = BOX | (v & 0xFFFFFFFF) if single else v & M64
             elif kind == "vld":
@@ -482,8 +483,7 @@ class LoopPlan:
                 nb = eew // 8
                 s = nb if stride is None else stride[0]
                 region, off0 = self._region(mem, (b0, b1), vt.vl, s, nb, k)
-                raw = as_strided(region.arr[off0:], (k, vt.vl, nb), (b1, s, 1)).copy()
-                vregs[vd] = raw.reshape(k, vt.vl * nb).view(UTYPE[eew])
+                vregs[vd] = np.ndarray((k, vt.vl), f"<u{nb}", region.buf, off0, (b1, s)).copy()
                 loads.append((j, b0, b1, (vt.vl - 1) * abs(s) + nb))
                 if s < 0:
                     loads[-1] = (j, b0 + (vt.vl - 1) * s, b1, (vt.vl - 1) * -s + nb)
@@ -502,7 +502,8 @@ class LoopPlan:
             elif kind in ("vew", "vcmp"):
                 assert vt is not None
                 self._vew(st, vt, j, sp, u, k, ints, freg, vregs, accs)
-        return self._commit(st, vt, stores, loads, accs, k)
+        assert vt is not None or not accs
+        return self._commit(st, vt, stores, loads, self._chains(accs, k, vt), k)
 
     def _group(self, vt: SimpleNamespace, reg: int, eew: int) -> None:
         """EEW must be SEW (one group size in the whole body) and the group aligned."""
@@ -535,7 +536,7 @@ class LoopPlan:
 
     def _vew(self, st: State, vt: SimpleNamespace, j: int, sp: tuple, u: list, k: int,
              ints: Callable, freg: Callable, vregs: dict[int, np.ndarray],
-             accs: dict[int, np.ndarray]) -> None:
+             accs: dict[int, list[tuple]]) -> None:
         """An element-wise instruction (``vew``) or a compare (``vcmp``) over all iterations."""
         sew, vl = vt.sew, vt.vl
         if sp[0] == "vcmp":
@@ -585,7 +586,7 @@ class LoopPlan:
                     args.append(xscalar(v, sew, nk))
             else:  # f
                 v = freg(val)
-                if isinstance(v, np.ndarray):
+                if isinstance(v, (np.ndarray, Boxed)):
                     args.append(_fbits(v, sew).reshape(k, 1))
                 else:  # the same pattern every iteration: one element, as fscalar gives it
                     args.append(_fbits(np.array([v], np.uint64), sew))
@@ -602,7 +603,29 @@ class LoopPlan:
             vregs[vd] = np.ascontiguousarray(np.broadcast_to(res.reshape(-1), (k * vl,))
                                              ).view(UTYPE[sew]).reshape(k, vl)
             return
-        accs[vd] = self._recurrence(fn, args, acc_pos, t, k, vl)
+        accs.setdefault(vd, []).append((fn, args, acc_pos, t))  # run once all are known
+
+    def _chains(self, accs: dict[int, list[tuple]], k: int, vt: SimpleNamespace | None
+                ) -> dict[int, np.ndarray]:
+        """Every accumulator's value after k iterations of its updates."""
+        out: dict[int, np.ndarray] = {}
+        groups: dict[tuple, list[int]] = {}
+        for reg, ups in accs.items():
+            if len(ups) == 1:
+                out[reg] = self._recurrence(*ups[0], k, vt.vl)  # type: ignore[union-attr]
+                continue
+            signs = tuple(getattr(fn, "fma_signs", None) for fn, _, _, _ in ups)
+            if all(sg is not None and pos == 0 for sg, (_, _, pos, _) in zip(signs, ups,
+                                                                           strict=True)) \
+                    and ups[0][3] == np.float32:
+                groups.setdefault(tuple(cs for _, cs in signs), []).append(reg)  # type: ignore
+            else:
+                out[reg] = _stepped(ups, k)
+        for cs, regs in groups.items():
+            res = _fma32_chains([accs[r] for r in regs], cs, k, vt.vl)  # type: ignore[union-attr]
+            for r, v in zip(regs, res or [_stepped(accs[r], k) for r in regs], strict=True):
+                out[r] = v
+        return out
 
     @staticmethod
     def _recurrence(fn: Callable, args: list[np.ndarray], acc_pos: int, t: type, k: int,
@@ -618,11 +641,7 @@ class LoopPlan:
                 return fpu.canon(np.add.accumulate(run, axis=0, dtype=t)[-1])
             if fn is vector.INT_BIN["vadd"][1] and np.dtype(t).kind == "u":  # modular
                 return (acc + x.sum(axis=0, dtype=t)).astype(t)
-        for i in range(k):  # anything else: the instruction's function, one row at a time
-            call = [acc if p == acc_pos else (a[i] if a.ndim == 2 else a)
-                    for p, a in enumerate(args)]
-            acc = np.asarray(fn(*call)).astype(t)
-        return acc
+        return _stepped([(fn, args, acc_pos, t)], k)
 
     def _commit(self, st: State, vt: SimpleNamespace | None, stores: list, loads: list,
                 accs: dict[int, np.ndarray], k: int) -> Callable[[], None]:
@@ -646,11 +665,74 @@ class LoopPlan:
 
         def writes() -> None:
             for (region, off0, a1, n, s, nb, data), _ in regions:
-                as_strided(region.arr[off0:], (k, n, nb), (a1, s, 1))[...] = data
+                np.ndarray((k, n, nb), np.uint8, region.buf, off0, (a1, s, 1))[...] = data
             for a, raw, gm in acc_bytes:
                 st.V[a:a + raw.size] = raw
                 st.mfmt &= ~gm
         return writes
+
+
+def _stepped(ups: list[tuple], k: int) -> np.ndarray:
+    """An accumulator through its updates (fn, operands, its position, dtype) in program
+    order, iteration by iteration, with each instruction's own function: exact for anything."""
+    acc = ups[0][1][ups[0][2]].astype(ups[0][3])
+    for i in range(k):
+        for fn, args, pos, t in ups:
+            call = [acc if p == pos else (a[i] if a.ndim == 2 else a) for p, a in enumerate(args)]
+            acc = np.asarray(fn(*call)).astype(t)
+    return acc
+
+
+def _fma32_chains(chains: list[list[tuple]], cs: tuple[float, ...], k: int, vl: int
+                  ) -> list[np.ndarray] | None:
+    """Float32 accumulators, each updated m times per iteration by ``vd = ±(s*v) ± vd`` (the
+    addend sign ``cs`` per update, the same for every chain), stacked and run together.
+
+    The products of float32 operands are exact in float64, so all of them are formed at once;
+    then each step is one float64 add (or subtract) of the accumulator and one rounding to
+    float32: what ``fpu.fma32`` does, less its fix-up of a float64 sum that lands on a float32
+    midpoint or in the float32 subnormal range. Such sums are looked for afterwards over all
+    steps at once; the first step that has one is redone with the instruction's own function
+    and the chain resumes after it (None, for the stepped path, if that keeps happening).
+    NaNs are made canonical at the end (a NaN accumulator stays NaN whatever its payload)."""
+    n, m = len(chains), len(chains[0])
+    prod = np.empty((k, m, n, vl), np.float64)
+    for ci, ups in enumerate(chains):
+        for q, (fn, args, _, _) in enumerate(ups):
+            prod[:, q, ci, :] = (args[1].astype(np.float64) * fn.fma_signs[0]) * \
+                args[2].astype(np.float64)
+    prod = prod.reshape(k * m, n, vl)
+    sums = np.empty_like(prod)
+    ops = [np.add if c > 0 else np.subtract for c in cs]
+    acc = np.stack([ups[0][1][0] for ups in chains]).astype(np.float32)
+    start = 0
+    for _ in range(8):
+        acc_start = acc
+        for t in range(start, k * m):
+            row = sums[t]
+            ops[t % m](prod[t], acc, out=row)
+            acc = row.astype(np.float32)
+        rest = sums[start:]
+        bits = rest.view(np.uint64)
+        mag = bits & np.uint64(0x7FFFFFFFFFFFFFFF)  # fpu.fma32's test, over all steps
+        risky = ((bits & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000)) | (
+            (mag - np.uint64(1)) < np.uint64(fpu.TINY32 - 1))
+        hit = np.flatnonzero(risky.reshape(len(rest), -1).any(axis=1))
+        if not hit.size:
+            return [fpu.canon(a) for a in acc]
+        t = start + int(hit[0])  # steps before t were exact: redo t exactly, go on after it
+        i, q = divmod(t, m)
+        acc = sums[t - 1].astype(np.float32) if t > start else acc_start
+        redo = []
+        for ci, ups in enumerate(chains):
+            fn, args, _, _ = ups[q]
+            redo.append(np.asarray(fn(acc[ci], *[a[i] if a.ndim == 2 else a
+                                                  for a in args[1:]]), np.float32))
+        acc = np.stack(redo)
+        start = t + 1
+        if start == k * m:
+            return [fpu.canon(a) for a in acc]
+    return None
 
 
 def _disjoint(x: tuple[int, int, int], y: tuple[int, int, int], k: int) -> bool:
@@ -675,21 +757,51 @@ def _flat(a: np.ndarray, k: int, vl: int) -> np.ndarray:
     return np.broadcast_to(a, (k, vl)).reshape(-1)
 
 
-def _fbits(v: np.ndarray, sew: int) -> np.ndarray:
+class Boxed:
+    """Per-iteration singles, NaN-boxed in their f register (``flw``, ``fmv.w.x``): the
+    float32 patterns, without building the 64-bit ones unless something needs them."""
+
+    __slots__ = ("u32",)
+
+    def __init__(self, u32: np.ndarray) -> None:
+        self.u32 = u32
+
+
+def _f64(v: int | np.ndarray | Boxed) -> int | np.ndarray:
+    """The raw 64-bit register patterns."""
+    if isinstance(v, Boxed):
+        return v.u32.astype(np.uint64) | np.uint64(BOX)
+    return v
+
+
+def _fbits(v: np.ndarray | Boxed, sew: int) -> np.ndarray:
     """Per-iteration f-register patterns as ``fscalar`` reads them at SEW."""
+    if isinstance(v, Boxed):
+        if sew == 32:
+            return v.u32.view(np.float32)
+        v = _f64(v)  # type: ignore[assignment]
     if sew == 32:
         boxed = (v >> np.uint64(32)) == np.uint64(0xFFFFFFFF)
         return np.where(boxed, v & np.uint64(0xFFFFFFFF), np.uint64(0x7FC00000)).astype(
             np.uint32).view(np.float32)
     if sew == 64:
-        return v.view(np.float64)
+        return v.view(np.float64)  # type: ignore[union-attr]
     raise Decline
 
 
-def _sgnj(kind: str, k: str, a: int | np.ndarray, b: int | np.ndarray) -> int | np.ndarray:
+def _sgnj(kind: str, k: str, a: int | np.ndarray | Boxed, b: int | np.ndarray | Boxed
+          ) -> int | np.ndarray | Boxed:
     """``scalar.sgnj_bits`` over per-iteration patterns."""
-    if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+    if isinstance(a, int) and isinstance(b, int):
         return sgnj_bits(kind, k, a, b)
+    if kind == "j" and a is b and (k == "d" or isinstance(a, Boxed)):
+        return a  # fsgnj x, y, y is a move (fmv): the pattern itself
+    if k == "s" and isinstance(a, Boxed) and isinstance(b, Boxed):
+        sign = np.uint32(1 << 31)
+        ua, ub = a.u32, b.u32
+        sb = ub & sign if kind == "j" else ~ub & sign if kind == "n" else (ua ^ ub) & sign
+        return Boxed((ua & ~sign) | sb)
+    a, b = _f64(a), _f64(b)
     a = np.asarray(a, np.uint64)
     b = np.asarray(b, np.uint64)
     if k == "s":

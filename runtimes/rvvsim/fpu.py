@@ -74,20 +74,25 @@ def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s, (a - (s - bb)) + (b - bb)
 
 
+#: the float64 bits of 2**-125, below which a float64 sum may round twice into a float32
+#: subnormal
+TINY32 = int(np.array([2.0**-125]).view(np.uint64)[0])
+
+
 def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Single-rounding a*b + c for float32 arrays (see module docstring)."""
-    p = a.astype(np.float64) * b.astype(np.float64)  # exact: 24+24 bit significands
-    c64 = c.astype(np.float64)
-    s = p + c64
+    p = np.multiply(a, b, dtype=np.float64)  # exact: 24+24 bit significands
+    s = np.add(p, c, dtype=np.float64)
     r = s.astype(np.float32)
     # rounding s again is only wrong when s sits exactly on a float32 midpoint (low 29 bits
     # of the float64 significand = 1000...0) or in float32's subnormal range, and the float64
     # sum was inexact (sums of float32 values land on midpoints exactly all the time)
     bits = s.view(np.uint64)
-    mag = np.abs(s)
+    mag = bits & np.uint64(0x7FFFFFFFFFFFFFFF)  # |s| as bits: 0 < |s| < 2**-125 is one range
     risky = ((bits & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000)) | (
-        (mag < 2.0**-125) & (mag > 0))
-    if risky.any():
+        (mag - np.uint64(1)) < np.uint64(TINY32 - 1))
+    if np.count_nonzero(risky):
+        c64 = np.asarray(c, np.float64)
         idx = np.nonzero(risky & np.isfinite(s))[0]
         if p.shape != s.shape:
             p = np.broadcast_to(p, s.shape)

@@ -913,9 +913,13 @@ FP_MAC: dict[str, tuple[float, float, bool]] = {
 def _fmac_fn(ps: float, cs: float, acc_vd: bool) -> Callable:
     def fn(d: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
         t = d.dtype.type
+        if ps != 1.0:  # (a product by +1 changes no value, only a NaN's payload: canonical)
+            s = s * t(ps)
         if acc_vd:  # vd = ±(s*v) ± vd
-            return fpu.fma(s * t(ps), v, d * t(cs))
-        return fpu.fma(s * t(ps), d, v * t(cs))  # vd = ±(s*vd) ± vs2
+            return fpu.fma(s, v, d if cs == 1.0 else d * t(cs))
+        return fpu.fma(s, d, v if cs == 1.0 else v * t(cs))  # vd = ±(s*vd) ± vs2
+    if acc_vd:  # the loop batcher runs chains of these on an accumulator (batch.py)
+        fn.fma_signs = (ps, cs)  # type: ignore[attr-defined]
     return fn
 
 

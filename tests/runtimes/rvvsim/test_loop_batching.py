@@ -64,6 +64,38 @@ MATMUL_STRIDED = """
     bnez a7, 1b
     vse32.v v4, (a3)"""
 
+# portc's vfmacc.vf microkernel shape: accumulators updated several times per iteration
+# (vfmacc/vfnmsac add, vfmsac subtracts the accumulator: two sign patterns, run as two stacks)
+MICROKERNEL = """
+    vsetvli t0, a5, e32, m4, ta, ma
+    flw ft9, 0(a2)
+    vfmv.v.f v0, ft9
+    vfmv.v.f v4, ft9
+    vfmv.v.f v8, ft9
+    slli t2, a5, 2
+1:  vle32.v v12, (a1)
+    flw ft0, 0(a0)
+    vfmacc.vf v0, ft0, v12
+    flw ft1, 4(a0)
+    vfnmsac.vf v4, ft1, v12
+    vfmsac.vf v8, ft0, v12
+    add a1, a1, t2
+    vle32.v v12, (a1)
+    flw ft0, 8(a0)
+    vfmacc.vf v0, ft0, v12
+    flw ft1, 12(a0)
+    vfnmsac.vf v4, ft1, v12
+    vfmsac.vf v8, ft1, v12
+    add a1, a1, t2
+    addi a0, a0, 16
+    addi a4, a4, -1
+    bnez a4, 1b
+    vse32.v v0, (a3)
+    add a3, a3, t2
+    vse32.v v4, (a3)
+    add a3, a3, t2
+    vse32.v v8, (a3)"""
+
 # strip-mined element-wise: vsetvli in the body, compares into v0, merges, fma, conversions
 ELEMENTWISE = """
     li t1, 1065353216
@@ -220,6 +252,22 @@ def _cases() -> tuple[list[Case], dict[str, bool]]:
     with np.errstate(over="ignore"):  # products and sums that overflow to inf
         b = (b.astype(np.float64) * 1e37).astype(np.float32)
     add(Case("matmul_specials", MATMUL_K, [a, b], 64, 40, 16), True)
+    kk, width = 40, 24
+    a = rng.standard_normal(2 * kk).astype(np.float32)
+    b = rng.standard_normal((kk, width)).astype(np.float32)
+    add(Case("microkernel", MICROKERNEL, [a, b, np.array([0.25], np.float32)],
+             12 * width, kk // 2, width), True)
+    # 1 + s*b with s*b = 2**-24 + 2**-60: float64 rounds the sum onto the float32 midpoint
+    # 1 + 2**-24 (ties to 1.0), the exact fma rounds up; the batched chain must notice, at
+    # its first step, later, and at two steps in a row (v0's step 2i + q: a[4i + 2q], b[2i + q])
+    a = np.zeros(2 * kk, np.float32)
+    b = np.zeros((kk, width), np.float32)
+    for row, col in ((0, 0), (7, 14), (23, 46), (24, 48)):
+        a[col] = 1 + 2.0**-12
+        b[row] = 2.0**-24 * (1 - 2.0**-12 + 2.0**-24)
+    a[6], b[3] = 1.0, 2.0**-22  # an exact step between two of them
+    add(Case("microkernel_midpoint", MICROKERNEL, [a, b, np.array([1.0], np.float32)],
+             12 * width, kk // 2, width), True)
     for n in (1000, 777):
         x = (rng.standard_normal(n) * 4).astype(np.float32)
         y = rng.standard_normal(n).astype(np.float32)
