@@ -55,8 +55,9 @@ class RunStats:
     a0: int = 0
     a1: int = 0
     fa0_bits: int = 0
-    #: loop iterations the batcher ran at once (included in the counts above)
+    #: loop iterations the batcher ran at once, and their instructions (included above)
     batched_iterations: int = 0
+    batched_instructions: int = 0
 
     @property
     def fa0_double(self) -> float:
@@ -166,7 +167,7 @@ class RvvMachine:
         blocks = self._blocks
         bhits = [0] * n  # executions per block start
         shits: list[int] | None = None  # per instruction, for blocks run one step at a time
-        count = batched = 0
+        count = batched = batched_count = 0
         last = -1
         blk: Block | None = None
         stepping: int | None = None
@@ -187,6 +188,7 @@ class RvvMachine:
                             count += k * size
                             bhits[pc] += k
                             batched += k
+                            batched_count += k * size
                     last = pc
                     if count + size > max_instructions:  # the limit falls inside this block
                         shits = shits or [0] * n
@@ -239,4 +241,4 @@ class RvvMachine:
         for i, h in enumerate(shits or ()):
             if h:
                 per[instrs[i].mnemonic] = per.get(instrs[i].mnemonic, 0) + h
-        return RunStats(count, per, x[10], x[11], f[10], batched)
+        return RunStats(count, per, x[10], x[11], f[10], batched, batched_count)
