@@ -51,6 +51,8 @@ XS = ("t0", "t1", "t2")
 F_SCRATCH = tuple(f"ft{i}" for i in range(11)) + tuple(f"fa{i}" for i in range(8))
 #: the one source register of every vector splat (see ``Code._splat``)
 SPLAT_F = "ft11"
+#: callee-saved float registers that hold a kernel's constants for its whole run
+F_POOL = tuple(f"fs{i}" for i in range(12))
 SPLATS = ("vmv.v.v", "vmv.v.i", "vmv.v.x", "vfmv.v.f")
 SUPPORTED_BITS = {"float32": 32, "float64": 64, "int8": 8, "int16": 16, "int32": 32,
                   "int64": 64, "uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "bool": 8,
@@ -116,10 +118,11 @@ class Code:
 
     def _splat(self, mnemonic: str, operands: tuple[str | int, ...], group: int) -> None:
         """Splats and copies in one canonical form: ``vmv.v.x vd, t0`` / ``vfmv.v.f vd, ft11``
-        (the source always in the same register) and ``vor.vv`` for copies. rvvsim caches an
-        execution plan per (instruction form, vd, vtype, vl) for these and may reuse one
-        instruction's plan for another; with one fixed source register the reuse is harmless
-        (reported to the rvvsim owner; remove once fixed)."""
+        (the source always in the same register) and ``vor.vv`` for copies. The committed
+        rvvsim caches an execution plan per (instruction form, vd, vtype, vl) for these and
+        reuses one instruction's plan for another (seen: a float splat from another register
+        in the next strip, an immediate splat); with one fixed source register the reuse is
+        harmless. Reported to the rvvsim owner; remove once that fix is committed."""
         vd, src = operands
         mk = rvv.OPS
         if mnemonic == "vmv.v.v":
@@ -337,6 +340,8 @@ class GenericLowering:
         self.fs = 0
         self.xpool = list(X_POOL)
         self.used_s: list[str] = []
+        #: (bits, dtype) -> callee-saved float register holding that constant
+        self.fpool: dict[tuple[int, str], str] = {}
         body_types = [dtypes.from_ir(v.type).name for b in op.body.block.ops for v in b.results]
         all_types = {s.dtype for s in [*self.shape.ins, self.shape.out]} | set(body_types)
         for t in all_types:
@@ -407,14 +412,28 @@ class GenericLowering:
         return v.n
 
     def fconst(self, value: float, dt: str) -> str:
-        f = self.freg()
+        """A float register holding ``value``: the first ``len(F_POOL)`` distinct constants of
+        a kernel live in callee-saved registers set once at entry (polynomials reuse theirs
+        every strip); later ones are built where they are used."""
         bits = float_bits(value, dt)
-        if bits == 0:
-            self.c("fmv.w.x" if dt == "float32" else "fmv.d.x", f, "zero")
-        else:
-            self.c("li", "t0", _signed(bits, 64) if dt == "float64" else bits)
-            self.c("fmv.w.x" if dt == "float32" else "fmv.d.x", f, "t0")
+        key = (bits, dt)
+        if key in self.fpool:
+            return self.fpool[key]
+        if len(self.fpool) < len(F_POOL):
+            reg = F_POOL[len(self.fpool)]
+            self.fpool[key] = reg
+            return reg
+        f = self.freg()
+        self._fmaterialise(self.c.ops, f, bits, dt)
         return f
+
+    def _fmaterialise(self, ops: list[Operation], f: str, bits: int, dt: str) -> None:
+        mv = "fmv.w.x" if dt == "float32" else "fmv.d.x"
+        if bits == 0:
+            ops.append(rvv.OPS[mv].make(f, "zero"))
+        else:
+            ops.append(rvv.OPS["li"].make("t0", _signed(bits, 64) if dt == "float64" else bits))
+            ops.append(rvv.OPS[mv].make(f, "t0"))
 
     def splat(self, value: float | int, dt: str, tag: str | None = None) -> V:
         """A fresh group with every lane ``value`` of ``dt`` (tagged ``tag``: raw half bits
@@ -502,8 +521,9 @@ class GenericLowering:
             outer = [d for d in order if not sh.is_red[d]]
             inner = [d for d in order if sh.is_red[d]]
             self.loops(outer, lambda: self.r_point(inner))
-        # prologue/epilogue for callee-saved registers
-        frame = (len(self.used_s) * 8 + 15) // 16 * 16
+        # prologue/epilogue for callee-saved registers, then the pooled float constants
+        fregs = list(self.fpool.values())
+        frame = ((len(self.used_s) + len(fregs)) * 8 + 15) // 16 * 16
         pro: list[Operation] = []
         epi: list[Operation] = []
         if frame:
@@ -511,7 +531,12 @@ class GenericLowering:
             for i, r in enumerate(self.used_s):
                 pro.append(rvv.OPS["sd"].make(r, i * 8, "sp"))
                 epi.append(rvv.OPS["ld"].make(r, i * 8, "sp"))
+            for i, r in enumerate(fregs, start=len(self.used_s)):
+                pro.append(rvv.OPS["fsd"].make(r, i * 8, "sp"))
+                epi.append(rvv.OPS["fld"].make(r, i * 8, "sp"))
             epi.append(rvv.OPS["addi"].make("sp", "sp", frame))
+        for (bits, dt), r in self.fpool.items():
+            self._fmaterialise(pro, r, bits, dt)
         c.ops[body_start:body_start] = pro
         c.ops.extend(epi)
         c("ret")

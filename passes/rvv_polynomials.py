@@ -173,36 +173,51 @@ LN2_HI = 0.693145751953125
 LN2_LO = {"float32": 1.428606765330187045e-06, "float64": 1.42860682030941723212e-06}
 
 
-def exp(gl: GenericLowering, x: V) -> V:
+def exp(gl: GenericLowering, x: V, consume: bool = False) -> V:
+    """``consume``: the caller hands ``x`` over; it is freed once the special lanes are
+    recorded as masks (one register each), so the polynomial has its registers back."""
     m = Vm(gl, x.dtype)
+    c = gl.c
     hi = 88.72283172607421875 if m.f32 else 709.782712893384
     lo = -86.0 if m.f32 else -707.0
     t = m.op("vfmin.vf", x, m.k(hi))
-    gl.c("vfmax.vf", t.name, t.name, m.k(lo), group=t.n)
+    c("vfmax.vf", t.name, t.name, m.k(lo), group=t.n)
+    over, under = gl.vr.alloc(1), gl.vr.alloc(1)
+    c("vmfgt.vf", f"v{over}", x.name, m.k(hi), group=x.n)
+    c("vmflt.vf", f"v{under}", x.name, m.k(lo), group=x.n)
+    nan = None
+    if consume:
+        nan = gl.vr.alloc(1)
+        c("vmfne.vv", f"v{nan}", x.name, x.name, group=x.n)
+        m.free(x)
     y = m.mulk(t, 1.4426950408889634)
-    n, nf = m.to_int_round(y)
+    n = m.un("vfcvt.x.f.v", y, m.it)  # round to nearest even
     m.free(y)
+    nf = m.un("vfcvt.f.x.v", n)
+    nf.dtype = m.dt
     gl.sew(m.dt)
-    gl.c("vfnmsac.vf", t.name, m.k(LN2_HI), nf.name, group=t.n)
-    gl.c("vfnmsac.vf", t.name, m.k(LN2_LO[m.dt]), nf.name, group=t.n)
+    c("vfnmsac.vf", t.name, m.k(LN2_HI), nf.name, group=t.n)
+    c("vfnmsac.vf", t.name, m.k(LN2_LO[m.dt]), nf.name, group=t.n)
     m.free(nf)
-    p = m.horner(t, _taylor_exp(m.dt))
+    r = m.horner(t, _taylor_exp(m.dt))
     m.free(t)
     bias, mbits = (127, 23) if m.f32 else (1023, 52)
     gl.sew(m.it)
-    gl.c("li", "t0", bias - 1)
-    gl.c("vadd.vx", n.name, n.name, "t0", group=n.n)
-    gl.c("li", "t0", mbits)
-    gl.c("vsll.vx", n.name, n.name, "t0", group=n.n)
-    n.dtype = m.dt
-    r = m.mul(p, n)
-    m.free(p, n)
-    gl.c("vfadd.vv", r.name, r.name, r.name, group=r.n)
-    m.mask_cmp("vmfgt.vf", x, hi)
-    m.merge_k(r, math.inf)
-    m.mask_cmp("vmflt.vf", x, lo)
-    m.merge_k(r, 0.0)
-    m.keep_nan(r, x)
+    c("li", "t0", bias - 1)
+    c("vadd.vx", n.name, n.name, "t0", group=n.n)
+    c("li", "t0", mbits)
+    c("vsll.vx", n.name, n.name, "t0", group=n.n)
+    gl.sew(m.dt)
+    c("vfmul.vv", r.name, r.name, n.name, group=r.n)
+    m.free(n)
+    c("vfadd.vv", r.name, r.name, r.name, group=r.n)
+    for mask, value in ((over, math.inf), (under, 0.0), (nan, math.nan)):
+        if mask is not None:
+            c("vmand.mm", "v0", f"v{mask}", f"v{mask}")
+            m.merge_k(r, value)
+            gl.vr.release(mask, 1)
+    if not consume:
+        m.keep_nan(r, x)
     return r
 
 
@@ -276,8 +291,7 @@ def log(gl: GenericLowering, x: V) -> V:
 def sigmoid(gl: GenericLowering, x: V) -> V:
     m = Vm(gl, x.dtype)
     nx = m.neg(x)
-    e = exp(gl, nx)
-    m.free(nx)
+    e = exp(gl, nx, consume=True)
     d = m.addk(e, 1.0)
     m.free(e)
     r = m.rdivk(1.0, d)
@@ -291,8 +305,7 @@ def tanh(gl: GenericLowering, x: V) -> V:
     cap = 10.0 if m.f32 else 20.0
     gl.c("vfmin.vf", a.name, a.name, m.k(cap), group=a.n)
     a2 = m.op("vfadd.vv", a, a)
-    e = exp(gl, a2)
-    m.free(a2)
+    e = exp(gl, a2, consume=True)
     d = m.addk(e, 1.0)
     m.free(e)
     q = m.rdivk(-2.0, d)
@@ -322,38 +335,38 @@ AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
 def erf(gl: GenericLowering, x: V) -> V:
+    """Ordered so that few values are live at once (exp's temporaries die before the
+    rational part is built): GELU's erf then fits LMUL 4."""
     m = Vm(gl, x.dtype)
+    c = gl.c
     a = m.abs(x)
-    gl.c("vfmin.vf", a.name, a.name, m.k(10.0), group=a.n)
+    c("vfmin.vf", a.name, a.name, m.k(10.0), group=a.n)
     # large |x|: 1 - t (a1 + a2 t + ...) exp(-x^2), t = 1 / (1 + p |x|)
-    d = m.mulk(a, AS_P)
-    gl.c("vfadd.vf", d.name, d.name, m.k(1.0), group=d.n)
-    t = m.rdivk(1.0, d)
-    m.free(d)
+    big = m.mul(a, a)
+    c("vfsgnjn.vv", big.name, big.name, big.name, group=big.n)
+    e = exp(gl, big, consume=True)
+    t = m.mulk(a, AS_P)
+    c("vfadd.vf", t.name, t.name, m.k(1.0), group=t.n)
+    c("vfrdiv.vf", t.name, t.name, m.k(1.0), group=t.n)
     p = m.horner(t, list(AS_A))
-    pt = m.mul(p, t)
-    m.free(p, t)
-    na2 = m.mul(a, a)
-    gl.c("vfsgnjn.vv", na2.name, na2.name, na2.name, group=na2.n)
-    e = exp(gl, na2)
-    m.free(na2)
-    big = m.mul(pt, e)
-    m.free(pt, e)
-    gl.c("vfrsub.vf", big.name, big.name, m.k(1.0), group=big.n)
+    c("vfmul.vv", p.name, p.name, t.name, group=p.n)
+    m.free(t)
+    c("vfmul.vv", e.name, e.name, p.name, group=e.n)
+    m.free(p)
+    c("vfrsub.vf", e.name, e.name, m.k(1.0), group=e.n)
     # small |x|: 2/sqrt(pi) sum (-1)^n x^(2n+1) / (n! (2n+1))
     terms = 11 if m.f32 else 18
     coef = [2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1))
             for n in range(terms)]
     a2 = m.mul(a, a)
-    s = m.horner(a2, coef)
+    small = m.horner(a2, coef)
     m.free(a2)
-    small = m.mul(s, a)
-    m.free(s)
+    c("vfmul.vv", small.name, small.name, a.name, group=small.n)
     m.mask_cmp("vmflt.vf", a, 1.0)
-    m.merge(big, small)
+    m.merge(e, small)
     m.free(small, a)
-    out = m.copysign(big, x)
-    m.free(big)
+    out = m.copysign(e, x)
+    m.free(e)
     m.keep_nan(out, x)
     return out
 
@@ -731,8 +744,7 @@ def pow_(gl: GenericLowering, a: V, b: V) -> V:
     m.free(aa)
     y = m.mul(la, b)
     m.free(la)
-    ex = exp(gl, y)
-    m.free(y)
+    ex = exp(gl, y, consume=True)
     neg = gl.vr.alloc(1)
     gl.sew(m.dt)
     c("vmflt.vf", f"v{neg}", a.name, m.k(0.0), group=g)
@@ -800,8 +812,7 @@ def pow_const(gl: GenericLowering, a: V, e: float) -> V | None:
     m.free(aa)
     y = m.mulk(la, e)
     m.free(la)
-    r = exp(gl, y)
-    m.free(y)
+    r = exp(gl, y, consume=True)
     m.mask_cmp("vmflt.vf", a, 0.0)
     m.merge_k(r, math.nan)
     m.mask_cmp("vmfeq.vf", a, 1.0)

@@ -39,16 +39,18 @@ def need_qemu() -> None:
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_verifies_on_rvvsim(examples_dir: Path, name: str) -> None:
-    rep = api.verify(examples_dir / f"{name}.onnx", "rvv", seed=3, rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_example_verifies_on_rvvsim(examples_dir: Path, name: str, fmt: str) -> None:
+    rep = api.verify(examples_dir / f"{name}.{fmt}", "rvv", seed=3, rtol=1e-4, atol=1e-5)
     assert rep.ok, rep.table()
     assert rep.stats["instructions"] > 0 and rep.stats["per_mnemonic"]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_verifies_on_qemu(examples_dir: Path, name: str) -> None:
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_example_verifies_on_qemu(examples_dir: Path, name: str, fmt: str) -> None:
     need_qemu()
-    rep = api.verify(examples_dir / f"{name}.onnx", "rvv", runtime="qemu", seed=4, rtol=1e-4,
+    rep = api.verify(examples_dir / f"{name}.{fmt}", "rvv", runtime="qemu", seed=4, rtol=1e-4,
                      atol=1e-5)
     assert rep.ok, rep.table()
     assert rep.runtime == "qemu"
