@@ -5,9 +5,8 @@
 block (on first execution) to one generated function over them (``blocks.py``), and
 ``machine.call(name, int_args, fp_args)`` runs one LP64D function, returning ``RunStats``
 (dynamic instruction count, total and per mnemonic). A loop that is one block of batchable
-instructions runs all iterations but its last as one numpy operation per instruction
-(``batch.py``; exact, or it declines and the loop is stepped: ``batch_loops=False`` always
-steps). ``Memory`` holds named, bounds-checked
+instructions runs its iterations as one numpy operation per instruction (``batch.py``; exact,
+or it declines and the loop is stepped: ``batch_loops=False`` always steps). ``Memory`` holds named, bounds-checked
 regions and the stack. Results are meant to equal qemu-riscv64 (``vext_spec=v1.0,
 rvv_ta_all_1s=true, rvv_ma_all_1s=true``) bit for bit.
 

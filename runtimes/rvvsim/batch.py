@@ -43,7 +43,15 @@ from portc.runtimes.rvvsim.errors import RvvSimError
 from portc.runtimes.rvvsim.fpu import FTYPE, UTYPE
 from portc.runtimes.rvvsim.parser import Program
 from portc.runtimes.rvvsim.scalar import BOX, RRR, UNARY, sgnj_bits
-from portc.runtimes.rvvsim.vregs import KIND_T, LOG2, check_overlap, mask_bits, xscalar
+from portc.runtimes.rvvsim.vregs import (
+    KIND_T,
+    LOG2,
+    check_overlap,
+    mask_bits,
+    mwrite,
+    vwrite,
+    xscalar,
+)
 
 #: fewest iterations worth a batch (the analysis costs about as much as a few iterations)
 MIN_TRIPS = 4
@@ -187,7 +195,7 @@ def plan_loop(blk: Any, ops: list[Op], program: Program) -> LoopPlan | None:
         "vld", "vst")} | {s[1] for sp in specs if sp[0] in ("vew", "vcmp")
                           for s in sp[4 if sp[0] == "vew" else 2] if s[0] == "v"}
     return LoopPlan(blk.start, blk.end - blk.start + 1, specs, last, x_carried, f_temps,
-                    v_carried, recur, masks, data)
+                    v_carried, recur, masks, data, x_temps)
 
 
 class LoopPlan:
@@ -195,30 +203,34 @@ class LoopPlan:
 
     def __init__(self, start: int, size: int, specs: list[tuple], branch: tuple,
                  x_carried: set[int], f_temps: set[int], v_carried: set[int],
-                 recur: dict[int, int], masks: set[int], data: set[int]) -> None:
+                 recur: dict[int, int], masks: set[int], data: set[int],
+                 x_temps: set[int]) -> None:
         self.start, self.size, self.specs, self.branch = start, size, specs, branch
         self.x_carried = sorted(x_carried)
         self.f_temps, self.v_carried, self.recur = f_temps, v_carried, recur
         self.masks, self.data = masks, data  # registers written/read as masks, as data groups
         self.delta: dict[int, int] = {}
+        self.x_temps = sorted(x_temps)
+        self.last_me: dict[int, str] = {}  # vector register -> its last writer (this batch)
         self.vector = any(sp[0] in VECTOR for sp in specs)
 
     # --- entry point --------------------------------------------------------------------------
-    def run(self, st: State, limit: int) -> int:
-        """Run as many whole iterations as can be proven exact (all but the last), commit
-        their effect on ``st`` and return how many; 0 leaves ``st`` untouched."""
+    def run(self, st: State, limit: int) -> tuple[int, bool]:
+        """Run as many whole iterations as can be proven exact, at most ``limit``, commit
+        their effect on ``st``: (how many, whether the last of them left the loop). Without
+        the exit, the interpreter takes the loop from there; 0 leaves ``st`` untouched."""
         if limit < MIN_TRIPS or st.frm or st.mem.stack_poisoned:
-            return 0
+            return 0, False
         try:
-            k, commit = self._run(st, limit)
+            k, exits, commit = self._run(st, limit)
         except (Decline, RvvSimError, ArithmeticError, ValueError, IndexError, TypeError,
                 KeyError):
             # any doubt (including a check that would trap) leaves the loop to the interpreter,
             # and nothing has been written yet
-            return 0
+            return 0, False
         if commit is not None:
             commit()
-        return k
+        return k, exits
 
     # --- scalar analysis: affine forms and the trip count ------------------------------------
     def _vtype(self, st: State) -> SimpleNamespace | None:
@@ -341,7 +353,7 @@ class LoopPlan:
         e = (aff(r1), aff(r2))
         used.append(e)
         out = {r: aff(r) for r in self.x_carried}
-        return used, out, seen, avl
+        return used, out, seen, avl, xs
 
     def _trips(self, e: tuple[Affine, Affine], horizon: int) -> int:
         """How many iterations from now take the branch, up to ``horizon`` (the comparison of
@@ -367,61 +379,71 @@ class LoopPlan:
             return horizon if e1 >= 0 else min(e0 // -e1 + 1, horizon)
         return horizon if e0 == e1 == 0 else 0  # beq
 
-    def _run(self, st: State, limit: int) -> tuple[int, Callable[[], None] | None]:
-        """(iterations, the writes that commit them): everything short of writing."""
+    def _run(self, st: State, limit: int) -> tuple[int, bool, Callable[[], None] | None]:
+        """(iterations, whether they leave the loop, the writes that commit them)."""
         vt = self._vtype(st)
         if vt is not None and vt.vl == 0:
-            return 0, None
+            return 0, False, None
         for _ in range(2):
             # the increments found at the last entry are the likely fixed point
             delta = dict(self.delta) if self.delta else dict.fromkeys(self.x_carried, 0)
             for _ in range(3):
-                used, out, seen, avl = self._affine(st, vt, delta)
+                used, out, seen, avl, xs = self._affine(st, vt, delta)
                 new = {r: out[r][0] - st.x[r] for r in self.x_carried}
                 if all(out[r][1] == delta[r] and new[r] == delta[r] for r in self.x_carried):
                     break
                 delta = new
             else:
-                return 0, None
+                return 0, False, None
             self.delta = delta
             if vt is None or avl is None or avl[1] or min(avl[0] & M64, vt.vlmax) == vt.vl:
                 break
             vt.vl = min(avl[0] & M64, vt.vlmax)  # a constant AVL below VLMAX: that vl
             if vt.vl == 0:
-                return 0, None
+                return 0, False, None
         else:
-            return 0, None
+            return 0, False, None
         horizon = limit
         if avl is not None and avl[1]:  # a moving AVL must give full strips in every iteration
             assert vt is not None
             a0, a1 = avl
             if a0 < vt.vlmax:
-                return 0, None
+                return 0, False, None
             if a1 < 0:
                 horizon = min(horizon, (a0 - vt.vlmax) // -a1 + 1)
-        k = self._trips(used[-1], horizon)
+        taken = self._trips(used[-1], horizon)
+        # the loop is left within the horizon: run the leaving iteration too, and set every
+        # register it writes; else all iterations known to branch back, the rest stepped
+        exits = taken < horizon
+        k = taken + 1 if exits else taken
         if k < MIN_TRIPS:
-            return 0, None
+            return 0, False, None
         for c0, c1 in seen + list(out.values()):
             if not (LO <= c0 <= HI and LO <= c0 + c1 * (k - 1) <= HI):
-                return 0, None
+                return 0, False, None
         if self.branch[1].endswith("u"):
             for c0, c1 in used[-1]:
                 if c0 < 0 or c0 + c1 * (k - 1) < 0:
-                    return 0, None
-        writes = self._execute(st, vt, used, k)
-        final = {r: st.x[r] + delta[r] * k for r in self.x_carried}
+                    return 0, False, None
+        writes, loaded, ffinal = self._execute(st, vt, used, k, exits)
+        written = self.x_carried + (self.x_temps if exits else [])
+        final = {r: _at(xs[r], k - 1, loaded) for r in written}
 
         def commit() -> None:
             writes()
             for r, v in final.items():
                 st.x[r] = v
-        return k, commit
+            for r, v in ffinal.items():
+                st.f[r] = v
+        return k, exits, commit
 
     # --- the batch itself --------------------------------------------------------------------
-    def _execute(self, st: State, vt: SimpleNamespace | None, used: list[Any], k: int
-                 ) -> Callable[[], None]:
-        """Compute every iteration's values and check them; returns the writes."""
+    def _execute(self, st: State, vt: SimpleNamespace | None, used: list[Any], k: int,
+                 exits: bool) -> tuple[Callable[[], None], dict[int, np.ndarray],
+                                       dict[int, int]]:
+        """Compute every iteration's values and check them; returns the writes, the values
+        loaded into integer registers (by load) and, leaving the loop, the f registers."""
+        self.last_me = {}
         if vt is not None:  # a mask register inside a data group would be read two ways
             n = 1 << vt.lmul if vt.lmul > 0 else 1
             if any(g <= m < g + n for m in self.masks for g in self.data):
@@ -484,6 +506,7 @@ class LoopPlan:
                 s = nb if stride is None else stride[0]
                 region, off0 = self._region(mem, (b0, b1), vt.vl, s, nb, k)
                 vregs[vd] = np.ndarray((k, vt.vl), f"<u{nb}", region.buf, off0, (b1, s)).copy()
+                self.last_me[vd] = sp[6]
                 loads.append((j, b0, b1, (vt.vl - 1) * abs(s) + nb))
                 if s < 0:
                     loads[-1] = (j, b0 + (vt.vl - 1) * s, b1, (vt.vl - 1) * -s + nb)
@@ -503,7 +526,13 @@ class LoopPlan:
                 assert vt is not None
                 self._vew(st, vt, j, sp, u, k, ints, freg, vregs, accs)
         assert vt is not None or not accs
-        return self._commit(st, vt, stores, loads, self._chains(accs, k, vt), k)
+        ffinal: dict[int, int] = {}
+        finals: list[tuple[int, np.ndarray]] = []
+        if exits:  # the leaving iteration's values stay in the registers
+            ffinal = {r: int(np.asarray(_f64(v)).reshape(-1)[-1]) for r, v in fregs.items()}
+            finals = [(r, v[-1]) for r, v in vregs.items()]
+        return self._commit(st, vt, stores, loads, self._chains(accs, k, vt), k,
+                            finals), loaded, ffinal
 
     def _group(self, vt: SimpleNamespace, reg: int, eew: int) -> None:
         """EEW must be SEW (one group size in the whole body) and the group aligned."""
@@ -540,12 +569,12 @@ class LoopPlan:
         """An element-wise instruction (``vew``) or a compare (``vcmp``) over all iterations."""
         sew, vl = vt.sew, vt.vl
         if sp[0] == "vcmp":
-            _, vd, srcs, fn, _ = sp
+            _, vd, srcs, fn, _, me = sp
             guard = sel = None
             dkind = "b"
             check_overlap(vt, vd, 1, [(s[1], sew) for s in srcs if s[0] == "v"])  # type: ignore
         else:
-            _, vd, _, dkind, srcs, fn, _, guard, sel = sp
+            _, vd, _, dkind, srcs, fn, _, guard, sel, me = sp
             self._group(vt, vd, sew)
         if guard is not None:
             guard(vt)
@@ -590,6 +619,7 @@ class LoopPlan:
                     args.append(_fbits(v, sew).reshape(k, 1))
                 else:  # the same pattern every iteration: one element, as fscalar gives it
                     args.append(_fbits(np.array([v], np.uint64), sew))
+        self.last_me[vd] = me
         if sp[0] == "vcmp":
             bits = np.asarray(fn(*[_flat(a, k, vl) for a in args]), bool)
             vregs[vd] = np.ascontiguousarray(np.broadcast_to(bits.reshape(-1), (k * vl,))
@@ -644,8 +674,12 @@ class LoopPlan:
         return _stepped([(fn, args, acc_pos, t)], k)
 
     def _commit(self, st: State, vt: SimpleNamespace | None, stores: list, loads: list,
-                accs: dict[int, np.ndarray], k: int) -> Callable[[], None]:
-        """Aliasing checks now; every write of the batch in the returned function."""
+                accs: dict[int, np.ndarray], k: int, finals: list[tuple[int, np.ndarray]]
+                ) -> Callable[[], None]:
+        """Aliasing checks now; every write of the batch in the returned function. With
+        ``finals`` (the loop is left) every vector register the body writes gets its last
+        value through ``vwrite``/``mwrite``, as its last writer would leave it (tail and mask
+        policies, undefined tails), at the body's vtype."""
         regions = []
         for j, _, a0, a1, n, s, nb, data in stores:
             fp = (a0 + min(0, s * (n - 1)), a1, abs(s) * (n - 1) + nb)  # one iteration's hull
@@ -663,13 +697,33 @@ class LoopPlan:
             reg, (1 << vt.lmul) if vt.lmul > 0 else 1)) for reg, val in accs.items()
             if vt is not None]
 
+        last_me = dict(self.last_me)
+
         def writes() -> None:
             for (region, off0, a1, n, s, nb, data), _ in regions:
                 np.ndarray((k, n, nb), np.uint8, region.buf, off0, (a1, s, 1))[...] = data
-            for a, raw, gm in acc_bytes:
-                st.V[a:a + raw.size] = raw
-                st.mfmt &= ~gm
+            if not finals:
+                for a, raw, gm in acc_bytes:
+                    st.V[a:a + raw.size] = raw
+                    st.mfmt &= ~gm
+                return
+            assert vt is not None
+            if any(sp[0] == "vsetvli" for sp in self.specs):
+                st.set_vtype(vt.sew, vt.lmul, vt.vl, vt.vta, vt.vma)
+            for reg, val in finals + list(accs.items()):
+                if val.dtype == np.bool_:
+                    mwrite(st, last_me[reg], reg, val, None, None, None)
+                else:
+                    vwrite(st, last_me[reg], reg, vt.sew, np.ascontiguousarray(val).view(
+                        UTYPE[vt.sew]), None, None, None)
         return writes
+
+
+def _at(v: IntVal, i: int, loaded: dict[int, np.ndarray]) -> int:
+    """An integer register's value in iteration i (an affine form, or what a load gave)."""
+    if isinstance(v, int):
+        return int(loaded[v][i])
+    return v[0] + v[1] * i
 
 
 def _stepped(ups: list[tuple], k: int) -> np.ndarray:

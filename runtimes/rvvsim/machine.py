@@ -4,8 +4,8 @@ Every static instruction becomes ``op(state) -> next_index`` (see ``core.py``), 
 block one generated function over those closures (``blocks.py``); ``call`` sets up the LP64D
 argument registers, a 16-byte aligned ``sp`` at the top of the memory's stack region and
 ``ra`` = a sentinel address, then runs ``pc = block(pc).run(state)`` until ``ret`` reaches the
-sentinel. A block that is a loop of batchable instructions may first run all but its last
-iteration at once (``batch.py``). A fault inside any closure is caught once here and located
+sentinel. A block that is a loop of batchable instructions may first run its iterations at
+once (``batch.py``). A fault inside any closure is caught once here and located
 (function, source line, instruction text) before it propagates.
 """
 
@@ -182,13 +182,17 @@ class RvvMachine:
                         blk = self._block(pc)
                     size = blk.end - blk.start + 1
                     if blk.loop is not None and last != pc:
-                        # entering a batchable loop: all iterations but the last at once
-                        k = blk.loop.run(st, (max_instructions - count) // size - 1)
+                        # entering a batchable loop: its iterations at once, as far as the
+                        # batcher can prove them; the rest (if any) one block at a time
+                        k, exits = blk.loop.run(st, (max_instructions - count) // size)
                         if k:
                             count += k * size
                             bhits[pc] += k
                             batched += k
                             batched_count += k * size
+                            if exits:  # the last of them fell through the branch
+                                last, pc = pc, blk.end + 1
+                                continue
                     last = pc
                     if count + size > max_instructions:  # the limit falls inside this block
                         shits = shits or [0] * n

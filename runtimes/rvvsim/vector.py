@@ -353,7 +353,7 @@ def ew_op(c: Ctx, vd: int, dwl: int, dkind: str, srcs: list[Src], fn: Callable,
         f = directed(st) if directed is not None and st.frm else fn
         elementwise(st, me, vd, dwl, dkind, srcs, f, masked, sel, slot)
         return nxt
-    return spec(op, "vew", vd, dwl, dkind, tuple(srcs), fn, masked, guard, sel)
+    return spec(op, "vew", vd, dwl, dkind, tuple(srcs), fn, masked, guard, sel, me)
 
 
 def _directed(kind: str, prep: Callable[..., list[np.ndarray]],
@@ -674,7 +674,7 @@ def _cmp_builder(kind: str, fn: Callable, form: str, stem: str,
         def op(st: State) -> int:
             compare(st, me, vd, srcs, fn, masked)
             return nxt
-        return spec(op, "vcmp", vd, tuple(srcs), fn, masked)
+        return spec(op, "vcmp", vd, tuple(srcs), fn, masked, me)
     return build
 
 

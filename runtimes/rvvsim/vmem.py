@@ -213,7 +213,7 @@ def _build_unit(eew: int, store: bool, strided: bool) -> Callable[[Ctx, list], O
                       mask_bits(st, 0, vl) if masked else None, False)
             return nxt
         kind = "vst" if store else "vld"
-        return spec(op, kind, eew, vreg, rs1, rs2 if strided else None, masked)
+        return spec(op, kind, eew, vreg, rs1, rs2 if strided else None, masked, me)
     return build
 
 

@@ -23,7 +23,7 @@ from portc.runtimes.rvvsim import (
     parse_program,
 )
 
-from .harness import Case, compare, need_tools, run_qemu, run_sim
+from .harness import Case, assembly, compare, need_tools, run_qemu, run_sim
 
 VLENS = [128, 256, 512, 1024]
 
@@ -371,18 +371,31 @@ def test_undefined_source_in_a_batchable_loop_raises_as_without_batching() -> No
     assert "function entry" in on
 
 
-def test_batched_loop_leaves_the_registers_of_the_stepped_one() -> None:
-    rng = np.random.default_rng(3)
-    bufs = {"a": rng.standard_normal(50).astype(np.float32),
-            "b": rng.standard_normal((50, 32)).astype(np.float32),
-            "o": np.zeros(32, np.float32)}
-    states = []
-    for batch in (True, False):
-        m, addrs = _machine(MATMUL_K, bufs, batch, vlen=512)
-        stats = m.call("f", [addrs["a"], addrs["b"], 0, addrs["o"], 50, 32])
-        st = m.state
-        states.append((list(st.x), list(st.f), st.V.tobytes(), st.P.tobytes(), st.O.tobytes(),
-                       st.dirty, st.mfmt, st.vcfg, stats.instructions,
-                       m.memory.read(addrs["o"], np.float32, 32).tobytes()))
-        assert (stats.batched_iterations > 0) == batch
-    assert states[0] == states[1]
+def _state(m: RvvMachine) -> tuple:
+    """Everything a later instruction could observe (origins as their descriptions: the ids
+    are interning order)."""
+    st = m.state
+    return (list(st.x), list(st.f), st.V.tobytes(), st.P.tobytes(),
+            [st.origins[o] for o in st.O], [st.origins[o] for o in st.OM.ravel()],
+            st.dirty, st.mfmt, st.vcfg, st.frm)
+
+
+@pytest.mark.parametrize("vlen", [256, 1024])
+def test_batched_loops_leave_the_registers_of_the_stepped_ones(vlen: int) -> None:
+    cases, batched = _cases()
+    program = parse_program(assembly(cases), "cases.s")
+    for c in cases:
+        states = []
+        for batch in (True, False):
+            mem = Memory()
+            ptrs = []
+            for j in range(3):
+                data = c.inputs[j] if j < len(c.inputs) else np.zeros(1, np.uint8)
+                ptrs.append(mem.alloc(f"in{j}", max(data.nbytes, 1)))
+                mem.write(ptrs[-1], np.ascontiguousarray(data).view(np.uint8).ravel())
+            out = mem.alloc("out", c.out_bytes)
+            m = RvvMachine(program, mem, vlen, batch_loops=batch)
+            stats = m.call(c.name, ptrs + [out, c.n, c.k])
+            states.append(_state(m) + (stats.instructions,
+                                       mem.read(out, np.uint8, c.out_bytes).tobytes()))
+        assert states[0] == states[1], c.name
