@@ -1,8 +1,9 @@
 """Target ``ascend``: an Ascend-like NPU (Da Vinci model, ``--soc 910b``) executed by npusim.
 
 Compile: the hardware graph pipeline, the shared graph-to-kernel lowering and buffer plan, then
-``passes/lower_npu.py`` (cube path for matmul/conv, vector path for the rest, AI CPU for what
-the AI core model cannot express) and ``npu-insert-sync``. The bundle carries
+``passes/lower_npu.py`` (cube path for matmul/conv, vector path for the rest, the scalar unit
+for small integer/bool kernels, AI CPU for what the AI core model cannot express) and
+``npu-insert-sync``. The bundle carries
 ``program.npu.mlir`` (the npu dialect's text: what npusim parses and executes), the kernel IR
 (``KERNEL_IR_FILE``; AI CPU launches execute kernels from it) and a manifest with the launch
 sequence (name, core type, block_dim, GM argument bindings) and the buffer table.

@@ -296,29 +296,65 @@ class GetBlockNumOp(NpuOp):
         return GetBlockNumOp.create(result_types=[IndexType()])
 
 
+def _scalar_type(dt: str) -> Attribute:
+    """The scalar unit's register type for an element of ``dt``: ``index`` (64-bit) for
+    integers and bools, the element's own type for floats."""
+    return dtypes.dtype(dt).ir if dtypes.dtype(dt).kind == "float" else IndexType()
+
+
 @irdl_op_definition
 class GetValueOp(NpuOp):
-    """``%v = npu.get_value %buf[%off]``: the scalar unit reads one integer element of a GM
-    or UB buffer (Ascend C ``GlobalTensor::GetValue`` / ``LocalTensor::GetValue``, through the
-    scalar data cache) as an ``index``, sign-extended. This is how gathers address on the AI
-    core: ``v = table[offset + stride * idx]`` takes ``idx`` from here into a DMA offset."""
+    """``%v = npu.get_value %buf[%off]``: the scalar unit reads one element of a GM or UB
+    buffer (Ascend C ``GlobalTensor::GetValue`` / ``LocalTensor::GetValue``, through the
+    scalar data cache): integers and bools as a sign-extended ``index``, floats as their own
+    type. Gathers address with it (``v = table[offset + stride * idx]``: ``idx`` feeds a DMA
+    offset) and small integer kernels compute with it (``npu.set_value``)."""
 
     name = "npu.get_value"
     BUFFERS: ClassVar[tuple[tuple[str, str, str], ...]] = (("buf", "off", "r"),)
     SPACES_OK: ClassVar[dict[str, tuple[str, ...]]] = {"buf": ("gm", "ub")}
     buf = operand_def(MemRefType)
     off = _index_operand()
-    result = result_def(IndexType)
+    result = result_def()
 
     @staticmethod
     def make(buf: SSAValue, off: SSAValue) -> GetValueOp:
-        return GetValueOp.create(operands=[buf, off], result_types=[IndexType()])
+        return GetValueOp.create(operands=[buf, off],
+                                 result_types=[_scalar_type(buffer_info(buf)[1])])
 
     def verify_(self) -> None:
         self._check_spaces()
         dt = buffer_info(self.buf)[1]
-        _require(dtypes.dtype(dt).kind in ("int", "uint"),
-                 f"{_where(self)}: the scalar unit reads integer elements, not {dt}")
+        _require(dtypes.dtype(dt).kind in ("int", "uint", "bool", "float"),
+                 f"{_where(self)}: the scalar unit does not read {dt}")
+        _require(self.result.type == _scalar_type(dt), f"{_where(self)}: reading {dt} gives "
+                 f"{_scalar_type(dt)}, not {self.result.type}")
+
+
+@irdl_op_definition
+class SetValueOp(NpuOp):
+    """``npu.set_value %buf[%off] = %v``: the scalar unit writes one element (``SetValue``):
+    an ``index`` stored to an integer or bool element keeps its low bits (two's-complement
+    wrap, bools keep bit 0), a float must have the element's type."""
+
+    name = "npu.set_value"
+    BUFFERS: ClassVar[tuple[tuple[str, str, str], ...]] = (("buf", "off", "w"),)
+    SPACES_OK: ClassVar[dict[str, tuple[str, ...]]] = {"buf": ("gm", "ub")}
+    buf = operand_def(MemRefType)
+    off = _index_operand()
+    value = operand_def()
+
+    @staticmethod
+    def make(buf: SSAValue, off: SSAValue, value: SSAValue) -> SetValueOp:
+        return SetValueOp.create(operands=[buf, off, value])
+
+    def verify_(self) -> None:
+        self._check_spaces()
+        dt = buffer_info(self.buf)[1]
+        _require(dtypes.dtype(dt).kind in ("int", "uint", "bool", "float"),
+                 f"{_where(self)}: the scalar unit does not write {dt}")
+        _require(self.value.type == _scalar_type(dt), f"{_where(self)}: a {dt} element takes "
+                 f"{_scalar_type(dt)}, not {self.value.type}")
 
 
 # ------------------------------------------------------------------------------------ sync
@@ -1011,8 +1047,8 @@ class VReduceOp(NpuOp):
 # ------------------------------------------------------------------------------------ tables
 
 NPU_OPS: tuple[type[IRDLOperation], ...] = (
-    KernelOp, AllocOp, GetBlockIdxOp, GetBlockNumOp, GetValueOp, SetFlagOp, WaitFlagOp,
-    PipeBarrierOp,
+    KernelOp, AllocOp, GetBlockIdxOp, GetBlockNumOp, GetValueOp, SetValueOp, SetFlagOp,
+    WaitFlagOp, PipeBarrierOp,
     Mte2Op, Mte3Op, LoadL0Op, MmadOp, FixOp,
     VAddOp, VSubOp, VMulOp, VDivOp, VMaxOp, VMinOp, VAddsOp, VMulsOp, VMaxsOp, VMinsOp,
     VExpOp, VLnOp, VSqrtOp, VRsqrtOp, VRecOp, VAbsOp, VReluOp, VNegOp, VCopyOp, VCastOp,

@@ -154,6 +154,7 @@ SOC_910B = NpuSoc(
         # npu.get_value: a scalar read of GM/UB through the scalar data cache (assumption: an
         # L2 hit, ~30 ns); the scalar unit stalls for it, so gathers pay it once per row
         "scalar_load": PipeCost(50, 0.0),
+        "scalar_store": PipeCost(20, 0.0),  # npu.set_value: a write into the data cache
     }),
 )
 

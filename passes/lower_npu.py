@@ -49,14 +49,19 @@ of an Ascend-like SoC (``--soc 910b``), in execution order:
   ``stride * index`` to the gathered operand's DMA offset. Index operands therefore may not
   move along the vector dim (a GatherElements index moves with every element: one element
   per task) and 2-D tiles are off.
-* **AI CPU** (``aicpu``): what the AI core model cannot express -- scatters (indirect
-  outputs: cores would race on colliding indices), ``kernel.sort``, ``kernel.index``, dtypes
-  other than fp32/fp16/bf16/int32 in computation (int64, bool, int8, float64), functions
-  without a vector composition (sin, mod, pow with a run-time exponent, ...), negative
-  strides. Ascend runs
-  such operators on the SoC's AI CPU; here the launch names the kernel-IR kernel and the
-  runtime executes it with the kernel-IR executor, so its numbers are exact. The manifest and
-  the run statistics list every AI CPU launch with its reason.
+* **scalar path** (AIV scalar unit, ``passes/lower_npu_scalar.py``): what the vector unit
+  cannot run but is small (at most ``SCALAR_MAX_EVALS`` body evaluations) and integer or
+  bool -- int64/int8/uint8/bool arithmetic, masks, casts, ``kernel.index``, small scatters (on
+  one core) -- element by element through ``npu.get_value``/``npu.set_value`` on the scalar
+  unit's 64-bit registers. The encoder's attention-mask path runs here.
+* **AI CPU** (``aicpu``): what the AI core model cannot express -- large scatters (indirect
+  outputs: cores would race on colliding indices), ``kernel.sort``, large kernels with
+  ``kernel.index`` or dtypes other than fp32/fp16/bf16/int32 in computation (int64, bool,
+  int8, float64), float functions without a vector composition (sin, mod, pow with a
+  run-time exponent, ...), negative strides. Ascend runs such operators on the SoC's AI CPU;
+  here the launch names the kernel-IR kernel and the runtime executes it with the kernel-IR
+  executor, so its numbers are exact. The manifest and the run statistics list every AI CPU
+  launch with its reason (the vector unit's and the scalar unit's).
 
 Functions the vector unit lacks are compositions (documented where they are built):
 ``sigmoid = 1/(1+exp(-x))``, ``tanh = 2/(1+exp(-2x)) - 1``, ``erf`` by Abramowitz-Stegun
@@ -83,6 +88,7 @@ from portc.dialects import dtypes, npu
 from portc.dialects import kernel as k
 from portc.dialects.npu_soc import NpuSoc, ceil_to, get_soc
 from portc.passes.lower_npu_cube import GemmSpec, build_gemm_kernel
+from portc.passes.lower_npu_scalar import ScalarKernel, ScalarUnsupported
 from portc.passes.npu_sync import insert_sync
 
 #: cube operand dtype per ``--precision`` (ATC ``--precision_mode`` analogue)
@@ -119,7 +125,7 @@ class Launch:
     origin: str
     block_dim: int
     bind: dict[str, str]
-    role: str = "vector"  # vector | pack | gemm | unpack | aicpu
+    role: str = "vector"  # vector | pack | gemm | unpack | scalar | aicpu
     reason: str = ""
 
     def manifest(self) -> dict[str, Any]:
@@ -1136,7 +1142,7 @@ class _Lowering:
                     try:
                         self._vector(self._fill(kop), name, name, "vector")
                     except Unsupported as e:
-                        self._aicpu(kop, str(e))
+                        self._scalar_or_aicpu(self._fill(kop), str(e))
                 continue
             try:
                 mm = matmul_operands(kop)
@@ -1144,7 +1150,7 @@ class _Lowering:
                     continue
                 self._vector(kop, name, name, "vector")
             except Unsupported as e:
-                self._aicpu(kop, str(e))
+                self._scalar_or_aicpu(kop, str(e))
         insert_sync(self.out)
         if self.verify:
             self.out.verify()
@@ -1165,6 +1171,19 @@ class _Lowering:
         return k.GenericOp.make(op.kernel_name(), op.origin(), op.extents[:npar], npar, [],
                                 (op.output_name, op.output_strides[:npar], op.output_offset),
                                 "none", None, [], body)
+
+    def _scalar_or_aicpu(self, kop: k.GenericOp, why: str) -> None:
+        """What the vector unit cannot run: the scalar unit when it is small and integer
+        (``passes/lower_npu_scalar.py``), else the AI CPU with both reasons."""
+        name = kop.kernel_name()
+        try:
+            kern = ScalarKernel(kop, name, {**self.bufs, **self.temps}, self.soc).build()
+        except ScalarUnsupported as e:
+            self._aicpu(kop, f"{why}; scalar unit: {e}")
+            return
+        self.out.body.block.add_op(kern)
+        self.launches.append(Launch(name, "aiv", name, kern.block_dim.value.data,
+                                    {n: n for n in kern.names}, "scalar"))
 
     def _aicpu(self, kop: k.KernelOp, reason: str) -> None:
         if isinstance(kop, k.SortOp):

@@ -198,11 +198,25 @@ _VEC_COST: dict[str, str] = {
     "npu.vcast": "vec_cast", "npu.vwhole_reduce": "vec_reduce", "npu.vreduce": "vec_reduce",
 }
 
+def _w64(v: int) -> int:
+    """The scalar unit's registers are 64-bit: results wrap in two's complement."""
+    return v if -(1 << 63) <= v < (1 << 63) else ((v + (1 << 63)) % (1 << 64)) - (1 << 63)
+
+
+def _divsi(a: int, b: int) -> int:
+    """Signed division truncating toward zero, exactly (no float detour)."""
+    q = abs(a) // abs(b)
+    return -q if (a < 0) != (b < 0) else q
+
+
 _ARITH: dict[str, Callable[..., Any]] = {
-    "arith.addi": lambda a, b: a + b, "arith.subi": lambda a, b: a - b,
-    "arith.muli": lambda a, b: a * b,
-    "arith.divsi": lambda a, b: int(a / b), "arith.divui": lambda a, b: a // b,
-    "arith.remsi": lambda a, b: int(math.fmod(a, b)), "arith.remui": lambda a, b: a % b,
+    "arith.addi": lambda a, b: _w64(a + b), "arith.subi": lambda a, b: _w64(a - b),
+    "arith.muli": lambda a, b: _w64(a * b),
+    "arith.divsi": lambda a, b: _w64(_divsi(a, b)), "arith.divui": lambda a, b: a // b,
+    "arith.remsi": lambda a, b: a - b * _divsi(a, b), "arith.remui": lambda a, b: a % b,
+    "arith.shli": lambda a, b: _w64(a << b), "arith.shrsi": lambda a, b: a >> b,
+    "arith.shrui": lambda a, b: (a % (1 << 64)) >> b,
+    "arith.sitofp": float, "arith.uitofp": lambda a: float(a % (1 << 64)),
     "arith.floordivsi": lambda a, b: a // b, "arith.ceildivsi": lambda a, b: -(-a // b),
     "arith.minsi": min, "arith.maxsi": max, "arith.minui": min, "arith.maxui": max,
     "arith.andi": lambda a, b: a & b, "arith.ori": lambda a, b: a | b,
@@ -554,8 +568,9 @@ class _Core:
         """Scalar read of one integer element (the S pipe stalls for the data cache); in
         timing-only mode without the array the value is 0 (addresses then only feed checks)."""
         buf, off = (env[v] for v in op.operands)
-        if not isinstance(buf, Buf) or buf.dtype.kind not in "iu":
-            raise self.fail(NpuProgramError, "npu.get_value reads an integer buffer")
+        if not isinstance(buf, Buf) or buf.dtype.kind not in "iubf":
+            raise self.fail(NpuProgramError, "npu.get_value reads an integer, bool or float "
+                            "buffer")
         if buf.space not in ("gm", "ub"):
             raise self.fail(NpuProgramError, f"the scalar unit reads gm or ub, not {buf.space}")
         self.check_range(buf, off, off + 1, "npu.get_value")
@@ -565,7 +580,32 @@ class _Core:
             self.access(_S, buf, self.runs(buf, off, 1, 1, 1), False)
             self.cross_core(buf, off, 1, 1, 1, False)
         known = self.functional or (buf.space == "gm" and buf.key in self.gm)
-        env[op.results[0]] = int(self.view(buf)[off]) if known else 0
+        v = self.view(buf)[off] if known else 0
+        env[op.results[0]] = float(v) if buf.dtype.kind == "f" else int(v)
+
+    def _set_value(self, op: Op, env: dict[str, Any]) -> None:
+        """Scalar write of one element: integers keep their low bits (bools bit 0), floats
+        round to the element type."""
+        buf, off, value = (env[v] for v in op.operands)
+        if not isinstance(buf, Buf) or buf.space not in ("gm", "ub"):
+            raise self.fail(NpuProgramError, "npu.set_value writes a gm or ub buffer")
+        self.check_range(buf, off, off + 1, "npu.set_value")
+        self.scalar(self.soc.costs["scalar_store"].startup)
+        self.vc[_S, _S] += 1
+        if self.check_races:
+            self.access(_S, buf, self.runs(buf, off, 1, 1, 1), True)
+            self.cross_core(buf, off, 1, 1, 1, True)
+        if not self.functional:
+            return
+        if buf.dtype.kind == "f":
+            self.view(buf)[off] = np.asarray(value, np.float64).astype(buf.dtype)
+        elif buf.dtype.kind == "b":
+            self.view(buf)[off] = bool(int(value) & 1)
+        else:
+            bits = 8 * buf.itemsize
+            low = int(value) % (1 << bits)
+            self.view(buf)[off] = low - (1 << bits) if buf.dtype.kind == "i" and \
+                low >= 1 << (bits - 1) else low
 
     def _alloc(self, op: Op, env: dict[str, Any]) -> None:
         t = op.result_types[0]
@@ -941,7 +981,7 @@ _HANDLERS: dict[str, Callable[[_Core, Op, dict[str, Any]], None]] = {
     "arith.constant": _Core._constant, "arith.cmpi": _Core._cmpi,
     "scf.for": _Core._for, "scf.if": _Core._if, "scf.yield": _Core._nop,
     "npu.get_block_idx": _Core._block_idx, "npu.get_block_num": _Core._block_num,
-    "npu.get_value": _Core._get_value,
+    "npu.get_value": _Core._get_value, "npu.set_value": _Core._set_value,
     "npu.alloc": _Core._alloc,
     "npu.set_flag": _Core._set_flag, "npu.wait_flag": _Core._wait_flag,
     "npu.pipe_barrier": _Core._barrier,

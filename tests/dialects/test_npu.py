@@ -87,7 +87,8 @@ def test_mask_first_sets_the_low_lanes():
     (lambda k: k.add(npu.SetFlagOp.make("MTE2", "V", 8)), r"event 8 outside 0\.\.7"),
     (lambda k: k.add(npu.WaitFlagOp.make("V", "V", 0)), "orders two different pipes"),
     (lambda k: k.add(npu.PipeBarrierOp.make("MTE4")), "pipe 'MTE4'"),
-    (lambda k: k.add(npu.GetValueOp.make(k.x, k.c(0))), "reads integer elements, not float16"),
+    (lambda k: k.add(npu.SetValueOp.make(k.x, k.c(0), k.c(1))),
+     "a float16 element takes f16, not index"),
 ])
 def test_verifier_rejects_bad_buffers_and_sync(build, msg):
     k = _K()

@@ -222,18 +222,91 @@ def test_gather_elements_reads_one_index_per_element(rng: np.random.Generator) -
     _close(got, want, 0, 0)
 
 
-def test_scatter_stays_on_the_ai_cpu_with_a_reason(rng: np.random.Generator) -> None:
-    m = _model([helper.make_node("ScatterElements", ["x", "i", "u"], ["z"], axis=0)],
-               [_vi("x", [6, 3]), _vi("i", [2, 3], TensorProto.INT64), _vi("u", [2, 3])],
-               [_vi("z", [6, 3])])
+def _scatter_model(rows: int, cols: int, upd: int) -> onnx.ModelProto:
+    return _model([helper.make_node("ScatterElements", ["x", "i", "u"], ["z"], axis=0)],
+                  [_vi("x", [rows, cols]), _vi("i", [upd, cols], TensorProto.INT64),
+                   _vi("u", [upd, cols])], [_vi("z", [rows, cols])])
+
+
+def test_small_scatter_runs_on_one_scalar_core(rng: np.random.Generator) -> None:
+    """Scatters write through run-time indices, so they run in order on one core's scalar
+    unit (cores would race on colliding indices); the copy of x runs on the vector unit."""
     feeds = {"x": rng.standard_normal((6, 3)).astype(np.float32),
              "i": np.array([[0, 5, 2], [3, 1, 4]], np.int64),
              "u": rng.standard_normal((2, 3)).astype(np.float32)}
-    got, want, stats, launches = _run(m, feeds)
+    got, want, stats, launches = _run(_scatter_model(6, 3, 2), feeds)
+    scalar = [la for la in launches if la["role"] == "scalar"]
+    assert len(scalar) == 1 and scalar[0]["block_dim"] == 1 and not stats["aicpu_launches"]
+    ref = feeds["x"].copy()
+    np.put_along_axis(ref, feeds["i"], feeds["u"], axis=0)
+    np.testing.assert_array_equal(got["z"], ref)
+    _close(got, want, 0, 0)
+
+
+def test_large_scatter_stays_on_the_ai_cpu_with_both_reasons(rng: np.random.Generator) -> None:
+    feeds = {"x": rng.standard_normal((200, 40)).astype(np.float32),
+             "i": rng.permutation(200)[:150, None].repeat(40, 1).astype(np.int64),
+             "u": rng.standard_normal((150, 40)).astype(np.float32)}
+    got, want, stats, launches = _run(_scatter_model(200, 40, 150), feeds)
     cpu = [la for la in launches if la["core"] == "aicpu"]
-    assert cpu and "scatter" in cpu[0]["reason"]
+    assert cpu and "scatter" in cpu[0]["reason"] and "too many" in cpu[0]["reason"]
     assert stats["aicpu_launches"]
     _close(got, want, 0, 0)
+
+
+@pytest.mark.parametrize("op, dt, a, b", [
+    ("Add", TensorProto.INT64, [2**62, -2**63, 7], [2**62, -1, -9]),  # 64-bit wrap
+    ("Add", TensorProto.INT8, [100, -128, 5], [100, -1, -9]),  # int8 wrap
+    ("Mul", TensorProto.UINT8, [200, 3, 255], [2, 7, 255]),
+    ("Sub", TensorProto.INT16, [-32768, 5, 100], [1, 9, -32000]),
+    ("Div", TensorProto.INT32, [-7, 7, -2**31], [2, -2, -1]),  # truncation, INT_MIN / -1
+    ("Mod", TensorProto.INT32, [-7, 7, -8], [3, -3, 4]),  # the divisor's sign
+    ("Max", TensorProto.INT64, [-2**40, 5, 0], [3, -(2**50), 0]),
+])
+def test_small_integer_arithmetic_runs_on_the_scalar_unit(op: str, dt: int, a: list[int],
+                                                           b: list[int]) -> None:
+    """int64/int16/int8/uint8 have no vector arithmetic; a few elements run on the scalar
+    unit's 64-bit registers, wrapped to the dtype exactly like the kernel IR."""
+    m = _model([helper.make_node(op, ["x", "y"], ["z"])], [_vi("x", [3], dt), _vi("y", [3], dt)],
+               [_vi("z", [3], dt)])
+    npdt = onnx.helper.tensor_dtype_to_np_dtype(dt)
+    feeds = {"x": np.array(a).astype(npdt), "y": np.array(b).astype(npdt)}
+    got, want, stats, launches = _run(m, feeds)
+    assert [la["role"] for la in launches] == ["scalar"] and not stats["aicpu_launches"]
+    np.testing.assert_array_equal(got["z"], want["z"])
+    with np.errstate(over="ignore"):
+        ref = {"Add": np.add, "Mul": np.multiply, "Sub": np.subtract, "Max": np.maximum,
+               "Mod": np.mod, "Div": lambda p, q: (np.abs(p.astype(np.int64))
+                                                    // np.abs(q.astype(np.int64))
+                                                    * np.sign(p.astype(np.int64) * q)
+                                                    ).astype(p.dtype)}[op](feeds["x"], feeds["y"])
+    np.testing.assert_array_equal(got["z"], ref)
+
+
+def test_attention_mask_cast_and_where_run_on_the_scalar_unit(rng: np.random.Generator) -> None:
+    """The encoder's mask path: int64 mask -> bool -> where(mask, 0, -inf-ish) as float."""
+    m = _model([helper.make_node("Cast", ["mask"], ["b"], to=TensorProto.BOOL),
+                helper.make_node("Where", ["b", "zero", "big"], ["z"])],
+               [_vi("mask", [2, 16], TensorProto.INT64)], [_vi("z", [2, 16])],
+               [helper.make_tensor("zero", F, [], [0.0]),
+                helper.make_tensor("big", F, [], [-3.4e38])])
+    feeds = {"mask": rng.integers(0, 2, (2, 16)).astype(np.int64)}
+    got, want, stats, launches = _run(m, feeds)
+    assert not stats["aicpu_launches"]
+    np.testing.assert_array_equal(got["z"], np.where(feeds["mask"] != 0, 0.0,
+                                                     np.float32(-3.4e38)).astype(np.float32))
+    _close(got, want, 0, 0)
+
+
+def test_large_int64_arithmetic_goes_to_the_ai_cpu() -> None:
+    i64 = TensorProto.INT64
+    m = _model([helper.make_node("Add", ["x", "y"], ["z"])],
+               [_vi("x", [5000], i64), _vi("y", [5000], i64)], [_vi("z", [5000], i64)])
+    feeds = {"x": np.arange(5000, dtype=np.int64) * 2**40, "y": np.arange(5000, dtype=np.int64)}
+    got, want, _, launches = _run(m, feeds)
+    assert [la["core"] for la in launches] == ["aicpu"]
+    assert "int64" in launches[0]["reason"]
+    np.testing.assert_array_equal(got["z"], feeds["x"] + feeds["y"])
 
 
 @pytest.mark.parametrize("c", [0.75, 3.0, -2.0, 0.5, -1.5])
@@ -271,17 +344,6 @@ def test_fp16_model_loads_and_stores_through_casts(rng: np.random.Generator) -> 
     got, want, _, launches = _run(m, feeds)
     assert "aicpu" not in _roles(launches)
     _close(got, want, 1e-3, 1e-3)
-
-
-def test_int64_arithmetic_goes_to_the_ai_cpu() -> None:
-    i64 = TensorProto.INT64
-    m = _model([helper.make_node("Add", ["x", "y"], ["z"])], [_vi("x", [5], i64), _vi("y", [5], i64)],
-               [_vi("z", [5], i64)])
-    feeds = {"x": np.arange(5, dtype=np.int64) * 2**40, "y": np.arange(5, dtype=np.int64)}
-    got, want, _, launches = _run(m, feeds)
-    assert [la["core"] for la in launches] == ["aicpu"]
-    assert "int64" in launches[0]["reason"]
-    np.testing.assert_array_equal(got["z"], feeds["x"] + feeds["y"])
 
 
 def test_unknown_precision_is_a_lowering_error() -> None:

@@ -204,6 +204,27 @@ def test_scalar_read_addresses_a_dma_and_needs_a_flag_after_the_copy_in(rng):
         _run(_scalar_read_program(False), "k", bufs)
 
 
+def test_scalar_unit_is_64_bit_and_narrow_stores_keep_the_low_bits():
+    """Index arithmetic wraps at 64 bits and divides exactly (no float detour); set_value to
+    int8/uint8/bool elements keeps the low bits, as a narrow store does."""
+    kb = KernelBuilder("k", "aiv", [("i8", "int8", 2), ("u8", "uint8", 1), ("b", "bool", 1),
+                                    ("q", "int64", 3)])
+    big = kb.c(2**62 + 1)
+    wrapped = kb.add(arith.AddiOp(big, big)).results[0]  # 2^63 + 2 wraps to -2^63 + 2
+    quot = kb.add(arith.DivSIOp(wrapped, kb.c(-3))).results[0]
+    rem = kb.add(arith.RemSIOp(wrapped, kb.c(-3))).results[0]
+    for name, off, v in (("i8", 0, kb.c(200)), ("i8", 1, kb.c(-129)), ("u8", 0, kb.c(-1)),
+                         ("b", 0, kb.c(6)), ("q", 0, wrapped), ("q", 1, quot), ("q", 2, rem)):
+        kb.add(npu.SetValueOp.make(kb.arg[name], kb.c(off), v))
+    outs, _ = _run(kb.text(), "k", {"i8": np.zeros(2, np.int8), "u8": np.zeros(1, np.uint8),
+                                    "b": np.ones(1, bool), "q": np.zeros(3, np.int64)})
+    assert outs["i8"].tolist() == [-56, 127] and outs["u8"].tolist() == [255]
+    assert outs["b"].tolist() == [False]
+    w = -(2**63) + 2
+    q = -(abs(w) // 3) * -1  # truncation toward zero of w / -3 (w < 0, divisor < 0)
+    assert outs["q"].tolist() == [w, q, w - (-3) * q]
+
+
 # ------------------------------------------------------------------------------ cube
 
 
