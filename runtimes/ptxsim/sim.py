@@ -279,6 +279,9 @@ class _Launch:
             self.r_state = np.full(n, none, np.int64)
         self.wsync = np.zeros(self.W, np.int64)
         self.epoch = np.zeros(self.B, np.int32)
+        self._tid64 = self.tid.astype(np.int64)
+        self._block_byte = self.block_of * self.S_pad  # flat shared byte of each lane's block
+        self._lane_state()
         # in-flight cp.async copies: (lanes, shared offsets, data, instruction, group per lane);
         # a lane's copies join group number cp_committed[lane] at its next commit_group
         self.cp_inflight: list[tuple] = []
@@ -529,6 +532,15 @@ class _Launch:
     def _state_ins(cls, st: np.ndarray | int) -> np.ndarray | int:
         return (st >> cls._INS_SHIFT) & cls._INS_MASK
 
+    def _lane_state(self) -> None:
+        """Per lane, its packed state without the instruction (``_mine``) and the lowest packed
+        value of its block's current barrier epoch (``_epoch_lo``); refreshed at every bar.sync
+        and bar.warp.sync, so each shared access only gathers them."""
+        ep = self.epoch[self.block_of].astype(np.int64)
+        stamp = self.wsync[np.arange(self.T) // WARP]
+        self._mine = self._pack_state(ep, 0, self._tid64, stamp)
+        self._epoch_lo = ep << self._EP_SHIFT
+
     def _unordered(self, st: np.ndarray, ep: np.ndarray, t: np.ndarray, now: np.ndarray) -> np.ndarray:
         """Accesses recorded in ``st`` that race with thread ``t``: same barrier epoch, another
         thread, and not ordered by a bar.warp.sync of their common warp since."""
@@ -546,29 +558,45 @@ class _Launch:
     def _track(self, ins: Instr, lanes: np.ndarray, fb: np.ndarray, write: bool,
                writer_ins: int | None = None) -> None:
         """Race bookkeeping for the shared units ``fb`` ([n, k] flat unit indices, ``_units``)
-        touched by ``lanes``."""
+        touched by ``lanes``.  The common case costs a few whole-array comparisons: a state
+        below the block's current epoch (``_epoch_lo``) is ordered by a bar.sync already; only
+        states of this epoch (or never written, for reads) take the detailed checks."""
         if not lanes.size:
             return
-        t = self.tid[lanes].astype(np.int64)[:, None]
-        ep = self.epoch[self.block_of[lanes]].astype(np.int64)[:, None]
-        now = (self.wsync[lanes // WARP] & self._STAMP_MASK)[:, None]
-        w = self.w_state[fb]
-        if not write and self.check_init:
-            never = w < 0  # epoch -1 (the top field): never written in this launch
-            if never.any():
-                i, j = (int(x[0]) for x in np.nonzero(never))
-                raise self.fault(UninitializedSharedError, ins, int(lanes[i]),
-                                 f"reads shared byte {self._shared_var_at(self._byte_off(fb[i, j]))} "
-                                 "that no thread of its block has written in this launch")
-        conflict = self._unordered(w, ep, t, now)
-        if conflict.any():
-            self._race(ins, lanes, fb, conflict, self.w_state, "wrote", write, writer_ins)
-        r = self.r_state[fb]
-        seen = self._unordered(r, ep, t, now)
+        every = lanes.size == self.T  # lanes are distinct: all of them, no gather needed
+        lo = (self._epoch_lo if every else self._epoch_lo[lanes])[:, None]
         idx = ins.index if writer_ins is None else writer_ins
-        mine = np.broadcast_to(self._pack_state(ep, idx, t, now), fb.shape)
+        mine = (self._mine if every else self._mine[lanes])[:, None] | \
+            np.int64((idx & self._INS_MASK) << self._INS_SHIFT)
+
+        def detail() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            t = self._tid64[lanes][:, None]
+            return t, lo >> self._EP_SHIFT, (mine >> self._STAMP_SHIFT) & self._STAMP_MASK
+
+        w = self.w_state[fb]
+        # unsigned: a never-written unit (epoch -1, negative) compares above every bound
+        if not write and not (w.view(np.uint64) < lo.view(np.uint64)).all() or \
+                write and (w >= lo).any():
+            t, ep, now = detail()
+            if not write and self.check_init:
+                never = w < 0  # epoch -1 (the top field): never written in this launch
+                if never.any():
+                    i, j = (int(x[0]) for x in np.nonzero(never))
+                    raise self.fault(UninitializedSharedError, ins, int(lanes[i]),
+                                     f"reads shared byte "
+                                     f"{self._shared_var_at(self._byte_off(fb[i, j]))} "
+                                     "that no thread of its block has written in this launch")
+            conflict = self._unordered(w, ep, t, now)
+            if conflict.any():
+                self._race(ins, lanes, fb, conflict, self.w_state, "wrote", write, writer_ins)
+        r = self.r_state[fb]
+        seen = None
+        if (r >= lo).any():  # read in this epoch already (by this thread or others)
+            t, ep, now = detail()
+            seen = self._unordered(r, ep, t, now)
+        mine = np.broadcast_to(mine, fb.shape)
         if write:
-            if seen.any():
+            if seen is not None and seen.any():
                 self._race(ins, lanes, fb, seen, self.r_state, "read", write, writer_ins)
             self.w_state[fb] = mine
             dup = self.w_state[fb] != mine
@@ -581,7 +609,9 @@ class _Launch:
                                  "instruction")
         else:
             self.r_state[fb] = mine
-            several = (self.r_state[fb] != mine) | seen
+            several = self.r_state[fb] != mine
+            if seen is not None:
+                several |= seen
             if several.any():
                 sel = fb[several]
                 # thread field 0 encodes -2: several readers in this epoch
@@ -634,20 +664,22 @@ class _Launch:
             self.w_state = np.repeat(self.w_state, self.G // g)
             self.r_state = np.repeat(self.r_state, self.G // g)
             self.G = g
-        base = (self.block_of[lanes].astype(np.int64) * self.S_pad + a.astype(np.int64)) // g
+        blk = self._block_byte if lanes.size == self.T else self._block_byte[lanes]
+        base = (blk + a.astype(np.int64)) // g
         return base[:, None] + np.arange(size // g, dtype=np.int64)[None, :]
 
     def load(self, ins: Instr, space: str, addr: np.ndarray, m: np.ndarray, ty: str,
              vec: int) -> np.ndarray:
         esize = DT[ty].itemsize
         ut = fp.uint_of(DT[ty]) if esize > 1 else np.dtype(np.uint8)
-        out = np.zeros((self.T, vec), ut)
         if space == "generic":
+            out = np.zeros((self.T, vec), ut)
             for part, sel, a2 in self._generic_parts(addr, m):
                 out[sel] = self.load(ins, part, a2, sel, ty, vec)[sel]
             return out
         lanes = np.flatnonzero(m)
-        a = addr[lanes]
+        every = lanes.size == self.T  # every lane loads: no gathers and scatters by lane
+        a = addr if every else addr[lanes]
         size = esize * vec
         if space == "global":
             self._check_global(ins, lanes, a, size, "load")
@@ -662,8 +694,13 @@ class _Launch:
             if self.S:
                 self._track(ins, lanes, self._units(lanes, a, size), write=False)
             view = self.smem.view(ut)
-            idx = (self.block_of[lanes] * (self.S_pad // esize) + _elem_index(a, esize))
-        out[lanes] = view[idx[:, None] + np.arange(vec)[None, :]]
+            blk = self._block_byte if every else self._block_byte[lanes]
+            idx = blk // esize + _elem_index(a, esize)
+        got = view[idx[:, None] + np.arange(vec)[None, :]]
+        if every:
+            return got
+        out = np.zeros((self.T, vec), ut)
+        out[lanes] = got
         return out
 
     def store(self, ins: Instr, space: str, addr: np.ndarray, m: np.ndarray, ty: str,
@@ -909,6 +946,7 @@ class _Launch:
         with those after it (the race model stamps accesses with a per-warp sync count)."""
         self._member_check(ins, m, mm)
         self.wsync[m.reshape(self.W, WARP).any(1)] += 1
+        self._lane_state()
 
     def _full_warps(self, ins: Instr, m: np.ndarray) -> np.ndarray:
         """Warps executing a ``.sync.aligned`` collective; every lane of each must take part."""
@@ -1064,6 +1102,7 @@ class _Launch:
                              "another path of a divergent branch or predicated off); real hardware "
                              "would hang or misbehave")
         self.epoch[arrived] += 1
+        self._lane_state()
 
 
 def _misaligned(a: np.ndarray, size: int) -> np.ndarray:

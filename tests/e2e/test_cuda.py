@@ -1,5 +1,6 @@
-"""Target ``cuda`` end to end: examples verify on ptxsim, ptxas accepts what is emitted, the
-compile report, seeded bugs that ptxsim must catch, and the real-GPU runtime where one exists."""
+"""Target ``cuda`` end to end: examples, the MiniLM encoder and the onnx package's light_* CNNs
+verify on ptxsim, ptxas accepts what is emitted (without spills), the compile report, seeded
+bugs that ptxsim must catch, and the real-GPU runtime where one exists."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from portc.compiler import api
@@ -24,6 +26,7 @@ from portc.runtimes.ptxsim import MisalignedAccessError, OutOfBoundsError, Share
 from tests.conftest import need, portc_cli
 
 EXAMPLES = ["mlp", "small_cnn", "tiny_transformer"]
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 gpu = pytest.mark.skipif(unavailable() is not None, reason=f"no GPU: {unavailable()}")
 
 
@@ -52,6 +55,53 @@ def test_ptxas_assembles_every_emitted_module_for_sm80_and_sm90(
         for arch in archs:
             p = _ptxas(art.files[PTX_FILE], arch, tmp_path)
             assert p.returncode == 0, f"{name} sm_{sm} -arch=sm_{arch}: {p.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("precision", "tol"), [("fp32", 1e-4), ("fp16", 1e-2)])
+def test_minilm_encoder_verifies_on_ptxsim(minilm_dir: Path, precision: str, tol: float) -> None:
+    """The BERT-style encoder (real weights, sequence 32): fp32 GEMMs on fma, fp16 on
+    mma.sync with fp32 accumulation (its outputs carry fp16 operand rounding)."""
+    rep = api.verify(minilm_dir / "minilm_encoder.onnx", "cuda", seed=2, rtol=tol, atol=tol,
+                     options={"precision": precision})
+    assert rep.ok, rep.table()
+
+
+@pytest.mark.slow
+def test_encoder_modules_assemble_without_spills(minilm_dir: Path) -> None:
+    """ptxas -v on the encoder's module for each precision and sm: no kernel spills or needs a
+    stack frame."""
+    need(shutil.which("ptxas") is not None, "ptxas")
+    m = api.import_model(minilm_dir / "minilm_encoder.onnx")
+    for sm, precision in ((80, "fp32"), (90, "fp16"), (90, "tf32")):
+        art = compile_cuda(m.program.clone(), CompileOptions({"sm": sm, "precision": precision}))
+        rep = art.manifest["cuda"]["ptxas"]
+        assert rep["available"] and rep["sm"] == sm
+        assert len(rep["kernels"]) == len(art.manifest["cuda"]["launches"])
+        bad = {k: v for k, v in rep["kernels"].items()
+               if v["spill_stores"] or v["spill_loads"] or v["stack_bytes"]}
+        assert not bad, f"sm_{sm} {precision}: {bad}"
+        assert 0 < rep["max_registers"] <= 255
+
+
+def _with_logits(name: str, tmp: Path) -> Path:
+    """light_<name> with its softmax's input as a second output. The models' random weights
+    give every class the same logit, so the softmax alone is 0.001 everywhere whatever the
+    convolutions compute; the logits (1e9 to 1e21) carry the whole network's arithmetic."""
+    m = onnx.shape_inference.infer_shapes(onnx.load(LIGHT_DIR / f"light_{name}.onnx"))
+    logits = next(n for n in m.graph.node if n.op_type == "Softmax").input[0]
+    m.graph.output.append(next(v for v in m.graph.value_info if v.name == logits))
+    path = tmp / f"light_{name}_logits.onnx"
+    onnx.save(m, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "resnet50"])
+def test_light_model_verifies_on_ptxsim(tmp_path: Path, name: str) -> None:
+    rep = api.verify(_with_logits(name, tmp_path), "cuda", seed=1, rtol=1e-4, atol=1e-5)
+    assert rep.ok, rep.table()
+    assert len(rep.checks) == 2
 
 
 def test_compile_reports_registers_and_no_spills(examples_dir: Path, tmp_path: Path) -> None:
