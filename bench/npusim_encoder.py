@@ -29,7 +29,7 @@ def kernel_class(row: dict) -> str:
     if row["role"] in ("gemm", "pack", "unpack"):
         return f"cube:{row['role']}"
     base = re.sub(r"^k\d+_", "", row["origin"])
-    return f"{row['core']}:{base}"
+    return f"{'scalar' if row['role'] == 'scalar' else row['core']}:{base}"
 
 
 def main() -> int:
@@ -74,7 +74,9 @@ def main() -> int:
         print(f"{name:<28} {len(rows):>8} {cyc:>12,.0f} {100 * cyc / total:>5.1f}% "
               f"{'' if util is None else f'{100 * util:8.1f}%':>9}")
     n_cpu = len(stats["aicpu_launches"])
-    print(f"\ntotal: {stats['launches']} launches ({n_cpu} on the AI CPU), "
+    n_scalar = sum(r["role"] == "scalar" for r in stats["per_launch"])
+    print(f"\ntotal: {stats['launches']} launches ({n_scalar} on the AI cores' scalar units, "
+          f"{n_cpu} on the AI CPU), "
           f"{stats['total_cycles']:,.0f} cycles = {stats['total_cycles'] / 1.8e9 * 1e6:,.1f} us "
           f"at 1.8 GHz; cube utilisation over cube launches "
           f"{100 * stats['cube_utilisation']:.1f}%")

@@ -27,13 +27,15 @@ kernel, the graph op, the buffer and the largest value, and telling the user to 
 semantics and are only listed in the stats (``overflows``).
 
 Runtime ``npusim`` (default): every AI-core launch runs on npusim with its race, bounds and
-alignment checks; AI CPU launches run on the kernel-IR executor. Stats: total simulated cycles
-(launches back to back), per-pipe busy cycles, cube utilisation of the cube launches, and one
-row per launch.
+alignment checks; AI CPU launches run on the kernel-IR executor and are charged the SoC
+table's modelled AI CPU cost (dispatch plus a per-element loop), so leaving the AI core is
+never free in the totals. Stats: total simulated cycles (launches back to back), per-pipe
+busy cycles, cube utilisation of the cube launches, and one row per launch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -117,7 +119,8 @@ class NpuSimExecutable:
         self.trace = man["npu"].get("trace")
         text = artifact.files[PROGRAM_FILE]
         # a program whose every launch is on the AI CPU has no npu kernel to parse
-        self.sim = NpuSim(parse_program(text, PROGRAM_FILE), soc=get_soc(man["npu"]["soc"])) \
+        self.soc = get_soc(man["npu"]["soc"])
+        self.sim = NpuSim(parse_program(text, PROGRAM_FILE), soc=self.soc) \
             if any(la["core"] != "aicpu" for la in self.launches) else None
         self.kir = parse_ir(artifact.files[KERNEL_IR_FILE], artifact.weights, KERNEL_IR_FILE)
         self.kernels = {op.kernel_name(): op for op in k.kernels_of(self.kir.module)}
@@ -146,10 +149,15 @@ class NpuSimExecutable:
 
                 if isinstance(op, k.SortOp):
                     cpu._sort(op, mem)
+                    n = op.rows.value.data * op.n.value.data
+                    evals = n * max(1.0, math.log2(max(2, op.n.value.data)))
                 else:
                     cpu._generic(op, mem)  # type: ignore[arg-type]
+                    evals = float(math.prod(op.extents))  # type: ignore[attr-defined]
                 rows.append({"name": la["name"], "core": "aicpu", "role": "aicpu",
-                             "origin": la["origin"], "cycles": 0.0,
+                             "origin": la["origin"], "block_dim": 1,
+                             "cycles": self.soc.aicpu_launch_cycles
+                             + evals * self.soc.aicpu_cycles_per_element,
                              "reason": la.get("reason", "")})
                 continue
             trace = None

@@ -82,6 +82,11 @@ class NpuSoc:
     gm_bytes_per_cycle: float
     #: per-instruction costs for the compute pipes, keyed by cost class (see ``cost_class``)
     costs: Mapping[str, PipeCost] = field(default_factory=dict)
+    #: an AI CPU launch (operators the AI cores cannot run), in AI-core cycles: a fixed
+    #: dispatch cost plus a per-element cost of the AI CPU's scalar loop (assumptions: ~10 us
+    #: to hand an operator to the AI CPU and back, ~2 ns per element on its ARM cores)
+    aicpu_launch_cycles: float = 18_000.0
+    aicpu_cycles_per_element: float = 4.0
 
     def elements_per_repeat(self, nbytes: int) -> int:
         return self.vector_bytes_per_repeat // nbytes

@@ -24,6 +24,7 @@ from portc.compiler.program import parse_program
 from portc.compiler.target_ascend import NpuSimExecutable, compile_ascend
 from portc.compiler.targets import CompileOptions
 from portc.dialects import npu
+from portc.dialects.npu_soc import SOC_910B
 from portc.passes.lower_npu import lower_kernel_module
 from portc.runtimes.reference.kernel_ir import run_kernel_module
 
@@ -303,9 +304,12 @@ def test_large_int64_arithmetic_goes_to_the_ai_cpu() -> None:
     m = _model([helper.make_node("Add", ["x", "y"], ["z"])],
                [_vi("x", [5000], i64), _vi("y", [5000], i64)], [_vi("z", [5000], i64)])
     feeds = {"x": np.arange(5000, dtype=np.int64) * 2**40, "y": np.arange(5000, dtype=np.int64)}
-    got, want, _, launches = _run(m, feeds)
+    got, want, stats, launches = _run(m, feeds)
     assert [la["core"] for la in launches] == ["aicpu"]
     assert "int64" in launches[0]["reason"]
+    # leaving the AI core costs the modelled AI CPU dispatch plus its per-element loop
+    assert stats["total_cycles"] == SOC_910B.aicpu_launch_cycles \
+        + 5000 * SOC_910B.aicpu_cycles_per_element
     np.testing.assert_array_equal(got["z"], feeds["x"] + feeds["y"])
 
 
