@@ -531,7 +531,7 @@ class LoopPlan:
         if exits:  # the leaving iteration's values stay in the registers
             ffinal = {r: int(np.asarray(_f64(v)).reshape(-1)[-1]) for r, v in fregs.items()}
             finals = [(r, v[-1]) for r, v in vregs.items()]
-        return self._commit(st, vt, stores, loads, self._chains(accs, k, vt), k,
+        return self._commit(st, vt, stores, loads, self._chains(accs, k, vt), k, exits,
                             finals), loaded, ffinal
 
     def _group(self, vt: SimpleNamespace, reg: int, eew: int) -> None:
@@ -674,12 +674,12 @@ class LoopPlan:
         return _stepped([(fn, args, acc_pos, t)], k)
 
     def _commit(self, st: State, vt: SimpleNamespace | None, stores: list, loads: list,
-                accs: dict[int, np.ndarray], k: int, finals: list[tuple[int, np.ndarray]]
-                ) -> Callable[[], None]:
-        """Aliasing checks now; every write of the batch in the returned function. With
-        ``finals`` (the loop is left) every vector register the body writes gets its last
-        value through ``vwrite``/``mwrite``, as its last writer would leave it (tail and mask
-        policies, undefined tails), at the body's vtype."""
+                accs: dict[int, np.ndarray], k: int, exits: bool,
+                finals: list[tuple[int, np.ndarray]]) -> Callable[[], None]:
+        """Aliasing checks now; every write of the batch in the returned function. When the
+        batch ``exits`` the loop, every vector register the body writes (``finals`` and the
+        accumulators) gets its last value through ``vwrite``/``mwrite``, as its last writer
+        leaves it (tail and mask policies, undefined tails), at the body's vtype."""
         regions = []
         for j, _, a0, a1, n, s, nb, data in stores:
             fp = (a0 + min(0, s * (n - 1)), a1, abs(s) * (n - 1) + nb)  # one iteration's hull
@@ -702,7 +702,7 @@ class LoopPlan:
         def writes() -> None:
             for (region, off0, a1, n, s, nb, data), _ in regions:
                 np.ndarray((k, n, nb), np.uint8, region.buf, off0, (a1, s, 1))[...] = data
-            if not finals:
+            if not exits:  # the stepped last iteration writes the rest
                 for a, raw, gm in acc_bytes:
                     st.V[a:a + raw.size] = raw
                     st.mfmt &= ~gm

@@ -96,6 +96,16 @@ MICROKERNEL = """
     add a3, a3, t2
     vse32.v v8, (a3)"""
 
+# a loop whose only vector register written is the accumulator (its tail is set by the batch)
+ACC_ONLY = """
+    vsetvli t0, a5, e32, m2, ta, ma
+    vle32.v v4, (a1)
+    vmv.v.i v2, 0
+1:  vfadd.vv v2, v2, v4
+    addi a4, a4, -1
+    bnez a4, 1b
+    vse32.v v2, (a3)"""
+
 # strip-mined element-wise: vsetvli in the body, compares into v0, merges, fma, conversions
 ELEMENTWISE = """
     li t1, 1065353216
@@ -268,6 +278,9 @@ def _cases() -> tuple[list[Case], dict[str, bool]]:
     a[6], b[3] = 1.0, 2.0**-22  # an exact step between two of them
     add(Case("microkernel_midpoint", MICROKERNEL, [a, b, np.array([1.0], np.float32)],
              12 * width, kk // 2, width), True)
+    add(Case("acc_only", ACC_ONLY, [np.zeros(1, np.float32),
+                                    rng.standard_normal(12).astype(np.float32)], 48, 30, 12),
+        True)
     for n in (1000, 777):
         x = (rng.standard_normal(n) * 4).astype(np.float32)
         y = rng.standard_normal(n).astype(np.float32)
