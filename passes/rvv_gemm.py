@@ -37,7 +37,7 @@ from portc.dialects import rvv
 from portc.passes.lower_rvv import (
     X_POOL,
     Code,
-    RvvLoweringError,
+    OutOfRegisters,
     Shape,
     float_bits,
     simplify,
@@ -175,7 +175,7 @@ class GemmLowering:
         constant hoisted to the entry must not be clobbered by earlier code)."""
         pool = [r for r in self.xpool if r not in self.ever] if fresh else self.xpool
         if not pool:
-            raise RvvLoweringError(f"{self.where}: too many loops for the scalar registers")
+            raise OutOfRegisters()  # try_gemm falls back to the general lowering
         r = pool[0]
         self.xpool.remove(r)
         self.ever.add(r)
@@ -527,4 +527,7 @@ def try_gemm(op: k.GenericOp, buf_index: dict[str, int],
     if m is None:
         return None
     plan, shape = m
-    return GemmLowering(op, buf_index, plan, shape).lower()
+    try:
+        return GemmLowering(op, buf_index, plan, shape).lower()
+    except OutOfRegisters:
+        return None
