@@ -755,38 +755,37 @@ def _fma32_chains(chains: list[list[tuple]], cs: tuple[float, ...], k: int, vl: 
         for q, (fn, args, _, _) in enumerate(ups):
             prod[:, q, ci, :] = (args[1].astype(np.float64) * fn.fma_signs[0]) * \
                 args[2].astype(np.float64)
-    prod = prod.reshape(k * m, n, vl)
-    sums = np.empty_like(prod)
+    steps = k * m
+    prod = prod.reshape(steps, n, vl)
+    accs = np.empty((steps + 1, n, vl), np.float32)  # accs[t]: the accumulators before step t
+    accs[0] = np.stack([ups[0][1][0] for ups in chains])
     ops = [np.add if c > 0 else np.subtract for c in cs]
-    acc = np.stack([ups[0][1][0] for ups in chains]).astype(np.float32)
+    sign = np.array(cs, np.float64).reshape(1, m, 1, 1)
+    prod_rows, acc_rows = list(prod), list(accs)
     start = 0
     for _ in range(8):
-        acc_start = acc
-        for t in range(start, k * m):
-            row = sums[t]
-            ops[t % m](prod[t], acc, out=row)
-            acc = row.astype(np.float32)
-        rest = sums[start:]
-        bits = rest.view(np.uint64)
-        mag = bits & np.uint64(0x7FFFFFFFFFFFFFFF)  # fpu.fma32's test, over all steps
+        for t in range(start, steps):  # the float64 sum, rounded to float32 on the way out
+            ops[t % m](prod_rows[t], acc_rows[t], out=acc_rows[t + 1], dtype=np.float64,
+                       casting="same_kind")
+        # the float64 sums again, all at once, for fpu.fma32's double-rounding test
+        sums = (prod.reshape(k, m, n, vl) + sign * accs[:-1].reshape(k, m, n, vl)).reshape(
+            steps, n, vl)[start:]
+        bits = sums.view(np.uint64)
+        mag = bits & np.uint64(0x7FFFFFFFFFFFFFFF)
         risky = ((bits & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000)) | (
             (mag - np.uint64(1)) < np.uint64(fpu.TINY32 - 1))
-        hit = np.flatnonzero(risky.reshape(len(rest), -1).any(axis=1))
+        hit = np.flatnonzero(risky.reshape(len(sums), -1).any(axis=1))
         if not hit.size:
-            return [fpu.canon(a) for a in acc]
+            break
         t = start + int(hit[0])  # steps before t were exact: redo t exactly, go on after it
         i, q = divmod(t, m)
-        acc = sums[t - 1].astype(np.float32) if t > start else acc_start
-        redo = []
         for ci, ups in enumerate(chains):
             fn, args, _, _ = ups[q]
-            redo.append(np.asarray(fn(acc[ci], *[a[i] if a.ndim == 2 else a
-                                                  for a in args[1:]]), np.float32))
-        acc = np.stack(redo)
+            accs[t + 1, ci] = fn(accs[t, ci], *[a[i] if a.ndim == 2 else a for a in args[1:]])
         start = t + 1
-        if start == k * m:
-            return [fpu.canon(a) for a in acc]
-    return None
+    else:
+        return None
+    return [fpu.canon(a) for a in accs[-1]]
 
 
 def _disjoint(x: tuple[int, int, int], y: tuple[int, int, int], k: int) -> bool:
