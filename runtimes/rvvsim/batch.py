@@ -53,8 +53,10 @@ from portc.runtimes.rvvsim.vregs import (
     xscalar,
 )
 
-#: fewest iterations worth a batch (the analysis costs about as much as a few iterations)
-MIN_TRIPS = 4
+#: fewest iterations, and fewest instructions, worth a batch (the analysis costs about as much
+#: as interpreting a few dozen instructions)
+MIN_TRIPS = 2
+MIN_INSTRUCTIONS = 32
 LO, HI = -(1 << 63), (1 << 63) - 1
 M64 = (1 << 64) - 1
 
@@ -416,7 +418,7 @@ class LoopPlan:
         # register it writes; else all iterations known to branch back, the rest stepped
         exits = taken < horizon
         k = taken + 1 if exits else taken
-        if k < MIN_TRIPS:
+        if k < MIN_TRIPS or k * self.size < MIN_INSTRUCTIONS:
             return 0, False, None
         for c0, c1 in seen + list(out.values()):
             if not (LO <= c0 <= HI and LO <= c0 + c1 * (k - 1) <= HI):
