@@ -49,8 +49,6 @@ X_POOL = ("a1", "a2", "a3", "a4", "a5", "a6", "a7", "t3", "t4", "t5", "t6", "s1"
 #: scratch scalar registers (never live across instructions of different helpers)
 XS = ("t0", "t1", "t2")
 F_SCRATCH = tuple(f"ft{i}" for i in range(11)) + tuple(f"fa{i}" for i in range(8))
-#: the one source register of every vector splat (see ``Code._splat``)
-SPLAT_F = "ft11"
 #: callee-saved float registers that hold a kernel's constants for its whole run
 F_POOL = tuple(f"fs{i}" for i in range(12))
 SPLATS = ("vmv.v.v", "vmv.v.i", "vmv.v.x", "vfmv.v.f")
@@ -117,27 +115,14 @@ class Code:
         self.ops.append(rvv.OPS[mnemonic].make(*operands, vm=vm, group=group))
 
     def _splat(self, mnemonic: str, operands: tuple[str | int, ...], group: int) -> None:
-        """Splats and copies in one canonical form: ``vmv.v.x vd, t0`` / ``vfmv.v.f vd, ft11``
-        (the source always in the same register) and ``vor.vv`` for copies. The committed
-        rvvsim caches an execution plan per (instruction form, vd, vtype, vl) for these and
-        reuses one instruction's plan for another (seen: a float splat from another register
-        in the next strip, an immediate splat); with one fixed source register the reuse is
-        harmless. Reported to the rvvsim owner; remove once that fix is committed."""
+        """Unmasked copies are ``vor.vv vd, vs, vs`` (one vector-vector form for every
+        copy); splats are emitted as they are."""
         vd, src = operands
         mk = rvv.OPS
         if mnemonic == "vmv.v.v":
             self.ops.append(mk["vor.vv"].make(vd, src, src, group=group))
-        elif mnemonic == "vmv.v.i":
-            self.ops.append(mk["li"].make("t0", src))
-            self.ops.append(mk["vmv.v.x"].make(vd, "t0", group=group))
-        elif mnemonic == "vmv.v.x":
-            if src != "t0":
-                self.ops.append(mk["mv"].make("t0", src))
-            self.ops.append(mk["vmv.v.x"].make(vd, "t0", group=group))
         else:
-            if src != SPLAT_F:
-                self.ops.append(mk["fsgnj.d"].make(SPLAT_F, src, src))
-            self.ops.append(mk["vfmv.v.f"].make(vd, SPLAT_F, group=group))
+            self.ops.append(mk[mnemonic].make(vd, src, group=group))
 
     def label(self) -> str:
         self._n += 1
