@@ -1,32 +1,35 @@
 """Run a loop's iterations at once: one numpy operation per instruction for all of them.
 
 portc's kernels spend nearly all their instructions in innermost loops that are one basic
-block ending in a branch back to its start (a matmul's K loop is ten instructions run hundreds
-of times per output strip). Interpreting them pays Python overhead per instruction; this module
-runs all of a loop's iterations but the last as one *batch*, where every value that changes
-from iteration to iteration carries a leading iteration axis:
+block ending in a branch back to its start (a matmul's K loop, a strip-mined element-wise
+loop). Interpreting them pays Python overhead per instruction; this module runs the loop's
+iterations as one *batch*, where every value that changes from iteration to iteration carries
+a leading iteration axis:
 
 - integer registers are affine in the iteration number, ``c0 + c1 * i`` (pointer bumps, down
   counters, ``vsetvli`` results at full strips). A register the body reads before writing it
   must come back as itself plus a constant, found by running the body's arithmetic on the
   affine forms to a fixed point; the branch then gives the trip count in closed form;
 - scalar and vector loads gather every iteration's elements with one strided view, element-wise
-  vector instructions run their own table function (``vector.py``) over all iterations'
+  instructions and compares run their own table function (``vector.py``) over all iterations'
   elements flattened into one array, stores scatter once after the aliasing checks below;
-- a vector register the body reads before writing (an accumulator) must be updated by one
-  instruction that alone reads it: ``vfadd`` chains are ``np.add.accumulate`` along the
-  iteration axis (each row is one float add of the previous sum, in order: the sequence the
-  interpreter computes), integer ``vadd`` chains are modular sums, anything else is stepped row
-  by row with the instruction's function.
+- a vector register the body reads before writing (an accumulator) may be read only by the
+  instructions that update it: one ``vfadd`` is ``np.add.accumulate`` along the iteration axis
+  (each row one float add of the previous sum, in order: the interpreter's sequence), one
+  integer ``vadd`` a modular sum, float32 ``vfmacc``-family chains (the GEMM microkernel: each
+  accumulator updated several times per iteration) run stacked across accumulators with
+  products formed at once (``_fma32_chains``), anything else is stepped row by row with the
+  instruction's function.
 
 The batch is all or nothing: everything is computed and checked before any state changes, and
 whenever exactness is not certain (undefined elements in a source, a non-default rounding
 mode, an access outside one region, aliasing between a store and a later load, a value that
 would wrap, a masked instruction, a loop shape not listed above) it declines and the loop runs
-instruction by instruction, which raises any fault exactly where it happens. The last
-iteration always runs through the interpreter, so every register holds what it would hold and
-the tail/poison bookkeeping of the registers it writes is the interpreter's own. Instruction
-counts are the interpreter's: ``k`` batched iterations count ``k`` times every instruction.
+instruction by instruction, which raises any fault exactly where it happens. When the branch
+falls through within the batch, the leaving iteration is part of it and every register the
+body writes is set as its last writer would leave it (``vwrite``/``mwrite``: tails, undefined
+elements, vtype); otherwise the interpreter takes the remaining iterations. Instruction counts
+are the interpreter's: ``k`` batched iterations count ``k`` times every instruction.
 """
 
 from __future__ import annotations
@@ -177,8 +180,8 @@ def plan_loop(blk: Any, ops: list[Op], program: Program) -> LoopPlan | None:
         if sp[0] == "vcmp" and any(s[2] != 0 for s in sp[2]):
             return None
     x_carried, x_temps = _classify(specs + [last], _x_reads_writes, True)
-    f_carried, f_temps = _classify(specs, _f_reads_writes, False)
-    v_carried, v_temps = _classify(specs, _v_reads_writes, False)
+    f_carried, _ = _classify(specs, _f_reads_writes, False)
+    v_carried, _ = _classify(specs, _v_reads_writes, False)
     if f_carried:
         return None
     recur: dict[int, int] = {}  # writer of an accumulator -> the accumulator
@@ -196,20 +199,19 @@ def plan_loop(blk: Any, ops: list[Op], program: Program) -> LoopPlan | None:
     data = {sp[1] for sp in specs if sp[0] == "vew"} | {sp[2] for sp in specs if sp[0] in (
         "vld", "vst")} | {s[1] for sp in specs if sp[0] in ("vew", "vcmp")
                           for s in sp[4 if sp[0] == "vew" else 2] if s[0] == "v"}
-    return LoopPlan(blk.start, blk.end - blk.start + 1, specs, last, x_carried, f_temps,
-                    v_carried, recur, masks, data, x_temps)
+    return LoopPlan(blk.start, blk.end - blk.start + 1, specs, last, x_carried, x_temps,
+                    v_carried, recur, masks, data)
 
 
 class LoopPlan:
     """The static facts of one batchable loop; ``run`` does one batch at loop entry."""
 
     def __init__(self, start: int, size: int, specs: list[tuple], branch: tuple,
-                 x_carried: set[int], f_temps: set[int], v_carried: set[int],
-                 recur: dict[int, int], masks: set[int], data: set[int],
-                 x_temps: set[int]) -> None:
+                 x_carried: set[int], x_temps: set[int], v_carried: set[int],
+                 recur: dict[int, int], masks: set[int], data: set[int]) -> None:
         self.start, self.size, self.specs, self.branch = start, size, specs, branch
         self.x_carried = sorted(x_carried)
-        self.f_temps, self.v_carried, self.recur = f_temps, v_carried, recur
+        self.v_carried, self.recur = v_carried, recur
         self.masks, self.data = masks, data  # registers written/read as masks, as data groups
         self.delta: dict[int, int] = {}
         self.x_temps = sorted(x_temps)
