@@ -203,6 +203,11 @@ def _w64(v: int) -> int:
     return v if -(1 << 63) <= v < (1 << 63) else ((v + (1 << 63)) % (1 << 64)) - (1 << 63)
 
 
+def _is_float(dt: np.dtype) -> bool:
+    """numpy floats and ml_dtypes' bfloat16 (whose numpy kind is 'V')."""
+    return dt.kind == "f" or dtypes.from_numpy(dt).kind == "float"
+
+
 def _divsi(a: int, b: int) -> int:
     """Signed division truncating toward zero, exactly (no float detour)."""
     q = abs(a) // abs(b)
@@ -568,7 +573,7 @@ class _Core:
         """Scalar read of one integer element (the S pipe stalls for the data cache); in
         timing-only mode without the array the value is 0 (addresses then only feed checks)."""
         buf, off = (env[v] for v in op.operands)
-        if not isinstance(buf, Buf) or buf.dtype.kind not in "iubf":
+        if not isinstance(buf, Buf) or not (buf.dtype.kind in "iub" or _is_float(buf.dtype)):
             raise self.fail(NpuProgramError, "npu.get_value reads an integer, bool or float "
                             "buffer")
         if buf.space not in ("gm", "ub"):
@@ -581,7 +586,7 @@ class _Core:
             self.cross_core(buf, off, 1, 1, 1, False)
         known = self.functional or (buf.space == "gm" and buf.key in self.gm)
         v = self.view(buf)[off] if known else 0
-        env[op.results[0]] = float(v) if buf.dtype.kind == "f" else int(v)
+        env[op.results[0]] = float(v) if _is_float(buf.dtype) else int(v)
 
     def _set_value(self, op: Op, env: dict[str, Any]) -> None:
         """Scalar write of one element: integers keep their low bits (bools bit 0), floats
@@ -597,7 +602,7 @@ class _Core:
             self.cross_core(buf, off, 1, 1, 1, True)
         if not self.functional:
             return
-        if buf.dtype.kind == "f":
+        if _is_float(buf.dtype):
             self.view(buf)[off] = np.asarray(value, np.float64).astype(buf.dtype)
         elif buf.dtype.kind == "b":
             self.view(buf)[off] = bool(int(value) & 1)

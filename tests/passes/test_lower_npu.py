@@ -299,6 +299,22 @@ def test_attention_mask_cast_and_where_run_on_the_scalar_unit(rng: np.random.Gen
     _close(got, want, 0, 0)
 
 
+@pytest.mark.parametrize("dt", [TensorProto.BFLOAT16, TensorProto.FLOAT16, F])
+def test_where_over_a_bool_input_moves_floats_through_the_scalar_unit(
+        rng: np.random.Generator, dt: int) -> None:
+    m = _model([helper.make_node("Where", ["c", "x", "y"], ["z"])],
+               [_vi("c", [3, 7], TensorProto.BOOL), _vi("x", [3, 7], dt), _vi("y", [3, 7], dt)],
+               [_vi("z", [3, 7], dt)])
+    npdt = onnx.helper.tensor_dtype_to_np_dtype(dt)
+    feeds = {"c": rng.integers(0, 2, (3, 7)).astype(bool),
+             "x": rng.standard_normal((3, 7)).astype(npdt),
+             "y": rng.standard_normal((3, 7)).astype(npdt)}
+    got, want, stats, launches = _run(m, feeds)
+    assert "scalar" in _roles(launches) and not stats["aicpu_launches"]
+    np.testing.assert_array_equal(got["z"], np.where(feeds["c"], feeds["x"], feeds["y"]))
+    _close(got, want, 0, 0)
+
+
 def test_large_int64_arithmetic_goes_to_the_ai_cpu() -> None:
     i64 = TensorProto.INT64
     m = _model([helper.make_node("Add", ["x", "y"], ["z"])],
