@@ -209,6 +209,8 @@ def _float_elementwise(d: Dec, kind: str, n_in: int) -> Run:
         with np.errstate(all="ignore"):
             if native:
                 out = NATIVE_BINARY[kind](*[np.asarray(v, dt) for v in vals])
+            elif kind == "fma" and dt == fp.F32 and mode == "rn":
+                out = fp.fma_rn_f32(*vals)
             elif kind == "fma":
                 out = fp.fma_exact(*[_to64(v) for v in vals], dt, mode)
             else:

@@ -161,25 +161,41 @@ def _round_to_odd_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 #: low bits of a float64 below float32's precision (53 - 24 = 29), and their midpoint pattern
 _F32_TAIL = np.uint64((1 << 29) - 1)
 _F32_HALF = np.uint64(1 << 28)
-_F32_TINY = float(np.finfo(np.float32).tiny)
+#: float64 bits of float32's smallest normal, and the mask that drops the sign
+_F32_TINY_BITS = np.float64(np.finfo(np.float32).tiny).view(np.uint64)
+_ABS64 = np.uint64((1 << 63) - 1)
+_ONE64 = np.uint64(1)
 
 
 def _fma_rn_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray | None:
-    """``fma.rn.f32`` in four numpy operations where that is provably exact, else None.
+    """``fma.rn.f32`` in a few numpy operations where that is provably exact, else None.
 
-    With f32 operands the float64 product is exact, so ``s = fl64(a*b + c)`` is the only
-    rounding before the final one to f32. Rounding twice to nearest differs from rounding once
-    only when ``s`` lands exactly on a midpoint between two f32 values (its 29 tail bits are
-    ``1 << 28``) or in f32's subnormal range, where the midpoint sits higher; those (rare)
-    calls take the error-free path. Everything else, NaN and infinity included, is what
-    ``round_pair`` returns as well: its candidate is the same ``s.astype(f32)``."""
+    With float32 operands (of any float dtype) the float64 product is exact, so
+    ``s = fl64(a*b + c)`` is the only rounding before the final one to f32. Rounding twice to
+    nearest differs from rounding once only when ``s`` lands exactly on a midpoint between two
+    f32 values (its 29 tail bits are ``1 << 28``) or in f32's subnormal range, where the
+    midpoint sits higher; those (rare) calls take the error-free path. Everything else, NaN and
+    infinity included, is what ``round_pair`` returns as well: its candidate is the same
+    ``s.astype(f32)``."""
     with np.errstate(over="ignore", invalid="ignore"):
-        s = a * b + c
-        tail = s.view(np.uint64) & _F32_TAIL
-        mag = np.abs(s)
-        if ((tail == _F32_HALF) | ((mag < _F32_TINY) & (mag != 0))).any():
+        s = np.multiply(a, b, dtype=F64)
+        s = np.add(s, c, out=s) if isinstance(s, np.ndarray) and s.shape == np.shape(c) \
+            else s + np.asarray(c, F64)
+        u = np.asarray(s).view(np.uint64)
+        odd = (u & _F32_TAIL) == _F32_HALF
+        odd |= ((u & _ABS64) - _ONE64) < (_F32_TINY_BITS - _ONE64)  # 0 < |s| < tiny
+        if odd.any():
             return None
-        return s.astype(F32)
+        return np.asarray(s).astype(F32)
+
+
+def fma_rn_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``fma.rn.f32`` of float32 operands: the fast path, or ``fma_exact`` where it is not
+    exact."""
+    fast = _fma_rn_f32(a, b, c)
+    if fast is not None:
+        return fast
+    return fma_exact(*(np.asarray(v, F64) for v in (a, b, c)), F32, "rn")
 
 
 def fma_exact(a: np.ndarray, b: np.ndarray, c: np.ndarray, dt: np.dtype, mode: str) -> np.ndarray:
@@ -192,10 +208,6 @@ def fma_exact(a: np.ndarray, b: np.ndarray, c: np.ndarray, dt: np.dtype, mode: s
     """
     a, b, c = (np.asarray(v, F64) for v in (a, b, c))
     dt = np.dtype(dt)
-    if dt == F32 and mode == "rn":
-        fast = _fma_rn_f32(a, b, c)
-        if fast is not None:
-            return fast
     if dt != F64:
         with np.errstate(over="ignore", invalid="ignore"):
             p = a * b

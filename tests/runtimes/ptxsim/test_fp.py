@@ -108,8 +108,10 @@ def _f32_nearest(q: Fraction) -> np.float32:
 
 
 def _check_fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    got = fp.fma_exact(a.astype(np.float64), b.astype(np.float64), c.astype(np.float64),
-                       fp.F32, "rn")
+    got = fp.fma_rn_f32(a, b, c)
+    np.testing.assert_array_equal(
+        got.view(np.uint32),
+        fp.fma_exact(*(x.astype(np.float64) for x in (a, b, c)), fp.F32, "rn").view(np.uint32))
     for i in range(a.size):
         q = Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i]))
         want = _f32_nearest(q)
@@ -124,7 +126,7 @@ def test_fma_f32_rn_rounds_once(rng):
     a = (rng.standard_normal(n) * 2.0 ** rng.integers(-20, 20, n)).astype(np.float32)
     b = (rng.standard_normal(n) * 2.0 ** rng.integers(-20, 20, n)).astype(np.float32)
     c = (rng.standard_normal(n) * 2.0 ** rng.integers(-40, 40, n)).astype(np.float32)
-    assert fp._fma_rn_f32(*(x.astype(np.float64) for x in (a, b, c))) is not None
+    assert fp._fma_rn_f32(a, b, c) is not None
     _check_fma_f32(a, b, c)
     # double-rounding traps: a*b = 1 + 2^-11 + 2^-24 is a float32 midpoint, and a tiny c
     # decides the side; rounding a*b + c to float64 first would land on the midpoint
