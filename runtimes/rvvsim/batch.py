@@ -123,6 +123,8 @@ def _v_reads_writes(sp: tuple) -> tuple[list[int], list[int]]:
         return [0] * sp[8] + [s[1] for s in sp[4] if s[0] == "v"], [sp[1]]
     if kind == "vcmp":
         return [s[1] for s in sp[2] if s[0] == "v"], [sp[1]]
+    if kind == "vmlogic":  # a constant one (vmclr/vmset idioms) reads nothing
+        return ([] if sp[5] else [sp[2], sp[3]]), [sp[1]]
     if kind == "vld":
         return [], [sp[2]]
     if kind == "vst":
@@ -131,8 +133,8 @@ def _v_reads_writes(sp: tuple) -> tuple[list[int], list[int]]:
 
 
 KINDS = {"nop", "alu", "li", "unary", "ld", "st", "fsgnj", "fmv.f.x", "vsetvli", "vew", "vcmp",
-         "vld", "vst"}
-VECTOR = ("vew", "vcmp", "vld", "vst")
+         "vmlogic", "vld", "vst"}
+VECTOR = ("vew", "vcmp", "vmlogic", "vld", "vst")
 MASKED_AT = {"vew": 6, "vcmp": 4, "vld": 5, "vst": 5}  # where a spec says "v0.t"
 
 
@@ -195,7 +197,8 @@ def plan_loop(blk: Any, ops: list[Op], program: Program) -> LoopPlan | None:
                 return None
             recur[w] = r
     masks = {sp[1] for sp in specs if sp[0] == "vcmp"} | (
-        {0} if any(sp[0] == "vew" and sp[8] for sp in specs) else set())
+        {0} if any(sp[0] == "vew" and sp[8] for sp in specs) else set()) | {
+        r for sp in specs if sp[0] == "vmlogic" for r in sp[1:4]}
     data = {sp[1] for sp in specs if sp[0] == "vew"} | {sp[2] for sp in specs if sp[0] in (
         "vld", "vst")} | {s[1] for sp in specs if sp[0] in ("vew", "vcmp")
                           for s in sp[4 if sp[0] == "vew" else 2] if s[0] == "v"}
@@ -529,6 +532,12 @@ class LoopPlan:
             elif kind in ("vew", "vcmp"):
                 assert vt is not None
                 self._vew(st, vt, j, sp, u, k, ints, freg, vregs, accs)
+            elif kind == "vmlogic":
+                assert vt is not None
+                _, vd, vs2, vs1, fn, constant, me = sp
+                bits = [self._mask(st, vt, vregs, r, constant) for r in (vs2, vs1)]
+                vregs[vd] = np.ascontiguousarray(np.broadcast_to(fn(*bits), (k, vt.vl)))
+                self.last_me[vd] = me
         assert vt is not None or not accs
         ffinal: dict[int, int] = {}
         finals: list[tuple[int, np.ndarray]] = []
@@ -545,6 +554,21 @@ class LoopPlan:
         n = 1 << vt.lmul if vt.lmul > 0 else 1
         if reg % n or reg + n > 32:
             raise Decline
+
+    @staticmethod
+    def _mask(st: State, vt: SimpleNamespace, vregs: dict[int, np.ndarray], reg: int,
+              constant: bool) -> np.ndarray:
+        """Mask bits 0..vl-1 of a register: this batch's (per iteration) or the entry value
+        (all defined, unless the instruction's result does not depend on them)."""
+        v = vregs.get(reg)
+        if v is None:
+            bits, pois = mask_bits(st, reg, vt.vl)
+            if pois is not None and not constant:
+                raise Decline
+            return bits
+        if v.dtype != np.bool_:
+            raise Decline  # data bits read as a mask
+        return v
 
     def _invariant(self, st: State, vt: SimpleNamespace, reg: int, nk: str) -> np.ndarray:
         """A vector register the body only reads: its first vl elements, all defined."""

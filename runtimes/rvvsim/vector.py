@@ -752,7 +752,7 @@ def _mask_logic(fn: Callable, unary: bool, stem: str = "") -> Callable[[Ctx, lis
                                 p1, None if p1 is None else mask_org(st, vs1, vl))
             mwrite(st, me, vd, fn(a2, a1), por(p2, p1), None, origin)
             return nxt
-        return op
+        return spec(op, "vmlogic", vd, vs2, vs1, fn, constant, me)
     return build
 
 

@@ -134,6 +134,30 @@ ELEMENTWISE = """
     add a3, a3, t0
     bnez a4, 1b"""
 
+# compares into several mask registers combined by mask logic (moves, not, or, the vmclr idiom)
+MASK_LOGIC = """
+    flw ft0, 0(a2)
+1:  vsetvli t0, a4, e32, m1, ta, ma
+    vle32.v v4, (a0)
+    vle32.v v5, (a1)
+    vmflt.vv v1, v4, v5
+    vmfne.vv v2, v5, v5
+    vmor.mm v3, v1, v2
+    vmnot.m v0, v3
+    vfmerge.vfm v6, v4, ft0, v0
+    vmand.mm v0, v1, v1
+    vmerge.vvm v6, v6, v5, v0
+    vmxor.mm v7, v7, v7
+    vmandn.mm v0, v2, v7
+    vfmerge.vfm v6, v6, ft0, v0
+    vse32.v v6, (a3)
+    sub a4, a4, t0
+    slli t0, t0, 2
+    add a0, a0, t0
+    add a1, a1, t0
+    add a3, a3, t0
+    bnez a4, 1b"""
+
 # integer accumulator (wraps) and a vfmacc.vf accumulator (stepped row by row), blt loop
 ACCUMULATE = """
     vsetvli t0, a5, e32, m1, ta, ma
@@ -287,6 +311,10 @@ def _cases() -> tuple[list[Case], dict[str, bool]]:
         x[::13] = -0.0
         y[5::17] = np.nan
         add(Case(f"elementwise_{n}", ELEMENTWISE, [x, y], 4 * n, n), True)
+    x = rng.standard_normal(300).astype(np.float32)
+    y = rng.standard_normal(300).astype(np.float32)
+    y[::7] = np.nan
+    add(Case("mask_logic", MASK_LOGIC, [x, y, np.array([-2.5], np.float32)], 1200, 300), True)
     v = rng.integers(-2**31, 2**31, (60, 8)).astype(np.int32)
     s = rng.standard_normal(60).astype(np.float32)
     add(Case("accumulate", ACCUMULATE, [v, s], 64, 60, 8), True)
