@@ -60,6 +60,9 @@ from portc.runtimes.rvvsim.vregs import (
 #: as interpreting a few dozen instructions)
 MIN_TRIPS = 2
 MIN_INSTRUCTIONS = 32
+#: most elements (iterations x vl x vector instructions) one batch holds: a longer loop runs
+#: in several batches, so memory stays bounded (8-byte elements: 64 MiB)
+MAX_ELEMENTS = 1 << 23
 LO, HI = -(1 << 63), (1 << 63) - 1
 M64 = (1 << 64) - 1
 
@@ -219,7 +222,8 @@ class LoopPlan:
         self.delta: dict[int, int] = {}
         self.x_temps = sorted(x_temps)
         self.last_me: dict[int, str] = {}  # vector register -> its last writer (this batch)
-        self.vector = any(sp[0] in VECTOR for sp in specs)
+        self.n_vector = sum(1 for sp in specs if sp[0] in VECTOR)
+        self.vector = self.n_vector > 0
 
     # --- entry point --------------------------------------------------------------------------
     def run(self, st: State, limit: int) -> tuple[int, bool]:
@@ -423,6 +427,9 @@ class LoopPlan:
         # register it writes; else all iterations known to branch back, the rest stepped
         exits = taken < horizon
         k = taken + 1 if exits else taken
+        per_iteration = len(self.specs) + (vt.vl * self.n_vector if vt is not None else 0)
+        if k * per_iteration > MAX_ELEMENTS:  # the rest in later batches
+            exits, k = False, MAX_ELEMENTS // per_iteration
         if k < MIN_TRIPS or k * self.size < MIN_INSTRUCTIONS:
             return 0, False, None
         for c0, c1 in seen + list(out.values()):

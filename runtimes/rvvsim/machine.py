@@ -193,7 +193,11 @@ class RvvMachine:
                             if exits:  # the last of them fell through the branch
                                 last, pc = pc, blk.end + 1
                                 continue
-                    last = pc
+                            last = -1  # more iterations may batch after this one
+                        else:
+                            last = pc  # declined: step the rest of this loop
+                    else:
+                        last = pc
                     if count + size > max_instructions:  # the limit falls inside this block
                         shits = shits or [0] * n
                         for stepping in range(blk.start, blk.end + 1):

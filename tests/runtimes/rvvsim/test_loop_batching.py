@@ -440,3 +440,20 @@ def test_batched_loops_leave_the_registers_of_the_stepped_ones(vlen: int) -> Non
             states.append(_state(m) + (stats.instructions,
                                        mem.read(out, np.uint8, c.out_bytes).tobytes()))
         assert states[0] == states[1], c.name
+
+
+def test_long_loops_run_in_several_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portc.runtimes.rvvsim import batch
+
+    monkeypatch.setattr(batch, "MAX_ELEMENTS", 3000)  # a few iterations per batch
+    cases = [c for c in _cases()[0] if c.name in ("elementwise_1000", "microkernel")]
+    on: list[RunStats] = []
+    off: list[RunStats] = []
+    assert run_sim(cases, 256, stats=on) == run_sim(cases, 256, batch_loops=False, stats=off)
+    for a, b in zip(on, off, strict=True):
+        assert (a.instructions, a.per_mnemonic) == (b.instructions, b.per_mnemonic)
+        assert 0 < a.batched_instructions < a.instructions
+    # one batch of elementwise_1000 holds 3000 // (22 + vl 16 * 16 vector instructions) = 10
+    # iterations; its 63 then take several
+    stats = dict(zip((c.name for c in cases), on, strict=True))
+    assert stats["elementwise_1000"].batched_iterations > 3 * 10
