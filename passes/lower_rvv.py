@@ -5,7 +5,7 @@ addresses, one 8-byte entry per buffer in the module's declaration order (the ma
 table order), so the driver and the simulator runtime lay buffers out however they like.
 
 ``kernel.generic`` becomes a strip-mined loop nest (VLEN-agnostic: ``vsetvli`` picks vl at run
-time; ``vlen`` only sizes nothing but documentation). After dropping unit dims and merging dims
+time; ``vlen`` only tunes the GEMM microkernel's blocking). After dropping unit dims and merging dims
 that are contiguous for every operand, one dim is vectorised:
 
 - mode P (a parallel dim, preferring one where the output is unit-stride): the other dims are
@@ -16,8 +16,9 @@ that are contiguous for every operand, one dim is vectorised:
 - mode R (no useful parallel dim): the innermost reduction dim is vectorised and every strip is
   folded into element 0 of an accumulator with an ordered reduction (``vfredosum``/``vredsum``/
   ``vfredmax``...).
-- matmul-shaped kernels (sum of products, B unit-stride along the vector dim, A constant along
-  it) use the register-blocked ``vfmacc.vf`` microkernel of ``passes/rvv_gemm.py``.
+- matmul-shaped kernels (a float sum of products, B moving along the vector dim, A constant
+  along it: matmuls and convolutions) use the register-blocked ``vfmacc.vf`` microkernel of
+  ``passes/rvv_gemm.py``.
 
 Mixed dtypes in a body keep vl and switch SEW with LMUL scaled so SEW/LMUL stays constant; LMUL
 of the widest type is the largest of 8/4/2/1 for which the body's values fit the 31 allocatable
