@@ -35,6 +35,8 @@ writing elements another core wrote in the same launch. ``check_races=False`` tu
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 from collections import Counter, deque
@@ -257,13 +259,22 @@ FROM_FRACTAL: dict[str, Callable[[np.ndarray, int, int, int, int], np.ndarray]] 
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def _mask_cols(mask: tuple[int, ...], epr: int) -> np.ndarray:
+    """Lanes a mask selects in one repeat (cached: programs reuse a handful of masks; the
+    result is shared, callers never modify it)."""
     hi, lo = (int(m) & (2**64 - 1) for m in mask)
     bits = (hi << 64) | lo
     sel = np.array([(bits >> i) & 1 for i in range(min(epr, 128))], bool)
     if epr > 128:  # 8-bit data: the mask covers only the first 128 lanes
         sel = np.concatenate([sel, np.zeros(epr - 128, bool)])
     return np.nonzero(sel)[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _blocks(raw: bytes) -> np.ndarray:
+    """The distinct 32-byte block numbers of a repeat's lanes (cached by the lanes' bytes)."""
+    return np.unique(np.frombuffer(raw, np.int64))
 
 
 def _nth(granules: np.ndarray | slice, i: int) -> int:
@@ -457,9 +468,19 @@ class _Core:
         if write:
             view[...] = self.idx
 
-    def granules_of(self, buf: Buf, idx: np.ndarray) -> np.ndarray:
-        base = 0 if buf.space == "gm" else buf.base
-        return np.unique((base + idx.ravel().astype(np.int64) * buf.itemsize) // GRANULE)
+    def _vec_granules(self, buf: Buf, off: int, repeat: int, blk: int, rep: int,
+                      blocks: np.ndarray) -> np.ndarray | slice:
+        """Granules a vector operand touches, block by block: block ``b`` of repeat ``r`` is
+        granule ``g0 + r * rep + b * blk`` (operands start 32-byte aligned, so every block is
+        one whole granule); a slice when they are one run (the dense case). Duplicates are
+        harmless to the race checker, so nothing is made unique."""
+        g0 = (buf.base + off * buf.itemsize) // GRANULE
+        bsel = _blocks(blocks.tobytes())
+        nb = len(bsel)
+        if blk == 1 and int(bsel[0]) == 0 and int(bsel[-1]) == nb - 1 and rep in (nb, 0):
+            return slice(g0, g0 + (repeat * nb if rep else nb))
+        return (g0 + np.arange(repeat, dtype=np.int64)[:, None] * rep
+                + bsel[None, :].astype(np.int64) * blk).ravel()
 
     # -- timing -----------------------------------------------------------------------------
     def scalar(self, cycles: float) -> None:
@@ -859,14 +880,18 @@ class _Core:
             cols = np.arange(epr)
         r = np.arange(repeat, dtype=np.int64)[:, None]
         idx: dict[int, np.ndarray] = {}
+        gran: dict[int, np.ndarray | slice] = {}
         for j, i in enumerate(strided):
             b, off = pairs[i]
             epb = GRANULE // b.itemsize
-            idx[i] = (off + r * (rep[j] * epb)
-                      + ((cols // epb) * (blk[j] * epb) + cols % epb)[None, :])
+            colpart = (cols // epb) * (blk[j] * epb) + cols % epb
+            idx[i] = off + r * (rep[j] * epb) + colpart[None, :]
             if cols.size:
-                self.check_range(b, int(idx[i].min()), int(idx[i].max()) + 1,
+                self.check_range(b, off + int(colpart.min()),
+                                 off + (repeat - 1) * rep[j] * epb + int(colpart.max()) + 1,
                                  f"{op.name} operand {i}")
+                if self.check_races:
+                    gran[i] = self._vec_granules(b, off, repeat, blk[j], rep[j], cols // epb)
         bits = epr // 8
         extra: dict[int, tuple[int, int]] = {}  # contiguous (non-strided) operand ranges
         if layout == "brcb":
@@ -880,17 +905,17 @@ class _Core:
         for i, (lo, hi) in extra.items():
             self.check_range(pairs[i][0], lo, hi, f"{op.name} operand {i}")
         writes = {0}
-        if self.check_races:
-            for i, (b, _) in enumerate(pairs):
-                g = (self.granules_of(b, idx[i]) if i in idx else
-                     self.runs(b, extra[i][0], 1, extra[i][1] - extra[i][0], 1))
-                if i not in writes:
-                    self.access(_V, b, g, False)
-            for i in writes:
+        if self.check_races and cols.size:
+            def granules(i: int) -> np.ndarray | slice:
                 b = pairs[i][0]
-                g = (self.granules_of(b, idx[i]) if i in idx else
-                     self.runs(b, extra[i][0], 1, extra[i][1] - extra[i][0], 1))
-                self.access(_V, b, g, True)
+                return gran[i] if i in gran else \
+                    self.runs(b, extra[i][0], 1, extra[i][1] - extra[i][0], 1)
+
+            for i, (b, _) in enumerate(pairs):
+                if i not in writes:
+                    self.access(_V, b, granules(i), False)
+            for i in writes:
+                self.access(_V, pairs[i][0], granules(i), True)
         if self.functional:
             with np.errstate(all="ignore"):
                 self._vector_compute(op, layout, pairs, idx, extra, cols, repeat, epr)
@@ -1043,14 +1068,15 @@ class NpuSim:
         overflow: dict[str, Any] | None = None
         self.executed = 0
         self.gm_owner = {}
-        for i in range(kernel.block_dim):
-            core = _Core(self, kernel, i, gm, trace)
-            core.run()
-            total = max(max(core.free), core.t_s)
-            cores.append(CoreStats(i, total, dict(zip(PIPES, core.busy, strict=True)),
-                                   dict(core.count)))
-            steps += core.cube_steps
-            overflow = overflow or core.overflow
+        with _one_blas_thread(kernel.core == "aic"):
+            for i in range(kernel.block_dim):
+                core = _Core(self, kernel, i, gm, trace)
+                core.run()
+                total = max(max(core.free), core.t_s)
+                cores.append(CoreStats(i, total, dict(zip(PIPES, core.busy, strict=True)),
+                                       dict(core.count)))
+                steps += core.cube_steps
+                overflow = overflow or core.overflow
         stats = RunStats(kernel.name, self.soc.name, self.soc.clock_hz, kernel.block_dim,
                          max(c.cycles for c in cores), cores, steps, self.functional, overflow)
         if trace is not None:
@@ -1084,6 +1110,19 @@ class NpuSim:
             gm[name] = np.array(arr, copy=True).reshape(-1)
             shapes[name] = arr.shape
         return gm, shapes
+
+
+def _one_blas_thread(cube: bool) -> contextlib.AbstractContextManager:
+    """``mmad``'s matmuls are a few MFLOP each: a multi-threaded BLAS spends more time waking
+    and spinning its threads than multiplying (400x slower on a busy 2-core machine), so
+    cube launches run with one BLAS thread when ``threadpoolctl`` is installed."""
+    if not cube:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _write_trace(path: Path, events: list[dict], kernel: KernelDef) -> None:
