@@ -10,7 +10,11 @@ strided view of the (padded) input — no im2col buffer.
 Schedules (``--precision``):
 - ``fp32``: 64x64 block tile, BK = 16, 256 threads each accumulating a 4x4 register block
   with ``fma.rn.f32``; tiles staged through shared memory (A transposed so that a thread's
-  four rows are one ``ld.shared.v4``), zero-filled outside the matrix.
+  four rows are one ``ld.shared.v4``), zero-filled outside the matrix. Each thread stages one
+  k of four consecutive rows of A (one ``st.shared.v4``; the transposed tile's rows are padded
+  by ``A_PAD`` floats so that the eight threads of a 128-bit phase hit distinct banks) and
+  four consecutive columns at one k of B, so every shared access moves 16 bytes and a K tile
+  decomposes its k coordinate once per operand.
 - ``fp16``/``bf16``: tensor cores, ``mma.sync.aligned.m16n8k16`` with fp32 accumulation:
   64x64 block tile, 4 warps of 32x32, operands rounded to f16/bf16 while staged in shared
   memory, fragments loaded with ``ldmatrix`` (B with ``.trans``), the next K tile staged
@@ -32,6 +36,8 @@ from portc.passes.ptx_body import Val
 
 BM, BN, BK = 64, 64, 16
 THREADS = 256
+#: floats of padding per k row of the fp32 kernel's transposed A tile (bank-conflict-free stores)
+A_PAD = 4
 #: smallest M, N and K worth a tiled kernel (smaller ones go to the warp/thread schedules)
 MIN_M, MIN_N, MIN_K = 8, 8, 8
 FLOAT_IN = ("float32", "float16", "bfloat16")
@@ -185,12 +191,17 @@ def lower_gemm(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precisio
     bc = L.split(bz, s.bdims) if s.bdims else {}
     base = {slot: g.address(slot, bc) for slot in (s.a, s.b, -1)}
     sa, sb = e.op("mov.u32", "u32", "As"), e.op("mov.u32", "u32", "Bs")
-    # A loader: one row, four consecutive k
-    row_l = e.op("shr.u32", "u32", t, 2)
-    kq = e.op("shl.b32", "u32", e.op("and.b32", "u32", t, 3), 2)
-    m = e.op("mad.lo.s32", "u32", by, BM, row_l)
-    m_ok = e.op("setp.lt.u32", "pred", m, s.M)
-    a_row = L.offset(s.a, L.split(m, s.mdims), base[s.a])
+    a_row_bytes = (BM + A_PAD) * 4
+    # A loader: one k (t & 15), four consecutive rows from (t >> 4) * 4
+    ka = e.op("and.b32", "u32", t, 15)
+    mq = e.op("shl.b32", "u32", ty, 2)
+    m0 = e.op("mad.lo.s32", "u32", by, BM, mq)
+    a_rows, m_oks = [], []
+    for j in range(4):
+        m = e.op("add.u32", "u32", m0, j)
+        m_oks.append(e.op("setp.lt.u32", "pred", m, s.M))
+        a_rows.append(L.offset(s.a, L.split(m, s.mdims), base[s.a]))
+    zero64 = e.op("mov.b64", "s64", 0)
     # B loader: one k, four consecutive n
     kb = e.op("shr.u32", "u32", t, 4)
     nq = e.op("shl.b32", "u32", tx, 2)
@@ -200,7 +211,7 @@ def lower_gemm(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precisio
         n_oks.append(e.op("setp.lt.u32", "pred", n, s.N))
         b_cols.append(L.offset(s.b, L.split(n, s.ndims), base[s.b]))
     # shared addresses this thread stores to / reads from
-    a_st = e.op("mad.lo.s32", "u32", kq, BM * 4, e.op("mad.lo.s32", "u32", row_l, 4, sa))
+    a_st = e.op("mad.lo.s32", "u32", ka, a_row_bytes, e.op("mad.lo.s32", "u32", mq, 4, sa))
     b_st = e.op("mad.lo.s32", "u32", kb, BN * 4, e.op("mad.lo.s32", "u32", nq, 4, sb))
     a_rd = e.op("mad.lo.s32", "u32", ty, 16, sa)
     b_rd = e.op("mad.lo.s32", "u32", tx, 16, sb)
@@ -208,12 +219,15 @@ def lower_gemm(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precisio
     k0 = e.op("mov.u32", "u32", 0)
     top = e.new_label("kt")
     e.place(top)
+    kk = e.op("add.u32", "u32", k0, ka)
+    k_ok = e.op("setp.lt.u32", "pred", kk, s.K)
+    koff = L.offset(s.a, L.split(kk, s.kdims), zero64) if s.kdims else None
+    vals = []
     for j in range(4):
-        kk = e.op("add.u32", "u32", e.op("add.u32", "u32", k0, kq), j)
-        ok = e.op("and.pred", "pred", m_ok, e.op("setp.lt.u32", "pred", kk, s.K))
-        addr = L.offset(s.a, L.split(kk, s.kdims), a_row) if s.kdims else a_row
-        v = L.guarded_load(s.a, addr, ok)
-        e("st.shared.f32", f"[{a_st}+{j * BM * 4}]", v)
+        ok = e.op("and.pred", "pred", m_oks[j], k_ok)
+        addr = e.op("add.s64", "s64", a_rows[j], koff) if koff is not None else a_rows[j]
+        vals.append(L.guarded_load(s.a, addr, ok))
+    e("st.shared.v4.f32", f"[{a_st}]", "{" + ", ".join(vals) + "}")
     kk = e.op("add.u32", "u32", k0, kb)
     k_ok = e.op("setp.lt.u32", "pred", kk, s.K)
     kc = L.split(kk, s.kdims) if s.kdims else {}
@@ -227,7 +241,7 @@ def lower_gemm(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precisio
     for q in range(BK):
         av = [e.reg("f32") for _ in range(4)]
         bv = [e.reg("f32") for _ in range(4)]
-        e("ld.shared.v4.f32", "{" + ", ".join(av) + "}", f"[{a_rd}+{q * BM * 4}]")
+        e("ld.shared.v4.f32", "{" + ", ".join(av) + "}", f"[{a_rd}+{q * a_row_bytes}]")
         e("ld.shared.v4.f32", "{" + ", ".join(bv) + "}", f"[{b_rd}+{q * BN * 4}]")
         for i in range(4):
             for j in range(4):
@@ -237,7 +251,7 @@ def lower_gemm(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precisio
     e("bra.uni", top, guard=e.op("setp.lt.u32", "pred", k0, s.K))
     _epilogue(L, acc, by, bx, ty, tx, base[-1], 4)
     e("ret")
-    shared = [f"As:{BK * BM * 4}:16", f"Bs:{BK * BN * 4}:16"]
+    shared = [f"As:{BK * a_row_bytes}:16", f"Bs:{BK * BN * 4}:16"]
     entry = ptx.EntryOp.make(name, [f"p{i}:u64" for i in range(len(g.params))], shared, e.ops)
     grid = (math.ceil(s.N / BN), math.ceil(s.M / BM), s.batch)
     return entry, Launch(name, op.kernel_name(), op.origin(), "gemm-fp32", grid,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -176,6 +178,9 @@ def test_fp32_matmul_is_a_tiled_gemm_with_ragged_edges(rng: np.random.Generator)
     got, want, scheds, text = _run(_matmul_prog(a.shape, c.shape), {"a": a, "b": c})
     assert scheds == ["gemm-fp32"]
     assert "bar.sync" in text and "ld.shared.v4.f32" in text
+    # tiles are staged and read 16 bytes at a time (A transposed into padded rows)
+    shared = re.findall(r"\b(?:ld|st)\.shared\.[\w.]+", text)
+    assert shared and all(".v4." in m for m in shared), sorted(set(shared))
     np.testing.assert_allclose(got["y"], a.astype(np.float64) @ c, rtol=1e-5, atol=1e-5)
     _close(got, want, rtol=1e-5, atol=1e-5)
 
