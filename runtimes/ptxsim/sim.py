@@ -566,12 +566,13 @@ class _Launch:
         every = lanes.size == self.T  # lanes are distinct: all of them, no gather needed
         lo = (self._epoch_lo if every else self._epoch_lo[lanes])[:, None]
         idx = ins.index if writer_ins is None else writer_ins
-        mine = (self._mine if every else self._mine[lanes])[:, None] | \
+        own = (self._mine if every else self._mine[lanes])[:, None] | \
             np.int64((idx & self._INS_MASK) << self._INS_SHIFT)
 
         def detail() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """(thread, epoch, warp-sync stamp) of each lane, for ``_unordered``."""
             t = self._tid64[lanes][:, None]
-            return t, lo >> self._EP_SHIFT, (mine >> self._STAMP_SHIFT) & self._STAMP_MASK
+            return t, lo >> self._EP_SHIFT, (own >> self._STAMP_SHIFT) & self._STAMP_MASK
 
         w = self.w_state[fb]
         # unsigned: a never-written unit (epoch -1, negative) compares above every bound
@@ -594,7 +595,7 @@ class _Launch:
         if (r >= lo).any():  # read in this epoch already (by this thread or others)
             t, ep, now = detail()
             seen = self._unordered(r, ep, t, now)
-        mine = np.broadcast_to(mine, fb.shape)
+        mine = np.broadcast_to(own, fb.shape)
         if write:
             if seen is not None and seen.any():
                 self._race(ins, lanes, fb, seen, self.r_state, "read", write, writer_ins)
