@@ -276,6 +276,8 @@ class VerifyReport:
     stats: dict[str, Any] = field(default_factory=dict)
     #: reports of model-changing passes (quantize/sparsify) vs the unchanged model
     changes: list[dict[str, Any]] = field(default_factory=list)
+    #: (rtol, atol, where they came from) the checks used
+    tolerance: tuple[float, float, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -288,6 +290,9 @@ class VerifyReport:
                          f"{'ok' if c.ok else 'MISMATCH'} {c.detail}".rstrip())
         verdict = "PASS" if self.ok else "FAIL"
         lines.append(f"{verdict}: {self.model} on {self.target}/{self.runtime} vs {self.oracle}")
+        if self.tolerance is not None:
+            rtol, atol, source = self.tolerance
+            lines.append(f"tolerance: rtol {rtol:g}, atol {atol:g} ({source})")
         if self.changes:
             from portc.compiler.model_changes import format_reports
 
@@ -317,14 +322,18 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, rtol: float, atol: flo
 
 def verify(model: ModelLike, target: str = "reference", *, example_inputs: Sequence[Any] | None
            = None, inputs: Mapping[str, np.ndarray] | None = None, seed: int = 0,
-           rtol: float = 1e-4, atol: float = 1e-5, runtime: str | None = None,
+           rtol: float | None = None, atol: float | None = None, runtime: str | None = None,
            verify_each: bool = False, imported: ImportedModel | None = None,
            options: Mapping[str, Any] | None = None,
            changes: ModelChangeOptions | None = None) -> VerifyReport:
     """Compile for ``target``, run on its runtime and compare with onnxruntime/torch; with
     model changes, compare with the reference interpreter of the changed model instead and
-    report accuracy against the unchanged one."""
+    report accuracy against the unchanged one. ``rtol``/``atol`` left as None take the
+    target's tolerance for ``options`` (fp32: 1e-4/1e-5; wider where matmul operands round to
+    fp16/bf16/tf32); the report says which and why."""
     from portc.compiler.pipeline import verify_each_hook
+
+    rtol, atol, tolerance_source = resolve_tolerance(target, options, rtol, atol)
 
     imported = imported or import_model(model, example_inputs)
     program = imported.program
@@ -362,4 +371,17 @@ def verify(model: ModelLike, target: str = "reference", *, example_inputs: Seque
     oracle = "onnxruntime" if imported.kind == "onnx" else "torch"
     if change_reports:
         oracle = "reference interpreter of the changed model"
-    return VerifyReport(imported.name, target, rt.name, checks, oracle, stats, change_reports)
+    return VerifyReport(imported.name, target, rt.name, checks, oracle, stats, change_reports,
+                        (rtol, atol, tolerance_source))
+
+
+def resolve_tolerance(target: str, options: Mapping[str, Any] | None, rtol: float | None,
+                      atol: float | None) -> tuple[float, float, str]:
+    """The (rtol, atol) a verify compares at, and where they came from: what the user gave,
+    else the target's ``verify_tolerance`` for these options."""
+    t_rtol, t_atol, why = get_target(target).verify_tolerance(options or {})
+    if rtol is not None and atol is not None:
+        return rtol, atol, "given"
+    source = f"target default ({why})" if rtol is None and atol is None else (
+        f"given, the other from the target default ({why})")
+    return (t_rtol if rtol is None else rtol), (t_atol if atol is None else atol), source

@@ -311,8 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", help="one of the target's runtimes (default: its simulator)")
     p.add_argument("--inputs", help=".npz inputs (default: seeded random)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rtol", type=float, default=1e-4)
-    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--rtol", type=float, default=None,
+                   help="relative tolerance (default: the target's; 1e-4 for fp32 arithmetic)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance (default: the target's; 1e-5 for fp32 arithmetic)")
     p.add_argument("--verify-each", action="store_true",
                    help="run the reference after every pass; name the first that drifts")
     p.add_argument("--junit", help="write a JUnit XML report here")

@@ -14,8 +14,8 @@ default: cube operands in fp16 with fp32 accumulation, like ATC's ``--precision_
 ``allow_fp32_to_bf16``; ``fp32``: fp32 operands in 16x8 fractals at half the MACs per cube step,
 ATC's ``force_fp32``); ``trace`` (a path: npusim writes one Chrome trace per launch next to it,
 ``<stem>.<launch>.json``). Vector work is fp32 in every mode. Verification tolerances must allow
-the rounding of cube operands: ``verify_tolerance`` gives them per precision (the hook a verify
-driver uses when the user passes none).
+the rounding of cube operands: ``verify_tolerance`` gives them per precision, and ``portc
+verify`` uses them when the user passes no ``--rtol``/``--atol``.
 
 fp16 range. Models whose activations leave fp16's range (|x| > 65504: the random-weight
 ``light_*`` models reach 5e5) cannot run with fp16 cube operands. A weight that overflows is a
@@ -53,27 +53,23 @@ from portc.compiler.kernel_targets import (
     lower_for_target,
 )
 from portc.compiler.program import Program
-from portc.compiler.targets import CompileOptions, Runtime, Target, register_target
+from portc.compiler.targets import (
+    OPERAND_PRECISION_TOLERANCE,
+    CompileOptions,
+    Runtime,
+    Target,
+    operand_precision_tolerance,
+    register_target,
+)
 from portc.dialects.npu_soc import PIPES, get_soc
 
 PROGRAM_FILE = "program.npu.mlir"
 
-#: ``portc verify`` tolerances (rtol, atol) that reflect the cube's operand precision per
-#: ``--precision``: fp16 operands carry 2^-11 relative rounding each, bf16 2^-8, and the fp32
-#: accumulation of K such products leaves ~sqrt(K) of them in a result, so outputs of the
-#: examples land near 1e-4 absolute (fp16) and 1e-3 (bf16); fp32 operands are as exact as the
-#: reference target's own tolerance. These are the tolerances the e2e tests check at.
-VERIFY_TOLERANCE: dict[str, tuple[float, float]] = {
-    "fp16": (1e-2, 1e-3), "bf16": (3e-2, 1e-2), "fp32": (1e-4, 1e-5)}
-
-
 def verify_tolerance(options: Mapping[str, Any]) -> tuple[float, float, str]:
-    """(rtol, atol, why) for verifying an ascend port compiled with ``options``: the generic
-    hook a verify driver calls when the user gave no ``--rtol``/``--atol``, and prints."""
-    precision = str(options.get("precision") or "fp16")
-    rtol, atol = VERIFY_TOLERANCE.get(precision, VERIFY_TOLERANCE["fp16"])
-    return rtol, atol, (f"ascend default for --precision {precision} (cube operands in "
-                        f"{precision}, fp32 accumulation)")
+    """(rtol, atol, why) for verifying an ascend port compiled with ``options``: the cube's
+    operands round to ``--precision`` (fp16 by default), so ``portc verify`` compares at that
+    precision's tolerance when the user gives no ``--rtol``/``--atol``."""
+    return operand_precision_tolerance("ascend", str(options.get("precision") or "fp16"))
 
 
 def compile_ascend(program: Program, options: CompileOptions) -> Artifact:
@@ -231,10 +227,11 @@ ASCEND = Target(
     description={"artifact": PROGRAM_FILE, "socs": ["910b"],
                  "precision": "cube fp16 (or bf16, fp32) operands, fp32 accumulate; vector fp32",
                  "verify_tolerance": {p: {"rtol": r, "atol": a}
-                                      for p, (r, a) in VERIFY_TOLERANCE.items()}},
+                                      for p, (r, a) in OPERAND_PRECISION_TOLERANCE.items()}},
     compile=compile_ascend,
     runtimes=(Runtime("npusim", "npusim: functional + timing simulator of the npu program "
                       "(AI CPU kernels on the kernel-IR executor)", NpuSimExecutable),),
     graph_pipeline=HARDWARE_GRAPH_PIPELINE,
+    verify_tolerance=verify_tolerance,
 )
 register_target(ASCEND)

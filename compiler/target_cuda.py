@@ -30,7 +30,13 @@ from portc.compiler.kernel_targets import (
     lower_for_target,
 )
 from portc.compiler.program import Program
-from portc.compiler.targets import CompileOptions, Runtime, Target, register_target
+from portc.compiler.targets import (
+    CompileOptions,
+    Runtime,
+    Target,
+    operand_precision_tolerance,
+    register_target,
+)
 
 PTX_FILE = "module.ptx"
 DEFAULT_SM = 80
@@ -198,5 +204,7 @@ CUDA = Target(
               Runtime("gpu", "the same PTX on an NVIDIA GPU through the CUDA driver API",
                       _load_gpu, _gpu_unavailable)),
     graph_pipeline=HARDWARE_GRAPH_PIPELINE,
+    verify_tolerance=lambda options: operand_precision_tolerance(
+        "cuda", str(options.get("precision") or "fp32")),
 )
 register_target(CUDA)

@@ -33,6 +33,25 @@ class Runtime:
     unavailable: Callable[[], str | None] = lambda: None
 
 
+#: (rtol, atol) for ports that compute in fp32 like the float64/fp32 oracles, up to reassociation
+FP32_TOLERANCE = (1e-4, 1e-5)
+
+#: (rtol, atol) per matmul operand precision (``--precision``): fp16/tf32 operands carry 2^-11
+#: relative rounding each, bf16 2^-8, and fp32 accumulation of K such products leaves ~sqrt(K)
+#: of them in a result, so the examples and the encoder land near 1e-4..1e-3 absolute (fp16)
+#: and 1e-3..1e-2 (bf16); the e2e tests of cuda and ascend check at these.
+OPERAND_PRECISION_TOLERANCE: dict[str, tuple[float, float]] = {
+    "fp32": FP32_TOLERANCE, "tf32": (1e-2, 1e-3), "fp16": (1e-2, 1e-3), "bf16": (3e-2, 1e-2)}
+
+
+def operand_precision_tolerance(target: str, precision: str) -> tuple[float, float, str]:
+    """The verify tolerance of a target whose matmul operands round to ``precision``."""
+    rtol, atol = OPERAND_PRECISION_TOLERANCE.get(precision, FP32_TOLERANCE)
+    why = ("fp32 arithmetic" if precision == "fp32" else
+           f"{target} --precision {precision}: matmul operands in {precision}, fp32 accumulation")
+    return rtol, atol, why
+
+
 @dataclass
 class CompileOptions:
     """Options every target understands; target-specific ones go in ``extra``."""
@@ -49,6 +68,10 @@ class Target:
     runtimes: tuple[Runtime, ...]
     #: graph-level passes run before lowering (names from the pass registry)
     graph_pipeline: tuple[str, ...] = ()
+    #: options -> (rtol, atol, why): what ``portc verify`` compares at when the user gives no
+    #: ``--rtol``/``--atol`` (targets whose arithmetic is narrower than fp32 widen it)
+    verify_tolerance: Callable[[Mapping[str, Any]], tuple[float, float, str]] = (
+        lambda options: (*FP32_TOLERANCE, "fp32 arithmetic"))
 
     @property
     def default_runtime(self) -> Runtime:

@@ -91,6 +91,20 @@ def test_verify_each_names_no_pass_on_a_correct_pipeline(tmp_path: Path,
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_verify_prints_the_tolerance_it_used(small_model: Path) -> None:
+    """No --rtol/--atol: the target's default for its precision, named in the report; one
+    given: that one, the other from the target."""
+    r = _cli("verify", str(small_model), "--target", "cuda", "--precision", "fp16",
+             "--dim", "batch=2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("tolerance: rtol 0.01, atol 0.001 (target default (cuda --precision fp16: matmul "
+            "operands in fp16, fp32 accumulation))") in r.stdout
+    r = _cli("verify", str(small_model), "--dim", "batch=2", "--atol", "1e-6")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tolerance: rtol 0.0001, atol 1e-06 (given, the other from the target default " \
+        "(fp32 arithmetic))" in r.stdout
+
+
 def test_verify_fails_with_exit_1_when_tolerance_is_impossible(small_model: Path) -> None:
     r = _cli("verify", str(small_model), "--rtol", "0", "--atol", "-1")
     assert r.returncode == 1 and "MISMATCH" in r.stdout
