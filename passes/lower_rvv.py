@@ -146,6 +146,35 @@ class Code:
             self("li", scratch, imm)
             self("add", rd, rs, scratch)
 
+    def load_buffer_address(self, rd: str, table_index: int, byte_offset: int) -> None:
+        """rd = entry ``table_index`` of the a0 buffer table + ``byte_offset`` (every kernel
+        is ``void kN(void **bufs)``; a slot's offset inside its buffer is added once)."""
+        if table_index * 8 < 2048:
+            self("ld", rd, table_index * 8, "a0")
+        else:
+            self.add_imm("t0", "a0", table_index * 8)
+            self("ld", rd, 0, "t0")
+        self.add_imm(rd, rd, byte_offset)
+
+    def wrap_in_frame(self, body_start: int, xregs: Sequence[str],
+                      fregs: Sequence[str] = ()) -> None:
+        """Save the callee-saved ``xregs``/``fregs`` the body used in a 16-byte aligned stack
+        frame: the saves go in at ``body_start`` and the restores at the end (LP64D keeps
+        s0-s11 and fs0-fs11 across calls); what the caller put at ``body_start`` before
+        (pooled constants) runs after the saves."""
+        frame = ((len(xregs) + len(fregs)) * 8 + 15) // 16 * 16
+        pro: list[Operation] = []
+        if frame:
+            pro.append(rvv.OPS["addi"].make("sp", "sp", -frame))
+            for i, r in enumerate(xregs):
+                pro.append(rvv.OPS["sd"].make(r, i * 8, "sp"))
+                self.ops.append(rvv.OPS["ld"].make(r, i * 8, "sp"))
+            for i, r in enumerate(fregs, start=len(xregs)):
+                pro.append(rvv.OPS["fsd"].make(r, i * 8, "sp"))
+                self.ops.append(rvv.OPS["fld"].make(r, i * 8, "sp"))
+            self.ops.append(rvv.OPS["addi"].make("sp", "sp", frame))
+        self.ops[body_start:body_start] = pro
+
     def mul_imm(self, rd: str, rs: str, imm: int, scratch: str = "t2") -> None:
         """rd = rs * imm (shift when imm is a power of two)."""
         if imm > 0 and imm & (imm - 1) == 0:
@@ -508,23 +537,11 @@ class GenericLowering:
             inner = [d for d in order if sh.is_red[d]]
             self.loops(outer, lambda: self.r_point(inner))
         # prologue/epilogue for callee-saved registers, then the pooled float constants
-        fregs = list(self.fpool.values())
-        frame = ((len(self.used_s) + len(fregs)) * 8 + 15) // 16 * 16
-        pro: list[Operation] = []
-        epi: list[Operation] = []
-        if frame:
-            pro.append(rvv.OPS["addi"].make("sp", "sp", -frame))
-            for i, r in enumerate(self.used_s):
-                pro.append(rvv.OPS["sd"].make(r, i * 8, "sp"))
-                epi.append(rvv.OPS["ld"].make(r, i * 8, "sp"))
-            for i, r in enumerate(fregs, start=len(self.used_s)):
-                pro.append(rvv.OPS["fsd"].make(r, i * 8, "sp"))
-                epi.append(rvv.OPS["fld"].make(r, i * 8, "sp"))
-            epi.append(rvv.OPS["addi"].make("sp", "sp", frame))
+        consts: list[Operation] = []
         for (bits, dt), r in self.fpool.items():
-            self._fmaterialise(pro, r, bits, dt)
-        c.ops[body_start:body_start] = pro
-        c.ops.extend(epi)
+            self._fmaterialise(consts, r, bits, dt)
+        c.ops[body_start:body_start] = consts
+        c.wrap_in_frame(body_start, self.used_s, list(self.fpool.values()))
         c("ret")
         spilled = sum(sl.spilled for sl in [*sh.ins, sh.out])
         sched = f"{'vector reduction' if mode == 'R' else 'strip-mined'} LMUL {self.lw}, " \
@@ -534,14 +551,7 @@ class GenericLowering:
 
     def base_address(self, s: Slot, reg: str) -> None:
         """reg = the slot's buffer base + its offset (the a0 table entry)."""
-        c = self.c
-        idx = self.buf_index[s.buf]
-        if idx * 8 < 2048:
-            c("ld", reg, idx * 8, "a0")
-        else:
-            c.add_imm("t0", "a0", idx * 8)
-            c("ld", reg, 0, "t0")
-        c.add_imm(reg, reg, s.offset * s.esize)
+        self.c.load_buffer_address(reg, self.buf_index[s.buf], s.offset * s.esize)
 
     def ptr(self, s: Slot) -> str:
         """The register holding the slot's current address (rebuilt for a spilled slot from

@@ -30,8 +30,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from xdsl.ir import Operation
-
 from portc.dialects import kernel as k
 from portc.dialects import rvv
 from portc.passes.lower_rvv import (
@@ -263,13 +261,7 @@ class GemmLowering:
         sa, sb, so = sh.ins[p.a], sh.ins[p.b], sh.out
         self.A, self.B, self.C = self.xreg(), self.xreg(), self.xreg()
         for reg, s in ((self.A, sa), (self.B, sb), (self.C, so)):
-            idx = self.buf_index[s.buf]
-            if idx * 8 < 2048:
-                c("ld", reg, idx * 8, "a0")
-            else:
-                c.add_imm("t0", "a0", idx * 8)
-                c("ld", reg, 0, "t0")
-            c.add_imm(reg, reg, s.offset * self.es)
+            c.load_buffer_address(reg, self.buf_index[s.buf], s.offset * self.es)
             self.disp[reg] = 0
         self.hoist_at = len(c.ops)
         self.bstride_v = sb.strides[p.vdim] * self.es
@@ -284,17 +276,7 @@ class GemmLowering:
         self.outer_loops(list(p.outer))
         consts = [rvv.OPS["li"].make(r, v) for v, r in self.consts.items()]
         c.ops[self.hoist_at:self.hoist_at] = consts
-        frame = (len(self.used_s) * 8 + 15) // 16 * 16
-        pro: list[Operation] = []
-        epi: list[Operation] = []
-        if frame:
-            pro.append(rvv.OPS["addi"].make("sp", "sp", -frame))
-            for i, r in enumerate(self.used_s):
-                pro.append(rvv.OPS["sd"].make(r, i * 8, "sp"))
-                epi.append(rvv.OPS["ld"].make(r, i * 8, "sp"))
-            epi.append(rvv.OPS["addi"].make("sp", "sp", frame))
-        c.ops[body_start:body_start] = pro
-        c.ops.extend(epi)
+        c.wrap_in_frame(body_start, self.used_s)
         c("ret")
         return rvv.FuncOp.make(self.op.kernel_name(), c.ops,
                                schedule=f"gemm LMUL {p.lmul} MR {p.mr}, e{p.bits}")

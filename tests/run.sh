@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Set everything up, then run the whole test suite (what CI runs through .ci/run).
+# Set everything up, then run the whole test suite (what CI runs through .ci/run): one pytest
+# worker per core (PORTC_TEST_WORKERS overrides; 0 runs in this process), each with one BLAS
+# thread so the workers do not oversubscribe the cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup_env.sh
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q "$@"
+WORKERS=${PORTC_TEST_WORKERS:-$(nproc)}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} \
+       MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+exec .venv/bin/python -m pytest -q -n "$WORKERS" --durations=25 "$@"

@@ -190,6 +190,10 @@ def test_conv_integer_pads_with_the_zero_point() -> None:
 
 
 def test_qlinear_conv_per_channel_weights_bias_group_and_same_padding() -> None:
+    """Checked against ONNX's reference evaluator: ORT's u8 x s8 convolution on x86 CPUs
+    without VNNI (AVX2's vpmaddubsw) saturates pairwise int16 sums, and full-range random
+    uint8/int8 operands like these reach 2 * 255 * 127 (ORT's documented reduce_range caveat),
+    so ORT's answer depends on the machine's CPU while the spec's does not."""
     x = _u8((1, 4, 6, 5), 9)
     w = _u8((4, 2, 3, 3), 10, np.int8)
     c = {"xs": np.array(0.05, np.float32), "xz": np.array(100, np.uint8), "w": w,
@@ -198,4 +202,4 @@ def test_qlinear_conv_per_channel_weights_bias_group_and_same_padding() -> None:
          "yz": np.array(128, np.uint8),
          "b": np.random.default_rng(11).integers(-500, 500, size=4).astype(np.int32)}
     check(model("QLinearConv", {"x": x}, c, ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
-                group=2, auto_pad="SAME_UPPER", strides=[2, 2]), {"x": x})
+                group=2, auto_pad="SAME_UPPER", strides=[2, 2]), {"x": x}, oracle="reference")
