@@ -106,10 +106,12 @@ def format_report(rep: Mapping[str, Any]) -> str:
 
 def compile_cuda(program: Program, options: CompileOptions) -> Artifact:
     from portc.passes.lower_ptx import lower_kernel_module
+    from portc.passes.ptx_mma import round_gemm_weights_to_mma_type
 
     sm = int(options.extra.get("sm") or DEFAULT_SM)
     precision = str(options.extra.get("precision") or "fp32")
     kp = lower_for_target(program)
+    round_gemm_weights_to_mma_type(kp, precision)
     lowered = lower_kernel_module(kp.module, sm=sm, precision=precision)
     lowered.module.verify()
     text = lowered.text

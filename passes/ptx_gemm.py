@@ -18,7 +18,8 @@ Schedules (``--precision``):
 - ``fp16``/``bf16``: tensor cores, ``mma.sync.aligned.m16n8k16`` with fp32 accumulation:
   64x64 block tile, 4 warps of 32x32, operands rounded to f16/bf16 while staged in shared
   memory, fragments loaded with ``ldmatrix`` (B with ``.trans``), the next K tile staged
-  while the current one is multiplied (double-buffered shared memory).
+  while the current one is multiplied (double-buffered shared memory; by ``cp.async`` for
+  operands already in the mma type, see ``ptx_mma``).
 - ``tf32``: the same warp tiling with ``mma.sync.aligned.m16n8k8`` on tf32 operands.
 """
 

@@ -5,10 +5,14 @@ accumulators per thread). Operands are read from global memory through their str
 (so batched matmul and implicit-GEMM convolution share the kernel), rounded to the mma type
 (``cvt.rn.f16/bf16.f32`` or ``cvt.rna.tf32.f32``) and staged in shared memory; f16/bf16
 fragments come from ``ldmatrix`` (A: ``.x4``, B: ``.x2.trans``), tf32 fragments from plain
-shared loads (ldmatrix moves 16-bit elements only). Shared memory is double-buffered: the next
-K tile is fetched into registers before the current one is multiplied and stored into the
-other buffer afterwards, one ``bar.sync`` per tile. Staging goes through registers rather than
-``cp.async`` because every operand may need a conversion on the way (cp.async copies bytes).
+shared loads (ldmatrix moves 16-bit elements only). Shared memory is double-buffered, one
+``bar.sync`` per tile: while the current K tile is multiplied the next one is in flight into
+the other buffer. An operand already stored in the mma type with 16 aligned bytes per thread
+(``cp_async_contiguous``: fp16/bf16 models, and fp32 weights that
+``round_gemm_weights_to_mma_type`` stored rounded at compile time) is copied by
+``cp.async.cg`` (zero-filled outside the matrix, landed by ``cp.async.wait_group`` before the
+barrier); any other operand needs a conversion on the way, which ``cp.async`` cannot do, so it
+is fetched into registers before the multiply, rounded, and stored into the other buffer after.
 
 Fragment layouts (PTX ISA 8.x, "Matrix Fragments for mma.m16n8k16 / m16n8k8"): groupID
 g = lane >> 2, t = lane & 3; C/D: c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1).
@@ -17,14 +21,121 @@ g = lane >> 2, t = lane & 3; C/D: c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1)
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from xdsl.dialects.builtin import StringAttr
+from xdsl.rewriter import InsertPoint, Rewriter
 
 from portc.dialects import kernel as k
 from portc.dialects import ptx
 from portc.passes.ptx_body import Emitter
-from portc.passes.ptx_gemm import BK, BM, BN, GemmLowering, GemmShape, _epilogue
+from portc.passes.ptx_gemm import BK, BM, BN, GemmLowering, GemmShape, _epilogue, _source_slot
 
 THREADS = 128
 MMA_TYPE = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32"}
+#: the storage dtype of each 16-bit mma operand type
+MMA_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
+#: elements of a 16-bit operand one ``cp.async`` moves (16 bytes, the .cg size)
+CP_ELEMS = 8
+
+
+def round_gemm_weights_to_mma_type(kp: Any, precision: str) -> list[str]:
+    """Store fp32 weights that only feed tensor-core GEMMs in the mma operand type.
+
+    The mma path rounds every operand to f16/bf16 (``cvt.rn``) while staging it; rounding a
+    weight once at compile time (numpy's and ml_dtypes' casts are the same round-to-nearest-
+    even) gives bit-identical products, halves the weight's bytes and global traffic, and lets
+    the kernel copy it into shared memory with ``cp.async`` instead of through registers. The
+    kernel body reads the 16-bit buffer through an explicit widening ``kernel.cast`` so the
+    kernel IR in the bundle states what the PTX computes. Returns the buffers changed."""
+    from portc.passes.lower_ptx import choose_schedule
+    from portc.passes.ptx_gemm import match_gemm
+
+    if precision not in MMA_DTYPE:
+        return []
+    dt = MMA_DTYPE[precision]
+    bufs = k.buffers_of(kp.module)
+    kernels = k.kernels_of(kp.module)
+    readers: dict[str, int] = {}
+    for op in kernels:
+        names = op.input_names if isinstance(op, k.GenericOp) else [
+            op.input.data] if isinstance(op, k.SortOp) else []
+        for name in names:
+            readers[name] = readers.get(name, 0) + 1
+    bindings: dict[str, int] = {}
+    for b in bufs.values():
+        if b.binding is not None:
+            bindings[b.binding.data] = bindings.get(b.binding.data, 0) + 1
+    uses: dict[str, list[tuple[k.GenericOp, int]]] = {}
+    for op in kernels:
+        if not isinstance(op, k.GenericOp) or choose_schedule(op, bufs, precision) != "gemm":
+            continue
+        shape = match_gemm(op, bufs)
+        assert shape is not None
+        args = list(op.body.block.args)
+        for slot in (shape.a, shape.b):
+            name = op.input_names[slot]
+            buf = bufs[name]
+            if buf.kind.data != "weight" or buf.dtype.data != "float32":
+                continue
+            if op.input_names.count(name) != 1 or len(list(args[slot].uses)) != 1:
+                continue
+            if _uses_directly(op, args[slot]):
+                uses.setdefault(name, []).append((op, slot))
+    changed = []
+    for name, sites in sorted(uses.items()):
+        buf = bufs[name]
+        if len(sites) != readers.get(name, 0) or bindings[buf.binding.data] != 1:
+            continue  # some other kernel reads the fp32 values
+        binding = buf.binding.data
+        kp.weights.put(binding, np.asarray(kp.weights[binding], np.float32).astype(
+            np.float16 if dt == "float16" else ml_dtypes.bfloat16))
+        buf.properties["dtype"] = StringAttr(dt)
+        for op, slot in sites:
+            arg = op.body.block.args[slot]
+            Rewriter.replace_value_with_new_type(arg, k.type_of_dtype(dt))
+            arg = op.body.block.args[slot]
+            (use,) = list(arg.uses)
+            widen = k.CastOp.create(operands=[arg], result_types=[k.type_of_dtype("float32")])
+            Rewriter.insert_op(widen, InsertPoint.before(use.operation))
+            use.operation.operands[use.index] = widen.result
+        changed.append(name)
+    return changed
+
+
+def _uses_directly(op: k.GenericOp, arg: object) -> bool:
+    """The block argument is an operand of the GEMM's ``mul`` itself (no cast in between)."""
+    mul = op.yielded.owner
+    return isinstance(mul, k.BinaryOp) and arg in (mul.a, mul.b)
+
+
+def cp_async_contiguous(L: GemmLowering, slot: int, dims: tuple[int, ...], precision: str
+                        ) -> bool:
+    """Whether each thread's 8 staged elements of ``slot`` (consecutive along the last of
+    ``dims``, from a multiple of 8) are 16 aligned bytes of global memory already in the mma
+    type, so one ``cp.async.cg`` can move them: the buffer holds the mma dtype (read as is or
+    widened to f32 only), the last dim is unit-stride with an extent divisible by 8, and every
+    other stride and the slot's offset keep 8-element alignment."""
+    if precision not in MMA_DTYPE or not dims:
+        return False
+    g, op = L.g, L.op
+    if g.dtype(g.names[slot]) != MMA_DTYPE[precision]:
+        return False
+    mul = op.yielded.owner
+    assert isinstance(mul, k.BinaryOp)
+    chain: list[str] = []
+    args = list(op.body.block.args)
+    _source_slot(mul.a if slot == L.s.a else mul.b, args, chain)
+    if any(c != "float32" for c in chain):
+        return False
+    strides = op.input_strides(slot)
+    inner = dims[-1]
+    if strides[inner] != 1 or op.extents[inner] % CP_ELEMS:
+        return False
+    others = [strides[d] for d in range(len(strides)) if d != inner and op.extents[d] > 1]
+    return all(st % CP_ELEMS == 0 for st in others) and op.input_offset(slot) % CP_ELEMS == 0
 
 
 def _brace(regs: list[str]) -> str:
@@ -69,37 +180,69 @@ def lower_mma(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precision
     a_row = L.offset(s.a, L.split(m, s.mdims), base[s.a])
     b_k = e.op("shr.u32", "u32", t, 3)
     b_n = e.op("shl.b32", "u32", e.op("and.b32", "u32", t, 7), 3)
+    # operands already in the mma type, 16 aligned bytes per thread: cp.async straight into
+    # shared memory; the others are loaded, rounded and stored through registers
+    a_cp = cp_async_contiguous(L, s.a, s.kdims, precision)
+    b_cp = cp_async_contiguous(L, s.b, s.ndims, precision)
     b_cols, n_oks = [], []
-    for j in range(8):
+    for j in range(1 if b_cp else 8):
         n = e.op("add.u32", "u32", e.op("mad.lo.s32", "u32", bx, BN, b_n), j)
         n_oks.append(e.op("setp.lt.u32", "pred", n, s.N))
         b_cols.append(L.offset(s.b, L.split(n, s.ndims), base[s.b]))
     a_st = e.op("mad.lo.s32", "u32", a_r, BK * es, e.op("mad.lo.s32", "u32", a_k, es, sa))
     b_st = e.op("mad.lo.s32", "u32", b_k, BN * es, e.op("mad.lo.s32", "u32", b_n, es, sb))
 
-    def fetch(k0: str) -> tuple[list[str], list[str]]:
-        """This thread's 8 A and 8 B elements of the K tile at k0, as mma-type registers."""
-        av = []
-        for j in range(8):
-            kk = e.op("add.u32", "u32", e.op("add.u32", "u32", k0, a_k), j)
-            ok = e.op("and.pred", "pred", m_ok, e.op("setp.lt.u32", "pred", kk, s.K))
-            addr = L.offset(s.a, L.split(kk, s.kdims), a_row) if s.kdims else a_row
-            av.append(_to_mma(e, L.guarded_load(s.a, addr, ok), precision))
+    def a_address(k0: str, j: int) -> tuple[str, str]:
+        kk = e.op("add.u32", "u32", e.op("add.u32", "u32", k0, a_k), j)
+        ok = e.op("and.pred", "pred", m_ok, e.op("setp.lt.u32", "pred", kk, s.K))
+        return (L.offset(s.a, L.split(kk, s.kdims), a_row) if s.kdims else a_row), ok
+
+    def b_k_coords(k0: str) -> tuple[dict[int, str], str]:
         kk = e.op("add.u32", "u32", k0, b_k)
-        k_ok = e.op("setp.lt.u32", "pred", kk, s.K)
-        kc = L.split(kk, s.kdims) if s.kdims else {}
+        return (L.split(kk, s.kdims) if s.kdims else {}), e.op("setp.lt.u32", "pred", kk, s.K)
+
+    def copy_async(slot: int, addr: str, ok: str, dst: str) -> None:
+        """16 bytes global -> shared, zero-filled (src-size 0) outside the matrix, where the
+        source address is the operand's base so that no out-of-range address is formed."""
+        src = e.op("selp.b64", "s64", addr, base[slot], ok)
+        size = e.op("selp.u32", "u32", 16, 0, ok)
+        e("cp.async.cg.shared.global", f"[{dst}]", f"[{src}]", 16, size)
+
+    def issue_copies(k0: str, buf: str) -> None:
+        """cp.async of this thread's A and/or B chunk of the K tile at k0 into ``buf``."""
+        if a_cp:
+            addr, ok = a_address(k0, 0)
+            copy_async(s.a, addr, ok, e.op("mad.lo.s32", "u32", buf, a_buf, a_st))
+        if b_cp:
+            kc, k_ok = b_k_coords(k0)
+            addr = L.offset(s.b, kc, b_cols[0]) if kc else b_cols[0]
+            ok = e.op("and.pred", "pred", k_ok, n_oks[0])
+            copy_async(s.b, addr, ok, e.op("mad.lo.s32", "u32", buf, b_buf, b_st))
+        if a_cp or b_cp:
+            e("cp.async.commit_group")
+
+    def fetch(k0: str) -> tuple[list[str], list[str]]:
+        """This thread's 8 A and 8 B elements of the K tile at k0 as mma-type registers
+        (none for an operand that cp.async copies)."""
+        av = []
+        for j in range(0 if a_cp else 8):
+            addr, ok = a_address(k0, j)
+            av.append(_to_mma(e, L.guarded_load(s.a, addr, ok), precision))
         bv = []
-        for j in range(8):
-            addr = L.offset(s.b, kc, b_cols[j]) if kc else b_cols[j]
-            ok = e.op("and.pred", "pred", k_ok, n_oks[j])
-            bv.append(_to_mma(e, L.guarded_load(s.b, addr, ok), precision))
+        if not b_cp:
+            kc, k_ok = b_k_coords(k0)
+            for j in range(8):
+                addr = L.offset(s.b, kc, b_cols[j]) if kc else b_cols[j]
+                ok = e.op("and.pred", "pred", k_ok, n_oks[j])
+                bv.append(_to_mma(e, L.guarded_load(s.b, addr, ok), precision))
         return av, bv
 
     def stash(av: list[str], bv: list[str], buf: str) -> None:
         """Store the fetched elements into shared buffer ``buf`` (0/1 register)."""
-        ao = e.op("mad.lo.s32", "u32", buf, a_buf, a_st)
-        bo = e.op("mad.lo.s32", "u32", buf, b_buf, b_st)
-        for vals, addr in ((av, ao), (bv, bo)):
+        for vals, addr in ((av, a_st), (bv, b_st)):
+            if not vals:
+                continue
+            addr = e.op("mad.lo.s32", "u32", buf, a_buf if vals is av else b_buf, addr)
             if tf32:
                 e("st.shared.v4.b32", f"[{addr}]", _brace(vals[:4]))
                 e("st.shared.v4.b32", f"[{addr}+16]", _brace(vals[4:]))
@@ -111,12 +254,18 @@ def lower_mma(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precision
                     words.append(w)
                 e("st.shared.v4.b32", f"[{addr}]", _brace(words))
 
+    def land_copies() -> None:
+        if a_cp or b_cp:
+            e("cp.async.wait_group", 0)
+
     acc = [[[e.const(0.0, "f32") for _ in range(4)] for _ in range(4)] for _ in range(2)]
     gid = e.op("shr.u32", "u32", lane, 2)
     tq = e.op("and.b32", "u32", lane, 3)
     zero = e.op("mov.u32", "u32", 0)
+    issue_copies(zero, zero)
     av, bv = fetch(zero)
     stash(av, bv, zero)
+    land_copies()
     e("bar.sync", 0)
     k0 = e.op("mov.u32", "u32", 0)
     cur = e.op("mov.u32", "u32", 0)
@@ -124,9 +273,13 @@ def lower_mma(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precision
     e.place(top)
     nxt = e.op("add.u32", "u32", k0, BK)
     more = e.op("setp.lt.u32", "pred", nxt, s.K)
+    other = e.op("xor.b32", "u32", cur, 1)
     # registers carrying the next tile across the multiply
-    carry = [e.reg("b32" if tf32 else "b16") for _ in range(16)]
+    n_carry = (0 if a_cp else 8) + (0 if b_cp else 8)
+    carry = [e.reg("b32" if tf32 else "b16") for _ in range(n_carry)]
     e("bra.uni", no_next, guard=f"!{more}")
+    # the other buffer was last read before the previous bar.sync: free to fill now
+    issue_copies(nxt, other)
     nav, nbv = fetch(nxt)
     for r, v in zip(carry, nav + nbv, strict=True):
         e("mov.b32" if tf32 else "mov.b16", r, v)
@@ -138,9 +291,10 @@ def lower_mma(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precision
     else:
         _f16_step(e, acc, a_base, b_base, wm, wn, lane, precision)
     e("bra.uni", no_stash, guard=f"!{more}")
-    other = e.op("xor.b32", "u32", cur, 1)
-    stash(carry[:8], carry[8:], other)
+    na = 0 if a_cp else 8
+    stash(carry[:na], carry[na:], other)
     e.place(no_stash)
+    land_copies()
     e("bar.sync", 0)
     e("xor.b32", cur, cur, 1)
     e("mov.u32", k0, nxt)
@@ -164,7 +318,8 @@ def lower_mma(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precision
     shared = [f"As:{2 * a_buf}:16", f"Bs:{2 * b_buf}:16"]
     entry = ptx.EntryOp.make(name, [f"p{i}:u64" for i in range(len(g.params))], shared, e.ops)
     grid = (math.ceil(s.N / BN), math.ceil(s.M / BM), s.batch)
-    return entry, Launch(name, op.kernel_name(), op.origin(), f"gemm-mma-{precision}", grid,
+    kind = f"gemm-mma-{precision}" + ("-cp.async" if a_cp or b_cp else "")
+    return entry, Launch(name, op.kernel_name(), op.origin(), kind, grid,
                          (THREADS, 1, 1), g.params, shared_bytes=0)
 
 
