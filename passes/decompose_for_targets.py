@@ -24,6 +24,8 @@ ops, with results *bit-identical* to the reference interpreter of the changed mo
   binade thresholds, exact power-of-two scaling, round-half-even like the cast), then the
   cast's overflow rule (saturate to +-max, else NaN for e4m3fn and the fnuz forms / +-inf for
   e5m2; fnuz formats have no negative zero).
+* a ``graph.cast`` to float4_e2m1fn -> the same rounding with e2m1's binades (0.5 steps below
+  2, then 1, then 2 up to 6), always saturating (e2m1 has no inf/NaN; NaN gives -0).
 * a ``graph.cast`` to int4/int2/uint4/uint2 -> int64 (the core cast: floats truncate), wrapped
   modulo ``2^bits`` by core integer ops, held in int8/uint8 as the reference computes it.
 * ``@main`` inputs and results of narrow dtypes travel in their STORAGE dtype (same values);
@@ -31,8 +33,7 @@ ops, with results *bit-identical* to the reference interpreter of the changed mo
   runtimes convert the caller's arrays exactly at the boundary (``BufferLayout``).
 
 Anything else outside the core set (an op reading a narrow
-dtype other than a cast, a ``moe.moe`` with a dynamic token count, a run-time cast to e8m0 or
-fp4) is
+dtype other than a cast, a ``moe.moe`` with a dynamic token count, a run-time cast to e8m0) is
 refused with ``DecompositionError`` naming the op, rather than handed to a target that would
 miscompile it.
 """
@@ -99,6 +100,11 @@ FP8_CASTS: dict[str, Fp8Format] = {
     "float8_e4m3fnuz": Fp8Format(3, -7, 7, 240.0, "nan", signed_zero=False),
     "float8_e5m2fnuz": Fp8Format(2, -15, 15, 57344.0, "nan", signed_zero=False),
 }
+#: e2m1 has no infinities or NaN: every cast saturates (ONNX's ``saturate`` is for float8
+#: only) and NaN becomes -0 (0x8), as the reference's conversion (ml_dtypes) gives for the
+#: NaN arithmetic produces (it gives +0 for a NaN with the sign bit set; core ops have no
+#: test for the sign of a NaN, so that one input differs in the sign of its zero)
+FP4_E2M1 = Fp8Format(1, 0, 2, 6.0, "saturate")
 
 #: ops that only move or copy elements: a narrow value passes through them in its storage dtype
 VALUE_PRESERVING: tuple[type[Operation], ...] = (g.ReshapeOp, g.TransposeOp, g.BroadcastOp,
@@ -180,6 +186,15 @@ def emulate_fp8_cast(e: _Emit, x: SSAValue, fmt: Fp8Format, saturate: bool) -> S
     inf = e.op(g.BinaryOp, [e.scalar(np.inf, dt, "inf"), e.op(g.UnaryOp, [q], {"fn": "sign"})],
                {"fn": "mul"})
     return e.op(g.WhereOp, [big, inf, q], {})
+
+
+def emulate_fp4_cast(e: _Emit, x: SSAValue) -> SSAValue:
+    """Core ops computing ``cast(x -> float4_e2m1fn)``: the fp8 rounding with e2m1's binades,
+    always saturating, NaN -> -0."""
+    dt = g.spec_of(x).dtype
+    q = emulate_fp8_cast(e, x, FP4_E2M1, saturate=True)
+    nan = e.op(g.UnaryOp, [x], {"fn": "isnan"})
+    return e.op(g.WhereOp, [nan, e.scalar(-0.0, dt, "fp4_nan"), q], {})
 
 
 def emulate_narrow_int_cast(e: _Emit, x: SSAValue, to: str) -> SSAValue:
@@ -431,12 +446,15 @@ class _Decomposer:
         if to in NARROW_INTS:
             self._retype(op, emulate_narrow_int_cast(e, op.x, to))
             return
+        if to == "float4_e2m1fn" and dtypes.is_float(src):
+            self._retype(op, emulate_fp4_cast(e, op.x))
+            return
         fmt = FP8_CASTS.get(to)
         if fmt is None or not dtypes.is_float(src):
             raise DecompositionError(f"decompose-for-targets: {_where(op)} casts {src} to {to} "
                                      "at run time; only float -> float8 (e4m3fn, e5m2 and their "
-                                     "fnuz forms) and any -> int4/int2/uint4/uint2 casts are "
-                                     "decomposed")
+                                     "fnuz forms), float -> float4_e2m1fn and any -> "
+                                     "int4/int2/uint4/uint2 casts are decomposed")
         self._retype(op, emulate_fp8_cast(e, op.x, fmt, bool(op.props().get("saturate", True))))
 
 
