@@ -1161,7 +1161,10 @@ class _Lowering:
         npar = op.parallel_count
         dt = self.bufs[op.output_name][0]
         init = float(op.init_value)  # type: ignore[arg-type]
-        if dtypes.dtype(dt).kind != "float":
+        kind = dtypes.dtype(dt).kind
+        if kind == "bool":  # max of nothing is False, min of nothing True
+            init = float(init > 0)
+        elif kind != "float":
             info = np.iinfo(dtypes.dtype(dt).numpy)
             init = float(min(max(init, info.min), info.max))
         body = Block()

@@ -9,4 +9,4 @@ bash tests/setup_env.sh
 WORKERS=${PORTC_TEST_WORKERS:-$(nproc)}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} \
        MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-exec .venv/bin/python -m pytest -q -n "$WORKERS" --durations=25 "$@"
+exec .venv/bin/python -m pytest -q -n "$WORKERS" --dist worksteal --durations=25 "$@"

@@ -114,6 +114,16 @@ class KernelModuleExecutor:
         P, R = int(np.prod(pdims)), int(np.prod(rdims))
         if P == 0:
             return
+        if R == 0:  # an empty reduction: every output point is the combiner's identity
+            if op.init_value is not None:
+                pc = np.unravel_index(np.arange(P), pdims) if pdims else ()
+                out_addr = np.full(P, op.output_offset, dtype=np.int64)
+                for st, x in zip(op.output_strides[:npar], pc, strict=True):
+                    out_addr = out_addr + st * x
+                out = mem[op.output_name]
+                self._check(op, op.output_name, out_addr, "write")
+                out[out_addr] = _init_array(op.init_value, out.dtype)
+            return
         rc = np.unravel_index(np.arange(R), rdims) if rdims else ()
         chunk = max(1, CHUNK_ELEMENTS // max(R, 1))
         names = op.input_names

@@ -401,3 +401,25 @@ def test_short_softmax_rows_reduce_one_row_per_repeat(rng: np.random.Generator) 
     assert "npu.vwhole_reduce" in text and "npu.vbrcb" in text
     # many rows per task: fewer tasks than the 48 cores (one row per task would be 300)
     assert all(la["block_dim"] < 48 for la in launches)
+
+
+@pytest.mark.parametrize(("kind", "dtype", "want"), [("max", "bool", False), ("min", "bool", True),
+                                                     ("max", "float32", -np.inf),
+                                                     ("sum", "int32", 0)])
+def test_reductions_over_an_empty_axis_give_the_identity(kind: str, dtype: str,
+                                                         want: object) -> None:
+    """An empty reduction is a fill on ascend and in the kernel-IR executor alike; bool max/min
+    of nothing is False/True (the -inf/+inf init clamped to the type)."""
+    from portc.compiler.builder import GraphBuilder
+    from portc.dialects.graph import TensorSpec
+
+    b = GraphBuilder(fold=False)
+    x = b.add_input("x", TensorSpec((2, 0, 3), dtype))
+    prog = b.finish([("y", b.reduce(kind, x, [1], keepdims=True))])
+    feeds = {"x": np.zeros((2, 0, 3), np.dtype(dtype))}
+    kp = lower_for_target(prog.clone())
+    ref = run_kernel_module(kp.module, kp.weights, feeds)["y"]
+    got, _ = NpuSimExecutable(compile_ascend(prog, CompileOptions())).run(feeds)
+    for out in (ref, got["y"]):
+        assert out.shape == (2, 1, 3) and out.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(out, np.full((2, 1, 3), want, np.dtype(dtype)))
