@@ -14,6 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: model-zoo runs of over a minute each (light_inception_v1 / light_resnet50 on a simulator):
+#: ``tests/run.sh`` leaves them out unless PORTC_HEAVY=1, to keep CI under 20 minutes on 2 cores
+HEAVY = pytest.mark.heavy
+
+
+def light_models(*names: str) -> list:
+    """light_* model names as parameters, the heavy ones marked so."""
+    return [pytest.param(n, marks=HEAVY) if n in ("inception_v1", "resnet50") else n
+            for n in names]
+
+
 def require_oracles() -> bool:
     return os.environ.get("PORTC_REQUIRE_ORACLES") == "1"
 

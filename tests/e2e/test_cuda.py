@@ -23,7 +23,7 @@ from portc.compiler.targets import CompileOptions
 from portc.dialects.graph import TensorSpec
 from portc.runtimes.cuda_driver import unavailable
 from portc.runtimes.ptxsim import MisalignedAccessError, OutOfBoundsError, SharedMemoryRaceError
-from tests.conftest import need, portc_cli
+from tests.conftest import light_models, need, portc_cli
 
 EXAMPLES = ["mlp", "small_cnn", "tiny_transformer"]
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -97,7 +97,7 @@ def _with_logits(name: str, tmp: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "resnet50"])
+@pytest.mark.parametrize("name", light_models("squeezenet", "inception_v1", "resnet50"))
 def test_light_model_verifies_on_ptxsim(tmp_path: Path, name: str) -> None:
     rep = api.verify(_with_logits(name, tmp_path), "cuda", seed=1, rtol=1e-4, atol=1e-5)
     assert rep.ok, rep.table()

@@ -28,7 +28,7 @@ from portc.compiler.targets import CompileOptions
 from portc.dialects.graph import TensorSpec
 from portc.runtimes.qemu import GCC, QemuExecutable, qemu_cpu, unavailable
 from portc.runtimes.rvvsim import OutOfBoundsError, TailRelianceError
-from tests.conftest import need, portc_cli
+from tests.conftest import light_models, need, portc_cli
 
 EXAMPLES = ["mlp", "small_cnn", "tiny_transformer"]
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -203,7 +203,7 @@ def test_minilm_encoder_verifies_on_rvvsim(minilm_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "resnet50"])
+@pytest.mark.parametrize("name", light_models("squeezenet", "inception_v1", "resnet50"))
 def test_light_model_verifies_on_qemu(name: str) -> None:
     need_qemu()
     rep = api.verify(LIGHT_DIR / f"light_{name}.onnx", "rvv", runtime="qemu", seed=1,
