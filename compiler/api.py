@@ -368,11 +368,39 @@ def verify(model: ModelLike, target: str = "reference", *, example_inputs: Seque
     rt = get_target(target).runtime(runtime)
     outs, stats = rt.load(cm.artifact).run(feeds)
     checks = [compare(n, outs[n], expected[n], rtol, atol) for n in program.output_names]
+    if change_reports and changes is not None and changes.rounds_activations \
+            and tolerance_source.startswith("target default"):
+        checks = [allow_activation_rounding(c, change_reports) for c in checks]
     oracle = "onnxruntime" if imported.kind == "onnx" else "torch"
     if change_reports:
         oracle = "reference interpreter of the changed model"
     return VerifyReport(imported.name, target, rt.name, checks, oracle, stats, change_reports,
                         (rtol, atol, tolerance_source))
+
+
+#: how much of a change's own error (changed vs unchanged model) a port may add when the
+#: changed model rounds activations at run time (see ``allow_activation_rounding``)
+ACTIVATION_ROUNDING_SHARE = 0.5
+
+
+def allow_activation_rounding(chk: OutputCheck, change_reports: list[dict[str, Any]]
+                              ) -> OutputCheck:
+    """A port of a model that quantizes activations at run time computes the quantizers'
+    inputs in its own float arithmetic (fp32, other summation orders) while the reference uses
+    float64, so a value on a rounding tie can land one quantization step away, and that step
+    propagates. Such a port is held to at most ``ACTIVATION_ROUNDING_SHARE`` of the error the
+    change itself introduces on these inputs, and the check says so; only the defaults get this
+    (a user's --rtol/--atol are applied as given)."""
+    if chk.ok or not np.isfinite(chk.max_abs):
+        return chk
+    own = max((r["outputs"][chk.name]["max_abs_error"] for r in change_reports
+               if chk.name in r.get("outputs", {})), default=0.0)
+    allowed = ACTIVATION_ROUNDING_SHARE * own
+    if chk.max_abs > allowed:
+        return chk
+    return OutputCheck(chk.name, chk.max_abs, chk.max_rel, True,
+                       f"(run-time activation rounding: within {ACTIVATION_ROUNDING_SHARE:g}x "
+                       f"of the change's own error {own:.3g})")
 
 
 def resolve_tolerance(target: str, options: Mapping[str, Any] | None, rtol: float | None,

@@ -49,6 +49,12 @@ class ModelChangeOptions:
     def any(self) -> bool:
         return bool(self.quantize or self.sparsity or self.moe_capacity_factor is not None)
 
+    @property
+    def rounds_activations(self) -> bool:
+        """Whether the changed model rounds activations at run time (int8 and fp8 quantize
+        them; weight-only w4/w2, pruning and MoE capacity do not)."""
+        return self.quantize in ("int8", "fp8")
+
 
 def calibration_batches(program: Program, path: str | None, seed: int,
                         n_random: int = 8) -> tuple[list[dict[str, np.ndarray]], str]:

@@ -111,3 +111,36 @@ def test_onnx_backend_specialises_on_shape_inputs_and_recompiles_on_change() -> 
 def test_backend_devices_are_target_names() -> None:
     assert PortcBackend.supports_device("reference") and PortcBackend.supports_device("CPU")
     assert not PortcBackend.supports_device("tpu")
+
+
+def test_activation_rounding_allowance_is_a_share_of_the_change_error() -> None:
+    """A port of a model with run-time activation quantizers may differ from the changed
+    reference by up to half the change's own error (ties rounded the other way at fp32); more
+    than that, or a check that already passed, is left as it is."""
+    from portc.compiler.api import OutputCheck, allow_activation_rounding
+
+    reports = [{"name": "quantize-int8", "outputs": {"y": {"max_abs_error": 0.2, "cosine": 0.99}}}]
+    within = allow_activation_rounding(OutputCheck("y", 0.06, 3.0, False), reports)
+    assert within.ok and "within 0.5x of the change's own error 0.2" in within.detail
+    beyond = allow_activation_rounding(OutputCheck("y", 0.11, 3.0, False), reports)
+    assert not beyond.ok
+    other = allow_activation_rounding(OutputCheck("z", 1e-9, 0.0, False), reports)
+    assert not other.ok  # no change error known for this output: nothing to share
+
+
+def test_user_tolerances_are_applied_as_given_to_changed_models(tmp_path: Path) -> None:
+    """The allowance belongs to the target defaults only: an impossible --atol still fails."""
+    from portc.compiler.api import verify
+    from portc.compiler.model_changes import ModelChangeOptions
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    change = ModelChangeOptions(quantize="int8")
+    assert verify(path, "reference", changes=change).ok
+    assert not verify(path, "reference", changes=change, rtol=0.0, atol=-1.0).ok
