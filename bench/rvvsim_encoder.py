@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -68,11 +67,10 @@ def main() -> int:
     exe = RvvSimExecutable(cm.artifact)
     exe.machine.batch_loops = not a.no_batch  # read when each block is first compiled
     c1, w1 = time.process_time(), time.perf_counter()
-    batched = _count_batched(exe)
     got, stats = exe.run(feeds)
     c2, w2 = time.process_time(), time.perf_counter()
 
-    total = stats["instructions"]
+    total, batched = stats["instructions"], stats["batched"]
     print(f"rvvsim at VLEN {a.vlen} ({os.cpu_count()} cores): load {w1 - w0:.1f} s wall "
           f"({c1 - c0:.1f} s CPU), run {w2 - w1:.1f} s wall ({c2 - c1:.1f} s CPU), "
           f"{total / max(w2 - w1, 1e-9) / 1e6:.2f} M instructions/s")
@@ -98,21 +96,6 @@ def main() -> int:
         err = float(np.abs(got[name].astype(np.float64) - w.astype(np.float64)).max())
         print(f"{name}: max abs error vs onnxruntime {err:.3e}")
     return 0
-
-
-def _count_batched(exe: Any) -> dict[str, int]:
-    """Add up every kernel call's batched iterations and the instructions they stand for."""
-    acc = {"iterations": 0, "instructions": 0}
-    call = exe.machine.call
-
-    def counting(*args: Any, **kw: Any) -> Any:
-        st = call(*args, **kw)
-        acc["iterations"] += st.batched_iterations
-        acc["instructions"] += st.batched_instructions
-        return st
-
-    exe.machine.call = counting
-    return acc
 
 
 if __name__ == "__main__":

@@ -286,12 +286,15 @@ class RvvSimExecutable:
         per: dict[str, int] = {}
         total = 0
         per_kernel: dict[str, int] = {}
+        batched = {"iterations": 0, "instructions": 0}
         trace: dict[str, bytes] = {}
         where = {b.name: (b, a) for b, a in zip(self.layout.buffers, addr, strict=True)}
         for name in self.kernels:
             st = self.machine.call(name, int_args=[table], max_instructions=MAX_INSTRUCTIONS)
             total += st.instructions
             per_kernel[name] = st.instructions
+            batched["iterations"] += st.batched_iterations
+            batched["instructions"] += st.batched_instructions
             for mn, n in st.per_mnemonic.items():
                 per[mn] = per.get(mn, 0) + n
             for buf in self.writes.get(name, []):
@@ -303,8 +306,11 @@ class RvvSimExecutable:
             if b.kind == "output":
                 flat = mem.read(a, b.numpy_dtype, b.elements)
                 outs[b.binding or b.name] = self.layout.shape_output(b, np.array(flat))
+        # batched: loop iterations the batcher ran as numpy blocks, and the instructions
+        # (already in ``instructions``) they stand for
         stats = {"vlen": self.vlen, "instructions": total, "per_kernel": per_kernel,
-                 "per_mnemonic": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+                 "per_mnemonic": dict(sorted(per.items(), key=lambda kv: -kv[1])),
+                 "batched": batched}
         if self.writes:
             stats["trace"] = trace
         return outs, stats

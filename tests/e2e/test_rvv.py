@@ -44,6 +44,8 @@ def test_example_verifies_on_rvvsim(examples_dir: Path, name: str, fmt: str) -> 
     rep = api.verify(examples_dir / f"{name}.{fmt}", "rvv", seed=3, rtol=1e-4, atol=1e-5)
     assert rep.ok, rep.table()
     assert rep.stats["instructions"] > 0 and rep.stats["per_mnemonic"]
+    batched = rep.stats["batched"]
+    assert 0 < batched["instructions"] <= rep.stats["instructions"] and batched["iterations"]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
