@@ -160,14 +160,17 @@ class GemmLowering:
             else:
                 r = pb.bf16_to_f32(e, h)
         v = Val(r, "f32", dt)
+        for c in self.cast_chain(slot):
+            v = pb.cast(e, v, c)
+        return v.reg
+
+    def cast_chain(self, slot: int) -> list[str]:
+        """The dtypes the body casts operand ``slot`` through on its way to the ``mul``."""
         mul = self.op.yielded.owner
         assert isinstance(mul, k.BinaryOp)
         chain: list[str] = []
-        args = list(self.op.body.block.args)
-        _source_slot(mul.a if slot == self.s.a else mul.b, args, chain)
-        for c in chain:
-            v = pb.cast(e, v, c)
-        return v.reg
+        _source_slot(mul.a if slot == self.s.a else mul.b, list(self.op.body.block.args), chain)
+        return chain
 
 
 def lower_gemm(op: k.GenericOp, bufs: dict[str, k.BufferOp], name: str, precision: str,

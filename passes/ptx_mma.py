@@ -21,6 +21,7 @@ g = lane >> 2, t = lane & 3; C/D: c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1)
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import ml_dtypes
@@ -31,7 +32,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from portc.dialects import kernel as k
 from portc.dialects import ptx
 from portc.passes.ptx_body import Emitter
-from portc.passes.ptx_gemm import BK, BM, BN, GemmLowering, GemmShape, _epilogue, _source_slot
+from portc.passes.ptx_gemm import BK, BM, BN, GemmLowering, GemmShape, _epilogue
 
 THREADS = 128
 MMA_TYPE = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32"}
@@ -58,16 +59,10 @@ def round_gemm_weights_to_mma_type(kp: Any, precision: str) -> list[str]:
     dt = MMA_DTYPE[precision]
     bufs = k.buffers_of(kp.module)
     kernels = k.kernels_of(kp.module)
-    readers: dict[str, int] = {}
-    for op in kernels:
-        names = op.input_names if isinstance(op, k.GenericOp) else [
-            op.input.data] if isinstance(op, k.SortOp) else []
-        for name in names:
-            readers[name] = readers.get(name, 0) + 1
-    bindings: dict[str, int] = {}
-    for b in bufs.values():
-        if b.binding is not None:
-            bindings[b.binding.data] = bindings.get(b.binding.data, 0) + 1
+    readers = Counter(name for op in kernels for name in (
+        op.input_names if isinstance(op, k.GenericOp) else
+        [op.input.data] if isinstance(op, k.SortOp) else []))
+    bindings = Counter(b.binding.data for b in bufs.values() if b.binding is not None)
     uses: dict[str, list[tuple[k.GenericOp, int]]] = {}
     for op in kernels:
         if not isinstance(op, k.GenericOp) or choose_schedule(op, bufs, precision) != "gemm":
@@ -87,7 +82,7 @@ def round_gemm_weights_to_mma_type(kp: Any, precision: str) -> list[str]:
     changed = []
     for name, sites in sorted(uses.items()):
         buf = bufs[name]
-        if len(sites) != readers.get(name, 0) or bindings[buf.binding.data] != 1:
+        if len(sites) != readers[name] or bindings[buf.binding.data] != 1:
             continue  # some other kernel reads the fp32 values
         binding = buf.binding.data
         kp.weights.put(binding, np.asarray(kp.weights[binding], np.float32).astype(
@@ -123,12 +118,7 @@ def cp_async_contiguous(L: GemmLowering, slot: int, dims: tuple[int, ...], preci
     g, op = L.g, L.op
     if g.dtype(g.names[slot]) != MMA_DTYPE[precision]:
         return False
-    mul = op.yielded.owner
-    assert isinstance(mul, k.BinaryOp)
-    chain: list[str] = []
-    args = list(op.body.block.args)
-    _source_slot(mul.a if slot == L.s.a else mul.b, args, chain)
-    if any(c != "float32" for c in chain):
+    if any(c != "float32" for c in L.cast_chain(slot)):
         return False
     strides = op.input_strides(slot)
     inner = dims[-1]

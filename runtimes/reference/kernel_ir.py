@@ -8,7 +8,7 @@ bounds-checked and a fault names the kernel and the graph op it came from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from xdsl.ir import Operation, SSAValue
@@ -72,6 +72,16 @@ def _init_array(init: float, dt: np.dtype) -> np.ndarray:
     return np.array(init).astype(dt)
 
 
+def _affine(strides: Sequence[int], offset: int, coords: list, shape: tuple[int, ...]
+            ) -> np.ndarray:
+    """offset + sum(stride * coord) over broadcastable coordinate arrays, as int64 of ``shape``."""
+    a = np.full(shape, offset, dtype=np.int64)
+    for s, x in zip(strides, coords, strict=True):
+        if s:
+            a = a + s * x
+    return a
+
+
 _REDUCE = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
@@ -117,9 +127,7 @@ class KernelModuleExecutor:
         if R == 0:  # an empty reduction: every output point is the combiner's identity
             if op.init_value is not None:
                 pc = np.unravel_index(np.arange(P), pdims) if pdims else ()
-                out_addr = np.full(P, op.output_offset, dtype=np.int64)
-                for st, x in zip(op.output_strides[:npar], pc, strict=True):
-                    out_addr = out_addr + st * x
+                out_addr = _affine(op.output_strides[:npar], op.output_offset, list(pc), (P,))
                 out = mem[op.output_name]
                 self._check(op, op.output_name, out_addr, "write")
                 out[out_addr] = _init_array(op.init_value, out.dtype)
@@ -137,11 +145,7 @@ class KernelModuleExecutor:
 
             def addr(strides: tuple[int, ...], offset: int, coords: list = coords,
                      shape: tuple = shape) -> np.ndarray:
-                a = np.full(shape, offset, dtype=np.int64)
-                for s, x in zip(strides, coords, strict=True):
-                    if s:
-                        a = a + s * x
-                return a
+                return _affine(strides, offset, coords, shape)
 
             addrs = [addr(op.input_strides(i), op.input_offset(i)) for i in range(len(names))]
             loaded: dict[int, np.ndarray] = {}
